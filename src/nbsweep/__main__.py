@@ -1,0 +1,3 @@
+from nbsweep.cli import main
+
+main()

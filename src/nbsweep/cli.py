@@ -1,0 +1,301 @@
+"""The ``nbsweep`` command: parse, call the library, turn its errors into one line and an
+exit code (1 failed trial, 2 usage or input error, 130 interrupted, 143 terminated)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from nbsweep import __version__
+from nbsweep.errors import EXIT_FAILED, NbsweepError
+from nbsweep.trial import TrialResult
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+class _Failure(click.ClickException):
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except NbsweepError as error:
+            raise _Failure(str(error), error.exit_code) from None
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="nbsweep")
+def cli() -> None:
+    """Run a Jupyter notebook as a W&B sweep program."""
+
+
+def _execution_options(command: Callable) -> Callable:
+    """Options every command that executes a notebook shares."""
+    options = [
+        click.option(
+            "--kernel",
+            metavar="NAME",
+            help="Kernel to use instead of the notebook's "
+            "kernelspec (python3 means the interpreter running nbsweep).",
+        ),
+        click.option(
+            "--cwd",
+            type=click.Path(file_okay=False, path_type=Path),
+            help="Working directory of the kernel. Default: the notebook's folder.",
+        ),
+        click.option(
+            "--timeout",
+            "cell_timeout",
+            type=click.FloatRange(min=0, min_open=True),
+            metavar="SECONDS",
+            help="Stop a cell that runs longer (interrupt, then kill). Default: no limit.",
+        ),
+        click.option(
+            "--trial-timeout",
+            type=click.FloatRange(min=0, min_open=True),
+            metavar="SECONDS",
+            help="Stop the notebook after this long. Default: no limit.",
+        ),
+        click.option(
+            "--stop-grace",
+            type=click.FloatRange(min=0),
+            default=10.0,
+            show_default=True,
+            metavar="SECONDS",
+            help="After interrupting a stopped or timed-out cell, wait this long "
+            "before killing the kernel.",
+        ),
+        click.option(
+            "--config-var",
+            default="config",
+            show_default=True,
+            metavar="NAME",
+            help="Variable holding a config dict, used when no cell is tagged 'parameters'.",
+        ),
+        click.option(
+            "--allow-unknown",
+            is_flag=True,
+            help="Inject names the notebook does not define instead of failing.",
+        ),
+        click.option(
+            "--metric",
+            "metrics",
+            multiple=True,
+            metavar="NAME",
+            help="Report this variable's final value as a metric (repeatable).",
+        ),
+        click.option(
+            "--log-output",
+            is_flag=True,
+            help="Stream the kernel's stdout and stderr while it runs.",
+        ),
+        click.option("--html", is_flag=True, help="Also save the executed notebook as HTML."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+@cli.command(
+    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": True},
+    epilog="Parameters, lowest precedence first: -f files; --args-json; --name=value and "
+    "name=value; the WANDB_SWEEP_PARAM_PATH file (under wandb agent); -p/-r. Execution "
+    "options win over --name=value of the same name: pass such a parameter with -p.",
+)
+@click.argument("notebook", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.option(
+    "-p",
+    "--parameter",
+    "pairs",
+    nargs=2,
+    multiple=True,
+    metavar="NAME VALUE",
+    help="Set a parameter; VALUE is read as a Python literal, else a string.",
+)
+@click.option(
+    "-r",
+    "--parameter-raw",
+    "raw_pairs",
+    nargs=2,
+    multiple=True,
+    metavar="NAME VALUE",
+    help="Set a parameter to VALUE as a string.",
+)
+@click.option(
+    "-f",
+    "--parameters-file",
+    "files",
+    multiple=True,
+    metavar="FILE",
+    help="YAML or JSON file of name: value (repeatable).",
+)
+@click.option(
+    "--args-json",
+    multiple=True,
+    metavar="JSON",
+    help="A JSON object of parameters (what W&B's ${args_json} gives).",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Executed notebook path. Default: nbsweep-runs/<notebook>/<time>/ (under "
+    "wandb agent: nbsweep-runs/<sweep>/<run>/).",
+)
+@click.option(
+    "--metrics-json",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the captured metrics (summary and history) to this JSON file.",
+)
+@_execution_options
+def run(
+    notebook: Path,
+    args: tuple[str, ...],
+    pairs: tuple,
+    raw_pairs: tuple,
+    files: tuple[str, ...],
+    args_json: tuple[str, ...],
+    output: Path | None,
+    metrics_json: Path | None,
+    **execution: Any,
+) -> None:
+    """Run NOTEBOOK once with the given parameter values: one sweep trial.
+
+    \b
+    nbsweep run train.ipynb --lr=0.01 --layers='[64, 32]'
+    nbsweep run train.ipynb -p lr 0.01 -f params.yaml
+    sweep YAML: command: [nbsweep, run, ${program}, ${args}]
+    """
+    from nbsweep.arguments import PARAM_PATH_ENV, ParameterSources, collect
+    from nbsweep.reporting import Reporter
+    from nbsweep.trial import exit_code_for_stop, run_trial
+
+    sources = ParameterSources(
+        args, files, args_json, pairs, raw_pairs, os.environ.get(PARAM_PATH_ENV)
+    )
+    spec = _trial_spec(notebook, collect(sources), output, **execution)
+    result = run_trial(spec, Reporter(log_output=execution["log_output"]))
+    if metrics_json is not None:
+        from nbsweep.files import write_json
+
+        write_json(result.metrics.to_json(), metrics_json)
+    _print_metrics(result)
+    if result.status == "stopped":
+        raise _Failure(
+            f"stopped ({result.reason}); partial notebook saved: {result.output}",
+            exit_code_for_stop(result.reason),
+        )
+    if result.status == "failed":
+        raise _Failure(describe_failure(result), EXIT_FAILED)
+
+
+def _trial_spec(
+    notebook: Path,
+    values: list,
+    output: Path | None,
+    *,
+    kernel: str | None,
+    cwd: Path | None,
+    cell_timeout: float | None,
+    trial_timeout: float | None,
+    stop_grace: float,
+    config_var: str,
+    allow_unknown: bool,
+    metrics: tuple[str, ...],
+    log_output: bool,
+    html: bool,
+) -> Any:
+    from nbsweep.executor import ExecutionOptions
+    from nbsweep.trial import TrialSpec
+
+    del log_output  # a Reporter setting, not the trial's
+    return TrialSpec(
+        notebook=notebook,
+        values=values,
+        config_var=config_var,
+        allow_unknown=allow_unknown,
+        output=output,
+        html=html,
+        kernel_name=kernel,
+        cwd=cwd,
+        metric_variables=metrics,
+        execution=ExecutionOptions(cell_timeout, trial_timeout, stop_grace),
+    )
+
+
+def describe_failure(result: TrialResult) -> str:
+    """Which cell failed and how, the end of its traceback, and where the notebook is."""
+    failure = result.failure
+    if failure is None:
+        return f"trial failed ({result.reason}); notebook saved: {result.output}"
+    where = (
+        "the injected parameters cell"
+        if result.source_cell_index is None
+        else f"cell {result.source_cell_index}"
+    )
+    headline = f"{where} failed: {failure.ename}"
+    if failure.evalue:
+        headline += f": {failure.evalue}"
+    if failure.ename == "StdinNotImplementedError":
+        headline += " (input() is not available in a trial: make the value a parameter)"
+    lines = [_ANSI.sub("", line) for line in failure.traceback]
+    tail = "\n".join(lines).strip().splitlines()[-6:]
+    body = "".join(f"\n    {line}" for line in tail)
+    return f"{headline}{body}\n  notebook saved: {result.output}"
+
+
+def _print_metrics(result: TrialResult) -> None:
+    summary = result.metrics.summary()
+    for name, value in summary.items():
+        click.echo(f"{name}\t{value}")
+    for name in result.metrics.missing:
+        click.echo(f"warning: --metric {name}: the notebook never defined it", err=True)
+
+
+@cli.command()
+@click.argument("notebook", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--config-var",
+    default="config",
+    show_default=True,
+    metavar="NAME",
+    help="Variable holding a config dict, used when no cell is tagged 'parameters'.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the parameters as JSON.")
+@click.option(
+    "--sweep-template", is_flag=True, help="Print a starter sweep YAML for this notebook."
+)
+def inspect(notebook: Path, config_var: str, as_json: bool, sweep_template: bool) -> None:
+    """Show the parameters NOTEBOOK declares and how nbsweep found them."""
+    from nbsweep.files import read_notebook
+    from nbsweep.inspection import parameters_json, parameters_table, sweep_template_yaml
+    from nbsweep.parameters import find_parameters
+
+    nb = read_notebook(notebook)
+    found = find_parameters(nb, config_var)
+    if sweep_template:
+        click.echo(sweep_template_yaml(notebook, found, nb), nl=False)
+    elif as_json:
+        click.echo(json.dumps(parameters_json(found), indent=2))
+    else:
+        click.echo(parameters_table(found), nl=False)
+
+
+def main() -> None:
+    cli(prog_name="nbsweep")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""How ``nbsweep inspect`` shows a notebook's parameters: a table, JSON, a starter sweep."""
+
+from __future__ import annotations
+
+import ast
+import math
+from pathlib import Path
+from typing import Any
+
+import yaml
+from nbformat import NotebookNode
+
+from nbsweep.parameters import Parameter, ParameterSet, parse_leniently
+
+
+def _source(found: ParameterSet, parameter: Parameter) -> str:
+    if found.style == "config-dict":
+        return f"cell {parameter.cell_index} line {parameter.line} ({found.config_var} dict)"
+    return f"cell {parameter.cell_index} line {parameter.line} (parameters cell)"
+
+
+def parameters_json(found: ParameterSet) -> dict[str, Any]:
+    return {
+        "style": found.style,
+        "cell_index": found.cell_index,
+        "config_var": found.config_var,
+        "parameters": [
+            {
+                "name": p.name,
+                "default": p.default if p.is_literal and _jsonable(p.default) else None,
+                "default_source": p.default_source,
+                "type": p.type_name,
+                "cell_index": p.cell_index,
+                "line": p.line,
+            }
+            for p in found.parameters
+        ],
+    }
+
+
+def parameters_table(found: ParameterSet) -> str:
+    rows = [("name", "default", "type", "source")]
+    for parameter in found.parameters:
+        default = " ".join(parameter.default_source.split())
+        if len(default) > 40:
+            default = default[:37] + "..."
+        rows.append((parameter.name, default, parameter.type_name, _source(found, parameter)))
+    widths = [max(len(row[column]) for row in rows) for column in range(3)]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths, strict=True))
+        + "  "
+        + row[3]
+        for row in rows
+    ]
+    return "\n".join(line.rstrip() for line in lines) + "\n"
+
+
+def sweep_template_yaml(notebook: Path, found: ParameterSet, nb: NotebookNode) -> str:
+    """A sweep config to start from: every parameter with a range around its default."""
+    metric = _logged_metric_names(nb)
+    chosen = next((name for name in metric if "val" in name), metric[0] if metric else "val_loss")
+    goal = (
+        "maximize"
+        if any(word in chosen for word in ("acc", "f1", "auc", "score"))
+        else ("minimize")
+    )
+    config = {
+        "program": str(notebook),
+        "command": ["nbsweep", "run", "${program}", "${args}"],
+        "method": "random",
+        "metric": {"name": chosen, "goal": goal},
+        "parameters": {p.name: _distribution(p) for p in found.parameters},
+    }
+    header = (
+        "# Starter sweep for this notebook: edit the ranges, then\n"
+        "#   wandb sweep sweep.yaml   and   nbsweep agent SWEEP_ID\n"
+    )
+    return header + yaml.safe_dump(config, sort_keys=False, default_flow_style=None)
+
+
+def _distribution(parameter: Parameter) -> dict[str, Any]:
+    default = parameter.default
+    if not parameter.is_literal:
+        return {"value": parameter.default_source}
+    if type(default) is bool:
+        return {"values": [True, False]}
+    if type(default) is int:
+        low, high = max(1, default // 2), max(2, default * 2)
+        return {"distribution": "int_uniform", "min": low, "max": high}
+    if type(default) is float and math.isfinite(default):
+        if default > 0:
+            return {"distribution": "log_uniform_values", "min": default / 10, "max": default * 10}
+        return {"distribution": "uniform", "min": default - 1.0, "max": default + 1.0}
+    if _jsonable(default):
+        return {"values": [default]}
+    return {"value": parameter.default_source}
+
+
+def _logged_metric_names(nb: NotebookNode) -> list[str]:
+    """Keys of dict literals passed to ``nbsweep.log(...)`` or ``wandb.log(...)``."""
+    names: list[str] = []
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        module, _ = parse_leniently(cell.source)
+        for node in ast.walk(module):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "log"
+                and node.args
+                and isinstance(node.args[0], ast.Dict)
+            ):
+                for key in node.args[0].keys:
+                    if isinstance(key, ast.Constant) and isinstance(key.value, str):
+                        if key.value not in names:
+                            names.append(key.value)
+    return names
+
+
+def _jsonable(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if value is None or isinstance(value, (bool, int, str)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(map(_jsonable, value))
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _jsonable(v) for k, v in value.items())
+    return False

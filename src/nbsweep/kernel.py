@@ -1,0 +1,153 @@
+"""One Jupyter kernel process: start it (before its trial is known, if you like), stop it,
+and make sure nothing it started survives.
+
+Knows nothing of notebooks, trials or W&B.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import sys
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import psutil
+from jupyter_client import AsyncKernelManager
+from jupyter_client.asynchronous import AsyncKernelClient
+from jupyter_client.kernelspec import KernelSpec, KernelSpecManager, NoSuchKernel
+
+from nbsweep.errors import KernelStartError
+
+_PYTHON_KERNEL_NAMES = ("python3", "python", "")
+_PR_SET_PDEATHSIG = 1
+
+
+class _InterpreterKernelSpecs(KernelSpecManager):
+    """Resolves ``python3``/``python`` to this interpreter's ipykernel, so a venv just works."""
+
+    def get_kernel_spec(self, kernel_name: str) -> KernelSpec:
+        if kernel_name.lower() in _PYTHON_KERNEL_NAMES:
+            return KernelSpec(
+                argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                display_name=f"Python {sys.version_info.major}.{sys.version_info.minor}",
+                language="python",
+                metadata={"debugger": False},
+            )
+        return super().get_kernel_spec(kernel_name)
+
+
+def _die_with_parent() -> None:
+    """Runs in the kernel child before exec: if nbsweep is killed, so is the kernel."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class Kernel:
+    """A kernel process and a connected client.
+
+    ``start`` returns once the kernel answers, so it can be called ahead of time; ``stop``
+    shuts it down and then kills its whole process tree, whatever state it is in.
+    """
+
+    def __init__(self, kernel_name: str = "python3", startup_timeout: float = 60.0) -> None:
+        self.kernel_name = kernel_name or "python3"
+        self.startup_timeout = startup_timeout
+        self.manager = AsyncKernelManager(
+            kernel_name=self.kernel_name, kernel_spec_manager=_InterpreterKernelSpecs()
+        )
+        self.client: AsyncKernelClient | None = None
+        self.pid: int | None = None
+        self._log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed in stop()
+            prefix="nbsweep-kernel-", suffix=".log", delete=False
+        )
+        self._known_processes: dict[int, psutil.Process] = {}
+
+    async def start(self, cwd: Path, env: Mapping[str, str]) -> None:
+        """Start the kernel in ``cwd`` with exactly ``env`` and wait until it answers."""
+        try:
+            await self.manager.start_kernel(
+                cwd=str(cwd),
+                env=dict(env),
+                stdout=self._log,
+                stderr=self._log,
+                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            )
+        except NoSuchKernel:
+            installed = ", ".join(sorted(KernelSpecManager().find_kernel_specs())) or "none"
+            raise KernelStartError(
+                f"no Jupyter kernel named {self.kernel_name!r} is installed (installed: "
+                f"{installed}); install it or pass --kernel NAME"
+            ) from None
+        except (OSError, ValueError) as error:
+            raise KernelStartError(f"cannot start kernel {self.kernel_name!r}: {error}") from None
+        provisioner = self.manager.provisioner
+        self.pid = getattr(provisioner, "pid", None)
+        self.remember_processes()
+        self.client = self.manager.client()
+        self.client.start_channels()
+        try:
+            await self.client.wait_for_ready(timeout=self.startup_timeout)
+        except RuntimeError as error:
+            await self.stop(graceful=False)
+            raise KernelStartError(
+                f"kernel {self.kernel_name!r} did not start: {error}. {self.log_tail()}".strip()
+            ) from None
+        self.client.allow_stdin = False
+
+    def remember_processes(self) -> None:
+        """Note the kernel's process tree, so children that leave its group are still found."""
+        if self.pid is None:
+            return
+        with contextlib.suppress(psutil.Error):
+            root = psutil.Process(self.pid)
+            for process in [root, *root.children(recursive=True)]:
+                self._known_processes.setdefault(process.pid, process)
+
+    async def is_alive(self) -> bool:
+        return bool(await self.manager.is_alive())
+
+    async def interrupt(self) -> None:
+        with contextlib.suppress(RuntimeError, OSError):
+            await self.manager.interrupt_kernel()
+
+    async def kill(self) -> None:
+        """SIGKILL the kernel's process group and every process it is known to have started."""
+        self.remember_processes()
+        pgid = getattr(self.manager.provisioner, "pgid", None)
+        if pgid:
+            with contextlib.suppress(OSError):
+                os.killpg(pgid, signal.SIGKILL)
+        for process in self._known_processes.values():
+            with contextlib.suppress(psutil.Error):
+                process.kill()
+
+    async def stop(self, graceful: bool = True) -> None:
+        """Shut down (politely if ``graceful``), then kill what is left and wait for it to go."""
+        self.remember_processes()
+        if graceful and self.client is not None:
+            with contextlib.suppress(Exception):
+                await self.manager.shutdown_kernel(now=False)
+        await self.kill()
+        with contextlib.suppress(Exception):
+            await self.manager.shutdown_kernel(now=True)
+        psutil.wait_procs(list(self._known_processes.values()), timeout=5)
+        if self.client is not None:
+            self.client.stop_channels()
+        with contextlib.suppress(Exception):
+            await self.manager.cleanup_resources()
+        self._log.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self._log.name)
+
+    def log_tail(self, lines: int = 5) -> str:
+        """The last lines the kernel process wrote to its own stdout/stderr."""
+        with contextlib.suppress(OSError):
+            self._log.flush()
+            text = Path(self._log.name).read_text(encoding="utf-8", errors="replace")
+            kept = [line for line in text.splitlines() if "without encryption" not in line]
+            return "\n".join(kept[-lines:])
+        return ""

@@ -1,0 +1,93 @@
+"""Turn parameter values into Python source literals, and back.
+
+Values never reach a notebook as text pasted into code: each is rebuilt from its type
+(``repr`` only for atoms whose repr is a literal) and the result is parsed back with
+``ast.literal_eval`` and compared, type for type, with the original.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+from typing import Any
+
+from nbsweep.errors import ParameterError
+
+# ast.literal_eval has no spelling for these; they are the only calls we ever write.
+_SPECIAL_FLOATS = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
+
+
+def to_literal(value: Any) -> str:
+    """Python source for ``value`` that ``parse_literal`` turns back into an equal value.
+
+    Supports None, bool, int, float (inf and nan included), str, bytes, and lists,
+    tuples, sets and dicts of those, by exact type (an enum is not an int).
+    Raises ParameterError for anything else.
+    """
+    source = _render(value)
+    if not same_value(parse_literal(source), value):
+        raise ParameterError(f"value {value!r} does not survive being written as a literal")
+    return source
+
+
+def parse_literal(source: str) -> Any:
+    """Evaluate a literal written by ``to_literal`` (a superset of ``ast.literal_eval``)."""
+    tree = ast.parse(source.strip(), mode="eval")
+    return ast.literal_eval(_SpecialFloats().visit(tree))
+
+
+def same_value(left: Any, right: Any) -> bool:
+    """Equality that also requires equal types (1 is not 1.0 is not True) and nan == nan."""
+    if type(left) is not type(right):
+        return False
+    if isinstance(left, float):
+        return (math.isnan(left) and math.isnan(right)) or left == right
+    if isinstance(left, (list, tuple)):
+        return len(left) == len(right) and all(map(same_value, left, right))
+    if isinstance(left, dict):
+        return left.keys() == right.keys() and all(same_value(left[k], right[k]) for k in left)
+    return left == right
+
+
+def _render(value: Any) -> str:
+    kind = type(value)
+    if value is None or kind in (bool, int, str, bytes):
+        # For exactly these types (not subclasses) repr() is a literal by construction.
+        return repr(value)
+    if kind is float:
+        if math.isnan(value):
+            return "float('nan')"
+        if math.isinf(value):
+            return "float('inf')" if value > 0 else "float('-inf')"
+        return repr(value)
+    if kind is list:
+        return "[" + ", ".join(_render(item) for item in value) + "]"
+    if kind is tuple:
+        items = [_render(item) for item in value]
+        return "(" + items[0] + ",)" if len(items) == 1 else "(" + ", ".join(items) + ")"
+    if kind is set:
+        if not value:
+            return "set()"
+        return "{" + ", ".join(sorted(_render(item) for item in value)) + "}"
+    if kind is dict:
+        pairs = (f"{_render(key)}: {_render(item)}" for key, item in value.items())
+        return "{" + ", ".join(pairs) + "}"
+    raise ParameterError(
+        f"value of type {type(value).__name__} cannot be injected: use numbers, strings, "
+        "booleans, None, or lists/tuples/dicts of them"
+    )
+
+
+class _SpecialFloats(ast.NodeTransformer):
+    def visit_Call(self, node: ast.Call) -> ast.AST:
+        is_float_call = (
+            isinstance(node.func, ast.Name)
+            and node.func.id == "float"
+            and len(node.args) == 1
+            and not node.keywords
+            and isinstance(node.args[0], ast.Constant)
+            and node.args[0].value in _SPECIAL_FLOATS
+        )
+        if not is_float_call:
+            raise ValueError(f"not a literal: {ast.unparse(node)}")
+        return ast.Constant(_SPECIAL_FLOATS[node.args[0].value])

@@ -1,0 +1,87 @@
+"""What a trial shows while it runs: progress (one updating line on a terminal, plain lines
+otherwise), the kernel's output with --log-output, metrics as they arrive, and warnings."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
+
+from nbsweep.metrics import MetricRecord
+
+if TYPE_CHECKING:
+    from nbsweep.trial import TrialResult
+
+
+class Reporter:
+    """Prints to ``stream`` (stderr by default); the kernel's output goes to stdout/stderr."""
+
+    def __init__(
+        self,
+        stream: TextIO | None = None,
+        *,
+        log_output: bool = False,
+        tty: bool | None = None,
+        prefix: str = "",
+    ) -> None:
+        self.out = stream or sys.stderr
+        self.log_output = log_output
+        self.tty = self.out.isatty() if tty is None else tty
+        self.prefix = prefix
+        self._started = time.monotonic()
+        self._status_shown = False
+
+    def _line(self, text: str) -> None:
+        self._clear_status()
+        print(f"{self.prefix}{text}", file=self.out, flush=True)
+
+    def _status(self, text: str) -> None:
+        if self.tty:
+            self.out.write(f"\r\x1b[2K{self.prefix}{text}")
+            self.out.flush()
+            self._status_shown = True
+        else:
+            self._line(text)
+
+    def _clear_status(self) -> None:
+        if self._status_shown:
+            self.out.write("\r\x1b[2K")
+            self._status_shown = False
+
+    def elapsed(self) -> str:
+        return f"{time.monotonic() - self._started:.1f}s"
+
+    def warn(self, message: str) -> None:
+        self._line(f"warning: {message}")
+
+    def trial_started(self, notebook: Path, output: Path) -> None:
+        self._started = time.monotonic()
+        self._line(f"running {notebook} -> {output}")
+
+    def cell_started(self, index: int, number: int, total: int) -> None:
+        self._status(f"cell {number}/{total} (index {index}) started [{self.elapsed()}]")
+
+    def cell_finished(self, index: int, seconds: float) -> None:
+        if self.tty:
+            self._status(f"cell index {index} done in {seconds:.2f}s [{self.elapsed()}]")
+
+    def stream(self, name: str, text: str) -> None:
+        if not self.log_output:
+            return
+        self._clear_status()
+        target = sys.stderr if name == "stderr" else sys.stdout
+        target.write(text)
+        target.flush()
+
+    def metric(self, record: MetricRecord) -> None:
+        values = ", ".join(f"{k}={_format(v)}" for k, v in record.values.items())
+        self._line(f"step {record.step}: {values}")
+
+    def trial_finished(self, result: TrialResult) -> None:
+        self._clear_status()
+        self._line(f"{result.status} ({result.reason}) in {result.duration:.1f}s: {result.output}")
+
+
+def _format(value: object) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else str(value)

@@ -1,0 +1,201 @@
+"""One trial: inject the values, execute in a fresh kernel, collect metrics, save the
+executed notebook (also when it failed or was stopped), and leave no process behind."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from nbformat import NotebookNode
+
+from nbsweep import files
+from nbsweep.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, ParameterError
+from nbsweep.executor import CellFailure, ExecutionOptions, Hooks, StopRequest, execute
+from nbsweep.injection import Injection, parameterize
+from nbsweep.kernel import Kernel
+from nbsweep.kernel_api import TRIAL_ENV
+from nbsweep.metrics import Metrics
+from nbsweep.parameters import DEFAULT_CONFIG_VAR, is_parameter_name
+from nbsweep.redaction import Redactor
+from nbsweep.reporting import Reporter
+
+RUNS_FOLDER = "nbsweep-runs"
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """What to run and where its results go."""
+
+    notebook: Path
+    values: Sequence[tuple[str, Any]] = ()
+    """(name, value) pairs, lowest precedence first; dotted names address nested keys."""
+    config_var: str = DEFAULT_CONFIG_VAR
+    allow_unknown: bool = False
+    output: Path | None = None
+    """Where the executed notebook goes; None: a new folder under ``nbsweep-runs/``."""
+    html: bool = False
+    kernel_name: str | None = None
+    """None: the notebook's kernelspec (python3 means this interpreter)."""
+    cwd: Path | None = None
+    """The kernel's working directory; None: the notebook's folder."""
+    metric_variables: Sequence[str] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    """Added to this process's environment for the kernel."""
+    execution: ExecutionOptions = field(default_factory=ExecutionOptions)
+
+
+@dataclass
+class TrialResult:
+    status: str
+    """finished, failed or stopped."""
+    reason: str
+    output: Path
+    html: Path | None
+    metrics: Metrics
+    duration: float
+    failure: CellFailure | None = None
+    source_cell_index: int | None = None
+    """The failing cell's index in the notebook as the user wrote it (None: injected cell)."""
+    warnings: tuple[str, ...] = ()
+
+
+def default_output(notebook: Path, environ: Mapping[str, str]) -> Path:
+    """``nbsweep-runs/<sweep>/<run>/`` under ``wandb agent``, else a fresh timestamped folder."""
+    sweep, run = environ.get("WANDB_SWEEP_ID"), environ.get("WANDB_RUN_ID")
+    if sweep and run:
+        folder = Path(RUNS_FOLDER) / sweep / run
+    else:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        folder = Path(RUNS_FOLDER) / notebook.stem / f"{stamp}-{secrets.token_hex(3)}"
+    return folder / notebook.name
+
+
+def prepare(spec: TrialSpec, nb: NotebookNode) -> Injection:
+    bad = [name for name in spec.metric_variables if not is_parameter_name(name) or "." in name]
+    if bad:
+        raise ParameterError(f"--metric {bad[0]!r} is not a variable name")
+    return parameterize(
+        nb, spec.values, config_var=spec.config_var, allow_unknown=spec.allow_unknown
+    )
+
+
+async def run_trial_async(
+    spec: TrialSpec, reporter: Reporter, stop: StopRequest | None = None
+) -> TrialResult:
+    """Run one trial. Raises UsageError subclasses before anything runs; afterwards every
+    ending, including a stop, comes back as a TrialResult with the notebook saved."""
+    started = time.monotonic()
+    notebook_path = spec.notebook
+    injection = prepare(spec, files.read_notebook(notebook_path))
+    for warning in injection.warnings:
+        reporter.warn(warning)
+    nb = injection.notebook
+    output = spec.output or default_output(notebook_path, os.environ)
+    files.ensure_writable_folder(output.parent)
+    environ = {**os.environ, **spec.env, TRIAL_ENV: "1"}
+    redactor = Redactor.from_environ(environ)
+    metrics = Metrics(on_record=reporter.metric)
+    kernel = Kernel(spec.kernel_name or nb.metadata.get("kernelspec", {}).get("name", "python3"))
+    reporter.trial_started(notebook_path, output)
+    stop = stop or StopRequest()
+    outcome = None
+    try:
+        await kernel.start(spec.cwd or notebook_path.resolve().parent, environ)
+        hooks = Hooks(
+            cell_started=reporter.cell_started,
+            cell_finished=reporter.cell_finished,
+            stream=lambda name, text: reporter.stream(name, redactor.text(text)),
+            display=metrics.capture,
+        )
+        outcome = await execute(nb, kernel, spec.execution, hooks, stop, spec.metric_variables)
+    finally:
+        graceful = outcome is not None and outcome.status == "finished"
+        await kernel.stop(graceful=graceful)
+        if outcome is None:  # nbsweep itself failed: still keep what ran
+            _save(nb, output, "failed", "error", None, started, redactor)
+    metrics.final.update(outcome.variables)
+    metrics.missing.extend(outcome.missing_variables)
+    failure = outcome.failure
+    if outcome.reason == "kernel-died" and failure is not None:
+        tail = redactor.text(kernel.log_tail())
+        if tail:
+            failure = CellFailure(failure.cell_index, failure.ename, failure.evalue, (tail,))
+    _save(nb, output, outcome.status, outcome.reason, failure, started, redactor)
+    html = output.with_suffix(".html") if spec.html else None
+    if html is not None:
+        files.write_html(nb, html)
+    result = TrialResult(
+        outcome.status,
+        outcome.reason,
+        output,
+        html,
+        metrics,
+        time.monotonic() - started,
+        failure,
+        injection.source_index(failure.cell_index) if failure else None,
+        injection.warnings,
+    )
+    reporter.trial_finished(result)
+    return result
+
+
+def run_trial(spec: TrialSpec, reporter: Reporter) -> TrialResult:
+    """``run_trial_async`` with Ctrl-C and SIGTERM stopping the trial: interrupt, grace, kill.
+    A second signal kills at once."""
+
+    async def main() -> TrialResult:
+        stop = StopRequest()
+        loop = asyncio.get_running_loop()
+
+        def on_signal(signum: int) -> None:
+            reason = "interrupted" if signum == signal.SIGINT else "terminated"
+            reporter.warn(f"{reason}: stopping the trial (again to kill it now)")
+            stop.stop(reason, now=stop.requested.is_set())
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, on_signal, signum)
+        try:
+            return await run_trial_async(spec, reporter, stop)
+        finally:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)
+
+    return asyncio.run(main())
+
+
+def exit_code_for_stop(reason: str) -> int:
+    return EXIT_TERMINATED if reason == "terminated" else EXIT_INTERRUPTED
+
+
+def _save(
+    nb: NotebookNode,
+    output: Path,
+    status: str,
+    reason: str,
+    failure: CellFailure | None,
+    started: float,
+    redactor: Redactor,
+) -> None:
+    record: dict[str, Any] = {
+        "status": status,
+        "reason": reason,
+        "duration": round(time.monotonic() - started, 3),
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    if failure is not None:
+        record["error"] = {
+            "cell_index": failure.cell_index,
+            "ename": failure.ename,
+            "evalue": failure.evalue,
+        }
+    nb.metadata["nbsweep"] = record
+    redactor.notebook(nb)
+    files.write_notebook(nb, output)

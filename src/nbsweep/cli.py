@@ -179,6 +179,7 @@ def run(
     sweep YAML: command: [nbsweep, run, ${program}, ${args}]
     """
     from nbsweep.arguments import PARAM_PATH_ENV, ParameterSources, collect
+    from nbsweep.files import ensure_writable_folder, write_json
     from nbsweep.reporting import Reporter
     from nbsweep.trial import exit_code_for_stop, run_trial
 
@@ -186,12 +187,12 @@ def run(
         args, files, args_json, pairs, raw_pairs, os.environ.get(PARAM_PATH_ENV)
     )
     spec = _trial_spec(notebook, collect(sources), output, **execution)
-    result = run_trial(spec, Reporter(log_output=execution["log_output"]))
     if metrics_json is not None:
-        from nbsweep.files import write_json
-
-        write_json(result.metrics.to_json(), metrics_json)
+        ensure_writable_folder(metrics_json.parent, "--metrics-json")
+    result = run_trial(spec, Reporter(log_output=execution["log_output"]))
     _print_metrics(result)
+    if metrics_json is not None:
+        write_json(result.metrics.to_json(), metrics_json)
     if result.status == "stopped":
         raise _Failure(
             f"stopped ({result.reason}); partial notebook saved: {result.output}",
@@ -250,10 +251,20 @@ def describe_failure(result: TrialResult) -> str:
         headline += f": {failure.evalue}"
     if failure.ename == "StdinNotImplementedError":
         headline += " (input() is not available in a trial: make the value a parameter)"
-    lines = [_ANSI.sub("", line) for line in failure.traceback]
-    tail = "\n".join(lines).strip().splitlines()[-6:]
-    body = "".join(f"\n    {line}" for line in tail)
+    body = "".join(f"\n    {line}" for line in _traceback_excerpt(failure.traceback))
     return f"{headline}{body}\n  notebook saved: {result.output}"
+
+
+def _traceback_excerpt(traceback: tuple[str, ...], frame_lines: int = 5) -> list[str]:
+    """The notebook's own last frame (where in the cell it failed) and the error line."""
+    entries = [_ANSI.sub("", entry).strip("\n") for entry in traceback]
+    if not entries:
+        return []
+    in_cell = [entry for entry in entries if entry.lstrip().startswith("Cell In[")]
+    frame = in_cell[-1].splitlines()[:frame_lines] if in_cell else []
+    error = entries[-1].splitlines()[-1:] if len(entries) > 1 or not in_cell else []
+    lines = frame + error if frame else "\n".join(entries).splitlines()[-frame_lines - 1 :]
+    return [line for line in lines if line.strip()]
 
 
 def _print_metrics(result: TrialResult) -> None:

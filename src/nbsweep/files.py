@@ -66,7 +66,7 @@ def write_json(data: Any, path: Path) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
-def ensure_writable_folder(folder: Path) -> None:
+def ensure_writable_folder(folder: Path, option: str = "--output") -> None:
     """Create ``folder`` and prove a file can be written there, before any work starts."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -75,5 +75,5 @@ def ensure_writable_folder(folder: Path) -> None:
     except OSError as error:
         raise UsageError(
             f"cannot write to output folder {str(folder)!r}: {error.strerror}; "
-            "choose another with --output"
+            f"choose another with {option}"
         ) from None

@@ -213,6 +213,12 @@ def coerce_to_default(name: str, value: Any, default: Any, warnings: list[str]) 
     default_is_number = type(default) in (int, float)
     if type(default) is float and type(value) is int:
         return float(value)
+    if type(default) is int and type(value) is float and value.is_integer():
+        warnings.append(
+            f"{name}: {value!r} was injected as the int {int(value)} because the notebook's "
+            "default is an int (W&B's q_uniform gives whole floats)"
+        )
+        return int(value)
     if default_is_number and isinstance(value, str):
         try:
             number = float(value.strip())

@@ -73,7 +73,7 @@ def sweep_template_yaml(notebook: Path, found: ParameterSet, nb: NotebookNode) -
     }
     header = (
         "# Starter sweep for this notebook: edit the ranges, then\n"
-        "#   wandb sweep sweep.yaml   and   nbsweep agent SWEEP_ID\n"
+        "#   wandb sweep sweep.yaml   and   wandb agent SWEEP_ID\n"
     )
     return header + yaml.safe_dump(config, sort_keys=False, default_flow_style=None)
 
@@ -84,9 +84,8 @@ def _distribution(parameter: Parameter) -> dict[str, Any]:
         return {"value": parameter.default_source}
     if type(default) is bool:
         return {"values": [True, False]}
-    if type(default) is int:
-        low, high = max(1, default // 2), max(2, default * 2)
-        return {"distribution": "int_uniform", "min": low, "max": high}
+    if type(default) is int and default > 1:
+        return {"distribution": "int_uniform", "min": default // 2, "max": default * 2}
     if type(default) is float and math.isfinite(default):
         if default > 0:
             return {"distribution": "log_uniform_values", "min": default / 10, "max": default * 10}
@@ -112,9 +111,9 @@ def _logged_metric_names(nb: NotebookNode) -> list[str]:
                 and isinstance(node.args[0], ast.Dict)
             ):
                 for key in node.args[0].keys:
-                    if isinstance(key, ast.Constant) and isinstance(key.value, str):
-                        if key.value not in names:
-                            names.append(key.value)
+                    is_name = isinstance(key, ast.Constant) and isinstance(key.value, str)
+                    if is_name and key.value not in names:
+                        names.append(key.value)
     return names
 
 

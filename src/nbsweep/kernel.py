@@ -6,12 +6,14 @@ Knows nothing of notebooks, trials or W&B.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import os
 import signal
 import sys
 import tempfile
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -65,6 +67,7 @@ class Kernel:
             prefix="nbsweep-kernel-", suffix=".log", delete=False
         )
         self._known_processes: dict[int, psutil.Process] = {}
+        self._final_log = ""
 
     async def start(self, cwd: Path, env: Mapping[str, str]) -> None:
         """Start the kernel in ``cwd`` with exactly ``env`` and wait until it answers."""
@@ -97,6 +100,20 @@ class Kernel:
                 f"kernel {self.kernel_name!r} did not start: {error}. {self.log_tail()}".strip()
             ) from None
         self.client.allow_stdin = False
+
+    async def update_environment(self, env: Mapping[str, str]) -> None:
+        """Set variables in a kernel started before its trial was known (a warm kernel)."""
+        if not env:
+            return
+        assert self.client is not None
+        from nbsweep.literals import to_literal
+
+        code = f"__import__('os').environ.update({to_literal(dict(env))})"
+        reply = await self.client.execute_interactive(
+            code, silent=True, store_history=False, timeout=self.startup_timeout
+        )
+        if reply["content"]["status"] != "ok":
+            raise KernelStartError(f"cannot set the trial's environment in the kernel: {reply}")
 
     def remember_processes(self) -> None:
         """Note the kernel's process tree, so children that leave its group are still found."""
@@ -134,20 +151,41 @@ class Kernel:
         await self.kill()
         with contextlib.suppress(Exception):
             await self.manager.shutdown_kernel(now=True)
-        psutil.wait_procs(list(self._known_processes.values()), timeout=5)
+        await _wait_gone(list(self._known_processes.values()), timeout=5)
         if self.client is not None:
             self.client.stop_channels()
         with contextlib.suppress(Exception):
             await self.manager.cleanup_resources()
-        self._log.close()
+        if not self._log.closed:
+            self._final_log = self._read_log()
+            self._log.close()
         with contextlib.suppress(OSError):
             os.unlink(self._log.name)
 
     def log_tail(self, lines: int = 5) -> str:
         """The last lines the kernel process wrote to its own stdout/stderr."""
-        with contextlib.suppress(OSError):
+        text = self._final_log if self._log.closed else self._read_log()
+        kept = [line for line in text.splitlines() if "without encryption" not in line]
+        return "\n".join(kept[-lines:])
+
+    def _read_log(self) -> str:
+        with contextlib.suppress(OSError, ValueError):
             self._log.flush()
-            text = Path(self._log.name).read_text(encoding="utf-8", errors="replace")
-            kept = [line for line in text.splitlines() if "without encryption" not in line]
-            return "\n".join(kept[-lines:])
+            return Path(self._log.name).read_text(encoding="utf-8", errors="replace")
         return ""
+
+
+async def _wait_gone(processes: list[psutil.Process], timeout: float) -> None:
+    """Wait until each process has exited (a zombie waiting for its reaper counts as gone)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not any(_alive(process) for process in processes):
+            return
+        await asyncio.sleep(0.02)
+
+
+def _alive(process: psutil.Process) -> bool:
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False

@@ -80,6 +80,13 @@ def _render(value: Any) -> str:
 
 class _SpecialFloats(ast.NodeTransformer):
     def visit_Call(self, node: ast.Call) -> ast.AST:
+        is_empty_set = (
+            isinstance(node.func, ast.Name)
+            and node.func.id == "set"
+            and not (node.args or node.keywords)
+        )
+        if is_empty_set:
+            return node  # literal_eval's own spelling of an empty set
         is_float_call = (
             isinstance(node.func, ast.Name)
             and node.func.id == "float"

@@ -88,10 +88,17 @@ def prepare(spec: TrialSpec, nb: NotebookNode) -> Injection:
 
 
 async def run_trial_async(
-    spec: TrialSpec, reporter: Reporter, stop: StopRequest | None = None
+    spec: TrialSpec,
+    reporter: Reporter,
+    stop: StopRequest | None = None,
+    kernel: Kernel | None = None,
 ) -> TrialResult:
     """Run one trial. Raises UsageError subclasses before anything runs; afterwards every
-    ending, including a stop, comes back as a TrialResult with the notebook saved."""
+    ending, including a stop, comes back as a TrialResult with the notebook saved.
+
+    ``kernel``: one already started (warm) for this notebook; it gets ``spec.env`` set in
+    ``os.environ`` before the first cell. Either way the trial stops the kernel it used.
+    """
     started = time.monotonic()
     notebook_path = spec.notebook
     injection = prepare(spec, files.read_notebook(notebook_path))
@@ -103,12 +110,18 @@ async def run_trial_async(
     environ = {**os.environ, **spec.env, TRIAL_ENV: "1"}
     redactor = Redactor.from_environ(environ)
     metrics = Metrics(on_record=reporter.metric)
-    kernel = Kernel(spec.kernel_name or nb.metadata.get("kernelspec", {}).get("name", "python3"))
+    warm = kernel is not None
+    kernel = kernel or Kernel(
+        spec.kernel_name or nb.metadata.get("kernelspec", {}).get("name", "python3")
+    )
     reporter.trial_started(notebook_path, output)
     stop = stop or StopRequest()
     outcome = None
     try:
-        await kernel.start(spec.cwd or notebook_path.resolve().parent, environ)
+        if warm:
+            await kernel.update_environment({**spec.env, TRIAL_ENV: "1"})
+        else:
+            await kernel.start(spec.cwd or notebook_path.resolve().parent, environ)
         hooks = Hooks(
             cell_started=reporter.cell_started,
             cell_finished=reporter.cell_finished,
@@ -124,10 +137,16 @@ async def run_trial_async(
     metrics.final.update(outcome.variables)
     metrics.missing.extend(outcome.missing_variables)
     failure = outcome.failure
-    if outcome.reason == "kernel-died" and failure is not None:
-        tail = redactor.text(kernel.log_tail())
-        if tail:
-            failure = CellFailure(failure.cell_index, failure.ename, failure.evalue, (tail,))
+    if failure is not None:
+        traceback = failure.traceback
+        if outcome.reason == "kernel-died" and kernel.log_tail():
+            traceback = (kernel.log_tail(),)
+        failure = CellFailure(
+            failure.cell_index,
+            failure.ename,
+            redactor.text(failure.evalue),
+            tuple(redactor.text(line) for line in traceback),
+        )
     _save(nb, output, outcome.status, outcome.reason, failure, started, redactor)
     html = output.with_suffix(".html") if spec.html else None
     if html is not None:

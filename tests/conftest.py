@@ -1,0 +1,114 @@
+"""Shared helpers: build small notebooks, run the real CLI, and read the process table."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+import nbformat
+import psutil
+import pytest
+
+MARKER_ENV = "NBSWEEP_TEST_MARKER"
+
+
+def make_notebook(
+    cells: Sequence[str | tuple[str, Sequence[str]]],
+    *,
+    kernel: str | None = "python3",
+    minor: int = 5,
+) -> nbformat.NotebookNode:
+    """Code cells from sources; ``(source, tags)`` tags a cell; ``"# md: text"`` is markdown."""
+    nb = nbformat.v4.new_notebook()
+    nb.nbformat_minor = minor
+    for entry in cells:
+        source, tags = (entry, ()) if isinstance(entry, str) else entry
+        if source.startswith("# md:"):
+            cell = nbformat.v4.new_markdown_cell(source[5:].strip())
+        else:
+            cell = nbformat.v4.new_code_cell(source, metadata={"tags": list(tags)} if tags else {})
+        if minor < 5:
+            cell.pop("id", None)
+        nb.cells.append(cell)
+    if kernel:
+        nb.metadata["kernelspec"] = {"name": kernel, "display_name": kernel, "language": "python"}
+    return nb
+
+
+def write_notebook(path: Path, cells, **kwargs) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(make_notebook(cells, **kwargs), path)
+    return path
+
+
+def marked_processes(marker: str) -> list[psutil.Process]:
+    """Live processes (kernels, their children) that inherited ``MARKER_ENV=marker``."""
+    found = []
+    for process in psutil.process_iter(["pid"]):
+        if process.pid == os.getpid():
+            continue
+        try:
+            if process.environ().get(MARKER_ENV) == marker and process.status() != "zombie":
+                found.append(process)
+        except (psutil.Error, OSError):
+            continue
+    return found
+
+
+def wait_until_gone(marker: str, timeout: float = 5.0) -> list[psutil.Process]:
+    deadline = time.monotonic() + timeout
+    while True:
+        left = marked_processes(marker)
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.1)
+
+
+class CliRun:
+    """Runs ``python -m nbsweep`` in a subprocess with a marker in its environment."""
+
+    def __init__(self, cwd: Path) -> None:
+        self.cwd = cwd
+        self.marker = uuid.uuid4().hex
+        self.env = {**os.environ, MARKER_ENV: self.marker, "PYTHONUNBUFFERED": "1"}
+
+    def command(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "nbsweep", *map(str, args)]
+
+    def __call__(self, *args: str, timeout: float = 120, **env: str):
+        return subprocess.run(
+            self.command(*args),
+            cwd=self.cwd,
+            env={**self.env, **env},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def start(self, *args: str, **env: str) -> subprocess.Popen:
+        return subprocess.Popen(
+            self.command(*args),
+            cwd=self.cwd,
+            env={**self.env, **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def leftovers(self, timeout: float = 5.0) -> list[psutil.Process]:
+        return wait_until_gone(self.marker, timeout)
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> CliRun:
+    runner = CliRun(tmp_path)
+    yield runner
+    left = runner.leftovers()
+    for process in left:
+        process.kill()
+    assert not left, f"processes survived the test: {[p.cmdline() for p in left]}"

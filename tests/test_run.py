@@ -366,3 +366,17 @@ def test_a_kernel_started_before_its_trial_is_known(tmp_path):
     assert result.status == "finished", result.failure
     assert result.metrics.summary() == {"lr": 0.5, "run": 42}
     assert not psutil.pid_exists(kernel.pid) or psutil.Process(kernel.pid).status() == "zombie"
+
+
+def test_values_and_folders_under_wandb_agent(cli, tmp_path):
+    nb = write_notebook(tmp_path / "nb.ipynb", [
+        ("lr = 0.1\nname = 'x'\nflag = False", ["parameters"]), "print(repr((lr, name, flag)))"])
+    param_file = tmp_path / "wandb" / "sweep-sw1" / "config-run1.yaml"
+    param_file.parent.mkdir(parents=True)
+    param_file.write_text("wandb_version: 1\nlr:\n  value: 0.5\nname:\n  value: 'None'\n"
+                          "flag:\n  value: true\n")
+    result = cli("run", nb, "--lr=0.5", "--name=None", "--flag=True",
+                 WANDB_SWEEP_PARAM_PATH=str(param_file), WANDB_SWEEP_ID="sw1", WANDB_RUN_ID="run1")
+    assert result.returncode == 0, result.stderr
+    executed = saved(tmp_path / "nbsweep-runs" / "sw1" / "run1" / "nb.ipynb")
+    assert stdout_of(executed, 2) == "(0.5, 'None', True)\n"

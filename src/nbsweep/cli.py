@@ -9,13 +9,15 @@ import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from nbsweep import __version__
 from nbsweep.errors import EXIT_FAILED, NbsweepError
-from nbsweep.trial import TrialResult
+
+if TYPE_CHECKING:
+    from nbsweep.trial import TrialResult
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 

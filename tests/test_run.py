@@ -75,7 +75,7 @@ def test_failing_cell_reports_and_keeps_the_partial_notebook(cli, tmp_path):
     assert executed.cells[4].outputs[0].ename == "ValueError"
     assert executed.cells[5].execution_count is None
     assert executed.metadata.nbsweep["error"] == {
-        "cell_index": 4, "ename": "ValueError", "evalue": "bad value 7"}
+        "cell_index": 4, "source_cell_index": 3, "ename": "ValueError", "evalue": "bad value 7"}
 
 
 @pytest.mark.parametrize("source,code", [
@@ -321,6 +321,7 @@ def test_usage_errors_are_one_line_exit_2(cli, tmp_path, args, message):
         line for line in result.stderr.splitlines() if line.startswith("Error: ")
     ]
     assert len([line for line in result.stderr.splitlines() if line.startswith("Error: ")]) == 1
+    assert not list(tmp_path.glob("nbsweep-runs/**/*.ipynb")), "nothing ran, nothing is saved"
 
 
 def test_help_documents_every_command(cli):

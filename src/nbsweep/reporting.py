@@ -60,11 +60,11 @@ class Reporter:
         self._line(f"running {notebook} -> {output}")
 
     def cell_started(self, index: int, number: int, total: int) -> None:
-        self._status(f"cell {number}/{total} (index {index}) started [{self.elapsed()}]")
+        self._status(f"cell {number}/{total} started [{self.elapsed()}]")
 
     def cell_finished(self, index: int, seconds: float) -> None:
         if self.tty:
-            self._status(f"cell index {index} done in {seconds:.2f}s [{self.elapsed()}]")
+            self._status(f"cell done in {seconds:.2f}s [{self.elapsed()}]")
 
     def stream(self, name: str, text: str) -> None:
         if not self.log_output:

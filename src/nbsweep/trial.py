@@ -117,11 +117,13 @@ async def run_trial_async(
     reporter.trial_started(notebook_path, output)
     stop = stop or StopRequest()
     outcome = None
+    started_cells = False
     try:
         if warm:
             await kernel.update_environment({**spec.env, TRIAL_ENV: "1"})
         else:
             await kernel.start(spec.cwd or notebook_path.resolve().parent, environ)
+        started_cells = True
         hooks = Hooks(
             cell_started=reporter.cell_started,
             cell_finished=reporter.cell_finished,
@@ -132,8 +134,8 @@ async def run_trial_async(
     finally:
         graceful = outcome is not None and outcome.status == "finished"
         await kernel.stop(graceful=graceful)
-        if outcome is None:  # nbsweep itself failed: still keep what ran
-            _save(nb, output, "failed", "error", None, started, redactor)
+        if outcome is None and started_cells:  # nbsweep itself failed: keep what ran
+            _save(nb, output, "failed", "error", None, None, started, redactor)
     metrics.final.update(outcome.variables)
     metrics.missing.extend(outcome.missing_variables)
     failure = outcome.failure
@@ -147,7 +149,8 @@ async def run_trial_async(
             redactor.text(failure.evalue),
             tuple(redactor.text(line) for line in traceback),
         )
-    _save(nb, output, outcome.status, outcome.reason, failure, started, redactor)
+    source_index = injection.source_index(failure.cell_index) if failure else None
+    _save(nb, output, outcome.status, outcome.reason, failure, source_index, started, redactor)
     html = output.with_suffix(".html") if spec.html else None
     if html is not None:
         files.write_html(nb, html)
@@ -159,7 +162,7 @@ async def run_trial_async(
         metrics,
         time.monotonic() - started,
         failure,
-        injection.source_index(failure.cell_index) if failure else None,
+        source_index,
         injection.warnings,
     )
     reporter.trial_finished(result)
@@ -200,6 +203,7 @@ def _save(
     status: str,
     reason: str,
     failure: CellFailure | None,
+    source_index: int | None,
     started: float,
     redactor: Redactor,
 ) -> None:
@@ -212,6 +216,7 @@ def _save(
     if failure is not None:
         record["error"] = {
             "cell_index": failure.cell_index,
+            "source_cell_index": source_index,
             "ename": failure.ename,
             "evalue": failure.evalue,
         }

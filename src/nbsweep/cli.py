@@ -191,7 +191,12 @@ def run(
     spec = _trial_spec(notebook, collect(sources), output, **execution)
     if metrics_json is not None:
         ensure_writable_folder(metrics_json.parent, "--metrics-json")
-    result = run_trial(spec, Reporter(log_output=execution["log_output"]))
+    reporter = Reporter(log_output=execution["log_output"])
+    result = (
+        _run_reporting_to_wandb(spec, reporter)
+        if _under_wandb_agent()
+        else (run_trial(spec, reporter))
+    )
     _print_metrics(result)
     if metrics_json is not None:
         write_json(result.metrics.to_json(), metrics_json)
@@ -202,6 +207,32 @@ def run(
         )
     if result.status == "failed":
         raise _Failure(describe_failure(result), EXIT_FAILED)
+
+
+def _under_wandb_agent() -> bool:
+    return bool(os.environ.get("WANDB_SWEEP_ID") and os.environ.get("WANDB_RUN_ID"))
+
+
+def _run_reporting_to_wandb(spec: Any, reporter: Any) -> TrialResult:
+    """Under `wandb agent`: the trial joins its run; nbsweep opens it if the notebook won't."""
+    from nbsweep import wandb_run
+    from nbsweep.files import read_notebook
+    from nbsweep.injection import nest
+    from nbsweep.trial import run_trial
+
+    run = None
+    if not wandb_run.notebook_opens_run(read_notebook(spec.notebook)):
+        run = wandb_run.from_agent_environment(os.environ, nest(spec.values), Path.cwd())
+    try:
+        if run is not None:
+            run.start()
+        result = run_trial(spec, reporter, on_metric=run.log if run else None)
+        path = wandb_run.agent_sweep_path(os.environ)
+        assert path is not None
+        wandb_run.finish_reporting(run, path, os.environ["WANDB_RUN_ID"], result, reporter.warn)
+    finally:
+        wandb_run.teardown()
+    return result
 
 
 def _trial_spec(
@@ -304,6 +335,114 @@ def inspect(notebook: Path, config_var: str, as_json: bool, sweep_template: bool
         click.echo(json.dumps(parameters_json(found), indent=2))
     else:
         click.echo(parameters_table(found), nl=False)
+
+
+@cli.command(context_settings={"ignore_unknown_options": False})
+@click.argument("sweep_id")
+@click.option("--count", type=click.IntRange(min=1), help="Stop after this many trials.")
+@click.option(
+    "--notebook",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Notebook to run. Default: the sweep's program:, relative to the cwd.",
+)
+@click.option("--project", help="W&B project of the sweep (else from SWEEP_ID or WANDB_PROJECT).")
+@click.option("--entity", help="W&B entity of the sweep (else from SWEEP_ID or WANDB_ENTITY).")
+@click.option(
+    "--poll",
+    type=click.FloatRange(min=0.05),
+    default=2.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Heartbeat interval while idle; the next trial is asked for as soon as one ends.",
+)
+@click.option(
+    "--heartbeat",
+    type=click.FloatRange(min=0.05),
+    default=5.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Heartbeat interval while a trial runs (how soon a stop arrives).",
+)
+@click.option(
+    "--max-consecutive-failures",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="Stop after this many failed trials in a row.",
+)
+@click.option(
+    "--gpus",
+    metavar="IDS",
+    help="One agent per GPU: 0,1,2 or 'all'; each sees only its GPU through CUDA_VISIBLE_DEVICES.",
+)
+@click.option(
+    "--workers", type=click.IntRange(min=1), help="Run this many agents in parallel, without GPUs."
+)
+@_execution_options
+def agent(
+    sweep_id: str,
+    count: int | None,
+    notebook: Path | None,
+    project: str | None,
+    entity: str | None,
+    poll: float,
+    heartbeat: float,
+    max_consecutive_failures: int,
+    gpus: str | None,
+    workers: int | None,
+    **execution: Any,
+) -> None:
+    """Run trials of sweep SWEEP_ID (ID, PROJECT/ID or ENTITY/PROJECT/ID), one at a time.
+
+    Ctrl-C once finishes the current trial and exits; twice (or SIGTERM) stops it now.
+    Exit codes: 0 done, 1 too many failed trials or a server error, 130 interrupted.
+    """
+    import asyncio
+
+    from nbsweep.agent import Agent, AgentOptions
+    from nbsweep.reporting import Reporter
+    from nbsweep.wandb_api import Credentials, SweepPath, SweepService
+
+    if gpus is not None or workers is not None:
+        from nbsweep.workers import cpu_workers, gpu_workers, run_workers
+
+        if gpus is not None and workers is not None:
+            raise click.UsageError("use --gpus or --workers, not both")
+        fleet = gpu_workers(gpus, os.environ) if gpus is not None else cpu_workers(workers or 1)
+        sys.exit(run_workers(fleet, without_fanout_options(sys.argv[1:])))
+    path = SweepPath.parse(sweep_id)
+    path = SweepPath(path.sweep, project or path.project, entity or path.entity)
+    reporter = Reporter(log_output=execution["log_output"])
+    service = SweepService(Credentials.from_environment(), on_retry=reporter.warn)
+    options = AgentOptions(
+        count=count,
+        notebook=notebook,
+        poll=poll,
+        heartbeat=heartbeat,
+        max_consecutive_failures=max_consecutive_failures,
+        trial=_trial_spec(Path("unused.ipynb"), [], None, **execution),
+    )
+    try:
+        code = asyncio.run(Agent(service, path, options, reporter).run())
+    finally:
+        from nbsweep.wandb_run import teardown
+
+        teardown()
+    sys.exit(code)
+
+
+def without_fanout_options(argv: list[str]) -> list[str]:
+    """The command line a worker gets: the user's, less --gpus/--workers."""
+    kept: list[str] = []
+    skip = False
+    for token in argv:
+        if skip:
+            skip = False
+        elif token in ("--gpus", "--workers"):
+            skip = True
+        elif not token.startswith(("--gpus=", "--workers=")):
+            kept.append(token)
+    return kept
 
 
 def main() -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import os
 import signal
 import sys
@@ -23,9 +22,9 @@ from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.kernelspec import KernelSpec, KernelSpecManager, NoSuchKernel
 
 from nbsweep.errors import KernelStartError
+from nbsweep.processes import die_with_parent
 
 _PYTHON_KERNEL_NAMES = ("python3", "python", "")
-_PR_SET_PDEATHSIG = 1
 
 
 class _InterpreterKernelSpecs(KernelSpecManager):
@@ -40,12 +39,6 @@ class _InterpreterKernelSpecs(KernelSpecManager):
                 metadata={"debugger": False},
             )
         return super().get_kernel_spec(kernel_name)
-
-
-def _die_with_parent() -> None:
-    """Runs in the kernel child before exec: if nbsweep is killed, so is the kernel."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 class Kernel:
@@ -77,7 +70,7 @@ class Kernel:
                 env=dict(env),
                 stdout=self._log,
                 stderr=self._log,
-                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+                preexec_fn=die_with_parent(signal.SIGKILL),
             )
         except NoSuchKernel:
             installed = ", ".join(sorted(KernelSpecManager().find_kernel_specs())) or "none"
@@ -105,15 +98,22 @@ class Kernel:
         """Set variables in a kernel started before its trial was known (a warm kernel)."""
         if not env:
             return
-        assert self.client is not None
         from nbsweep.literals import to_literal
 
         code = f"__import__('os').environ.update({to_literal(dict(env))})"
-        reply = await self.client.execute_interactive(
-            code, silent=True, store_history=False, timeout=self.startup_timeout
-        )
-        if reply["content"]["status"] != "ok":
-            raise KernelStartError(f"cannot set the trial's environment in the kernel: {reply}")
+        if not await self.execute_silently(code, self.startup_timeout):
+            raise KernelStartError("cannot set the trial's environment in the kernel")
+
+    async def execute_silently(self, code: str, timeout: float) -> bool:
+        """Run ``code`` outside the notebook (no history, no outputs); True if it succeeded."""
+        assert self.client is not None
+        try:
+            reply = await self.client.execute_interactive(
+                code, silent=True, store_history=False, timeout=timeout
+            )
+        except (TimeoutError, RuntimeError):
+            return False
+        return bool(reply["content"]["status"] == "ok")
 
     def remember_processes(self) -> None:
         """Note the kernel's process tree, so children that leave its group are still found."""

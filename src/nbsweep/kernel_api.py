@@ -1,7 +1,8 @@
 """What a notebook calls: ``nbsweep.log({...})``. Runs inside the kernel; imports nothing heavy.
 
 Under an nbsweep trial (``NBSWEEP_TRIAL`` is set in the kernel's environment) each call
-emits one display message with a custom MIME type that the runner captures live, in order.
+emits one display message with a custom MIME type that the runner captures live, in order,
+and, when the notebook opened a wandb run itself, logs to that run too.
 Anywhere else it prints the metrics, so the notebook still runs in plain Jupyter.
 """
 
@@ -11,6 +12,7 @@ import contextlib
 import itertools
 import math
 import os
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -35,6 +37,10 @@ def log(metrics: Mapping[str, Any], step: int | None = None) -> None:
     payload = {"step": step, "metrics": clean}
     bundle = {METRICS_MIME: payload, "text/plain": f"step {step}: {summary}"}
     display(bundle, raw=True)
+    # A notebook that opened its own wandb run reports there too (the runner cannot).
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.run.log(dict(metrics))
 
 
 def _plain(value: Any) -> Any:

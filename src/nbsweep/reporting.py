@@ -32,6 +32,10 @@ class Reporter:
         self._started = time.monotonic()
         self._status_shown = False
 
+    def line(self, text: str) -> None:
+        """A line of its own (agents: which run, which values)."""
+        self._line(text)
+
     def _line(self, text: str) -> None:
         self._clear_status()
         print(f"{self.prefix}{text}", file=self.out, flush=True)

@@ -8,7 +8,7 @@ import os
 import secrets
 import signal
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,12 +22,20 @@ from nbsweep.executor import CellFailure, ExecutionOptions, Hooks, StopRequest, 
 from nbsweep.injection import Injection, parameterize
 from nbsweep.kernel import Kernel
 from nbsweep.kernel_api import TRIAL_ENV
-from nbsweep.metrics import Metrics
+from nbsweep.metrics import MetricRecord, Metrics
 from nbsweep.parameters import DEFAULT_CONFIG_VAR, is_parameter_name
 from nbsweep.redaction import Redactor
 from nbsweep.reporting import Reporter
 
 RUNS_FOLDER = "nbsweep-runs"
+
+_FINISH_NOTEBOOK_RUN = """\
+import sys as _nbsweep_sys
+_nbsweep_wandb = _nbsweep_sys.modules.get("wandb")
+if _nbsweep_wandb is not None and getattr(_nbsweep_wandb, "run", None) is not None:
+    _nbsweep_wandb.finish(exit_code={code})
+del _nbsweep_sys, _nbsweep_wandb
+"""
 
 
 @dataclass(frozen=True)
@@ -92,12 +100,14 @@ async def run_trial_async(
     reporter: Reporter,
     stop: StopRequest | None = None,
     kernel: Kernel | None = None,
+    on_metric: Callable[[MetricRecord], None] | None = None,
 ) -> TrialResult:
     """Run one trial. Raises UsageError subclasses before anything runs; afterwards every
     ending, including a stop, comes back as a TrialResult with the notebook saved.
 
     ``kernel``: one already started (warm) for this notebook; it gets ``spec.env`` set in
     ``os.environ`` before the first cell. Either way the trial stops the kernel it used.
+    ``on_metric``: called with each ``nbsweep.log`` record as it arrives (after the reporter).
     """
     started = time.monotonic()
     notebook_path = spec.notebook
@@ -105,11 +115,17 @@ async def run_trial_async(
     for warning in injection.warnings:
         reporter.warn(warning)
     nb = injection.notebook
-    output = spec.output or default_output(notebook_path, os.environ)
+    output = spec.output or default_output(notebook_path, {**os.environ, **spec.env})
     files.ensure_writable_folder(output.parent)
     environ = {**os.environ, **spec.env, TRIAL_ENV: "1"}
     redactor = Redactor.from_environ(environ)
-    metrics = Metrics(on_record=reporter.metric)
+
+    def on_record(record: MetricRecord) -> None:
+        reporter.metric(record)
+        if on_metric is not None:
+            on_metric(record)
+
+    metrics = Metrics(on_record=on_record)
     warm = kernel is not None
     kernel = kernel or Kernel(
         spec.kernel_name or nb.metadata.get("kernelspec", {}).get("name", "python3")
@@ -131,6 +147,13 @@ async def run_trial_async(
             display=metrics.capture,
         )
         outcome = await execute(nb, kernel, spec.execution, hooks, stop, spec.metric_variables)
+        if outcome.status != "finished" and await kernel.is_alive():
+            # A kernel shut down with the notebook's own wandb run open would finish it
+            # with exit code 0: end it as what it was first.
+            code = EXIT_INTERRUPTED if outcome.status == "stopped" else 1
+            await kernel.execute_silently(
+                _FINISH_NOTEBOOK_RUN.format(code=code), max(10.0, spec.execution.stop_grace)
+            )
     finally:
         graceful = outcome is not None and outcome.status == "finished"
         await kernel.stop(graceful=graceful)
@@ -169,7 +192,11 @@ async def run_trial_async(
     return result
 
 
-def run_trial(spec: TrialSpec, reporter: Reporter) -> TrialResult:
+def run_trial(
+    spec: TrialSpec,
+    reporter: Reporter,
+    on_metric: Callable[[MetricRecord], None] | None = None,
+) -> TrialResult:
     """``run_trial_async`` with Ctrl-C and SIGTERM stopping the trial: interrupt, grace, kill.
     A second signal kills at once."""
 
@@ -185,7 +212,7 @@ def run_trial(spec: TrialSpec, reporter: Reporter) -> TrialResult:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, on_signal, signum)
         try:
-            return await run_trial_async(spec, reporter, stop)
+            return await run_trial_async(spec, reporter, stop, on_metric=on_metric)
         finally:
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(signum)

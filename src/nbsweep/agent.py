@@ -1,0 +1,223 @@
+"""``nbsweep agent``: ask the sweep's server for trials, run each through the trial runner,
+heartbeat while it runs, stop it when told, and exit cleanly on Ctrl-C or SIGTERM.
+
+The server is anything with ``create_agent`` / ``heartbeat`` / ``sweep`` (``SweepService``
+for W&B; the local engine plugs in the same way), so this loop owns no protocol."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import signal
+import socket
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from nbsweep import files
+from nbsweep.errors import EXIT_FAILED, EXIT_INTERRUPTED, NbsweepError, UsageError
+from nbsweep.executor import StopRequest
+from nbsweep.reporting import Reporter
+from nbsweep.trial import TrialResult, TrialSpec, run_trial_async
+from nbsweep.wandb_api import SweepPath
+
+
+class SweepServer(Protocol):
+    def sweep(self, path: SweepPath) -> dict[str, Any]: ...
+    def create_agent(self, path: SweepPath, host: str) -> str: ...
+    def heartbeat(self, agent_id: str, running: Mapping[str, bool]) -> list[dict[str, Any]]: ...
+
+
+@dataclass(frozen=True)
+class AgentOptions:
+    """How the agent behaves; every field is the CLI option of the same name."""
+
+    count: int | None = None
+    """Stop after this many trials; None: until the server says exit."""
+    notebook: Path | None = None
+    """The notebook to run; None: the sweep's ``program:``."""
+    poll: float = 2.0
+    """Seconds between heartbeats while idle (a trial is asked for as soon as one ends)."""
+    heartbeat: float = 5.0
+    """Seconds between heartbeats while a trial runs (how fast a stop arrives)."""
+    max_consecutive_failures: int = 3
+    trial: TrialSpec = field(default_factory=lambda: TrialSpec(Path("unused.ipynb")))
+    """Execution settings every trial gets; notebook, values and env are filled per trial."""
+    wandb_dir: Path = field(default_factory=Path.cwd)
+    report_to_wandb: bool = True
+    """Open a W&B run for notebooks that do not open their own."""
+
+
+class AgentFailed(NbsweepError):
+    exit_code = EXIT_FAILED
+
+
+def resolve_notebook(option: Path | None, program: Any) -> Path:
+    """``--notebook``, else the sweep's ``program:`` relative to the cwd, as wandb agent does."""
+    notebook = option or (Path(str(program)) if program else None)
+    if notebook is None:
+        raise UsageError("the sweep has no program: pass the notebook with --notebook NB")
+    if notebook.suffix != ".ipynb":
+        raise UsageError(
+            f"the sweep's program {str(notebook)!r} is not a notebook: pass --notebook NB, "
+            "or run it with plain `wandb agent`"
+        )
+    if not notebook.is_file():
+        raise UsageError(f"notebook {str(notebook)!r} not found (paths are relative to the cwd)")
+    return notebook
+
+
+class Agent:
+    def __init__(
+        self,
+        server: SweepServer,
+        path: SweepPath,
+        options: AgentOptions,
+        reporter: Reporter,
+    ) -> None:
+        self.server = server
+        self.path = path
+        self.options = options
+        self.reporter = reporter
+        self.stop: StopRequest | None = None
+        self.current_run: str | None = None
+        self.exit_requested = False
+        self.interrupted = False
+        self.queue: deque[dict[str, Any]] = deque()
+        self.wake = asyncio.Event()
+
+    async def run(self) -> int:
+        """Run trials until done; the exit code (0 done, 1 failures, 130 interrupted)."""
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, self._on_signal, signum)
+        try:
+            return await self._loop()
+        finally:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)
+
+    def _on_signal(self, signum: int) -> None:
+        self.interrupted = True
+        self.wake.set()
+        if signum == signal.SIGINT and not self.exit_requested:
+            self.exit_requested = True
+            if self.current_run:
+                self.reporter.warn(
+                    "finishing the current trial, then exiting (Ctrl-C again to stop it now)"
+                )
+            return
+        self.exit_requested = True
+        if self.stop is not None:
+            self.reporter.warn("stopping the current trial now")
+            self.stop.stop("interrupted", now=self.stop.requested.is_set())
+
+    async def _loop(self) -> int:
+        sweep = await asyncio.to_thread(self.server.sweep, self.path)
+        notebook = resolve_notebook(self.options.notebook, sweep.get("config", {}).get("program"))
+        agent_id = await asyncio.to_thread(
+            self.server.create_agent, self.path, socket.gethostname()
+        )
+        self.reporter.line(f"agent {agent_id} for sweep {self.path}: running {notebook}")
+        trials = failures = 0
+        while not self.exit_requested:
+            if self.options.count is not None and trials >= self.options.count:
+                break
+            if not self.queue:
+                self._take(await asyncio.to_thread(self.server.heartbeat, agent_id, {}))
+            if not self.queue:
+                if not self.exit_requested:
+                    await self._sleep(self.options.poll)
+                continue
+            command = self.queue.popleft()
+            result = await self._trial(agent_id, notebook, command)
+            trials += 1
+            if result.status == "failed":
+                failures += 1
+                if failures >= self.options.max_consecutive_failures:
+                    raise AgentFailed(
+                        f"{failures} trials failed in a row (--max-consecutive-failures "
+                        f"{self.options.max_consecutive_failures}); the last: {result.reason} "
+                        f"({result.output}). Fix the notebook, then start the agent again"
+                    )
+            elif result.status == "finished":
+                failures = 0
+        return EXIT_INTERRUPTED if self.interrupted else 0
+
+    def _take(self, commands: list[dict[str, Any]]) -> None:
+        for command in commands:
+            kind = command.get("type")
+            if kind in ("run", "resume"):
+                self.queue.append(command)
+            elif kind == "exit":
+                self.reporter.line("the sweep server says exit")
+                self.exit_requested = True
+            elif kind == "stop":
+                if command.get("run_id") == self.current_run and self.stop is not None:
+                    self.reporter.line(f"run {self.current_run}: stop requested by the sweep")
+                    self.stop.stop("stopped")
+                self.queue = deque(
+                    c for c in self.queue if c.get("run_id") != command.get("run_id")
+                )
+
+    async def _sleep(self, seconds: float) -> None:
+        self.wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.wake.wait(), seconds)
+
+    async def _trial(self, agent_id: str, notebook: Path, command: dict[str, Any]) -> TrialResult:
+        from nbsweep import wandb_run
+
+        run_id = str(command["run_id"])
+        values = {
+            name: entry.get("value") if isinstance(entry, dict) else entry
+            for name, entry in (command.get("args") or {}).items()
+        }
+        param_file = wandb_run.write_param_file(
+            self.options.wandb_dir, self.path.sweep, run_id, values
+        )
+        spec = dataclasses.replace(
+            self.options.trial,
+            notebook=notebook,
+            values=list(values.items()),
+            env=wandb_run.trial_environment(self.path, run_id, param_file),
+            output=None,
+        )
+        owns_run = not wandb_run.notebook_opens_run(files.read_notebook(notebook))
+        run = None
+        if owns_run and self.options.report_to_wandb:
+            run = wandb_run.TrialRun(self.path, run_id, values, param_file, self.options.wandb_dir)
+            await asyncio.to_thread(run.start)
+        self.stop, self.current_run = StopRequest(), run_id
+        self.reporter.line(f"run {run_id}: {_describe(values)}")
+        beating = asyncio.ensure_future(self._heartbeat_while_running(agent_id, run_id))
+        try:
+            result = await run_trial_async(
+                spec, self.reporter, self.stop, on_metric=run.log if run else None
+            )
+        finally:
+            beating.cancel()
+            await asyncio.gather(beating, return_exceptions=True)
+            self.stop, self.current_run = None, None
+        if self.options.report_to_wandb:
+            await asyncio.to_thread(
+                wandb_run.finish_reporting, run, self.path, run_id, result, self.reporter.warn
+            )
+        return result
+
+    async def _heartbeat_while_running(self, agent_id: str, run_id: str) -> None:
+        while True:
+            await asyncio.sleep(self.options.heartbeat)
+            try:
+                commands = await asyncio.to_thread(self.server.heartbeat, agent_id, {run_id: True})
+            except NbsweepError as error:
+                self.reporter.warn(f"heartbeat failed, the trial goes on: {error}")
+                continue
+            self._take(commands)
+
+
+def _describe(values: Mapping[str, Any]) -> str:
+    return " ".join(f"{name}={value!r}" for name, value in values.items()) or "(defaults)"

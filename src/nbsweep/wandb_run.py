@@ -1,0 +1,179 @@
+"""A trial as a W&B run: the files ``wandb agent`` would give it, and the run nbsweep opens
+and reports to when the notebook does not open one itself. The only module that calls the
+wandb SDK (imported lazily: it costs a third of a second)."""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+from nbformat import NotebookNode
+
+from nbsweep import files
+from nbsweep.metrics import MetricRecord
+from nbsweep.parameters import parse_leniently
+
+if TYPE_CHECKING:
+    from nbsweep.trial import TrialResult
+    from nbsweep.wandb_api import SweepPath
+
+# wandb records these; what a stopped trial exits with, like a process stopped by Ctrl-C.
+EXIT_CODES = {"finished": 0, "failed": 1, "stopped": 130}
+
+
+def notebook_opens_run(nb: NotebookNode) -> bool:
+    """Whether any code cell calls ``wandb.init`` (then the notebook owns its run)."""
+    for cell in nb.cells:
+        if cell.cell_type != "code" or "wandb" not in cell.source:
+            continue
+        module, _ = parse_leniently(cell.source)
+        for node in ast.walk(module):
+            if isinstance(node, ast.Call) and _is_wandb_init(node.func):
+                return True
+    return False
+
+
+def _is_wandb_init(func: ast.expr) -> bool:
+    if isinstance(func, ast.Attribute) and func.attr == "init":
+        return isinstance(func.value, ast.Name) and func.value.id == "wandb"
+    return False
+
+
+def write_param_file(wandb_dir: Path, sweep: str, run_id: str, values: Mapping[str, Any]) -> Path:
+    """``wandb/sweep-<id>/config-<run>.yaml`` as ``wandb agent`` writes it."""
+    path = wandb_dir / "wandb" / f"sweep-{sweep}" / f"config-{run_id}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    entries = {name: {"value": value} for name, value in values.items()}
+    body = yaml.safe_dump(entries, sort_keys=False, default_flow_style=False)
+    files.atomic_write_text(path, "wandb_version: 1\n\n" + body)
+    return path
+
+
+def trial_environment(path: SweepPath, run_id: str, param_file: Path) -> dict[str, str]:
+    """What the kernel needs so that a notebook's own ``wandb.init()`` joins the run."""
+    env = {
+        "WANDB_SWEEP_ID": path.sweep,
+        "WANDB_RUN_ID": run_id,
+        "WANDB_SWEEP_PARAM_PATH": str(param_file),
+    }
+    if path.project:
+        env["WANDB_PROJECT"] = path.project
+    if path.entity:
+        env["WANDB_ENTITY"] = path.entity
+    return env
+
+
+def agent_sweep_path(environ: Mapping[str, str]) -> SweepPath | None:
+    """The sweep ``wandb agent`` set in the environment, if any."""
+    from nbsweep.wandb_api import SweepPath
+
+    sweep = environ.get("WANDB_SWEEP_ID")
+    if not (sweep and environ.get("WANDB_RUN_ID")):
+        return None
+    return SweepPath(sweep, environ.get("WANDB_PROJECT"), environ.get("WANDB_ENTITY"))
+
+
+def from_agent_environment(
+    environ: Mapping[str, str], values: Mapping[str, Any], wandb_dir: Path
+) -> TrialRun | None:
+    """Under ``wandb agent`` (``WANDB_SWEEP_ID`` and ``WANDB_RUN_ID`` set): the trial's run."""
+    path = agent_sweep_path(environ)
+    if path is None:
+        return None
+    param_file = Path(environ.get("WANDB_SWEEP_PARAM_PATH", ""))
+    return TrialRun(path, environ["WANDB_RUN_ID"], values, param_file, wandb_dir)
+
+
+class TrialRun:
+    """The W&B run nbsweep opens for a notebook that never calls ``wandb.init``."""
+
+    def __init__(
+        self,
+        path: SweepPath,
+        run_id: str,
+        values: Mapping[str, Any],
+        param_file: Path,
+        wandb_dir: Path,
+    ) -> None:
+        self.path = path
+        self.run_id = run_id
+        self.values = dict(values)
+        self.param_file = param_file
+        self.wandb_dir = wandb_dir
+        self._run: Any = None
+
+    def start(self) -> None:
+        import wandb
+
+        self._run = wandb.init(
+            id=self.run_id,
+            project=self.path.project,
+            entity=self.path.entity,
+            dir=str(self.wandb_dir),
+            # wandb reads WANDB_SWEEP_PARAM_PATH once per process: give the values here.
+            config=self.values,
+            reinit="create_new",
+            settings=wandb.Settings(
+                sweep_id=self.path.sweep,
+                sweep_param_path=str(self.param_file) if self.param_file.name else None,
+                silent=True,
+                console="off",
+                x_disable_stats=True,
+            ),
+        )
+
+    def log(self, record: MetricRecord) -> None:
+        if self._run is not None:
+            self._run.log(dict(record.values))
+
+    def finish(self, result: TrialResult) -> None:
+        """Final metrics, status, the executed notebook as files, and the exit code."""
+        if self._run is None:
+            return
+        self._run.summary.update({**result.metrics.final, "nbsweep/status": result.status})
+        for path in (result.output, result.html):
+            if path is not None and path.exists():
+                self._run.save(str(path), base_path=str(path.parent), policy="now")
+        self._run.finish(exit_code=EXIT_CODES.get(result.status, 1))
+        self._run = None
+
+
+def finish_reporting(
+    run: TrialRun | None,
+    path: SweepPath,
+    run_id: str,
+    result: TrialResult,
+    warn: Callable[[str], None],
+) -> None:
+    """Close nbsweep's run, or attach the notebook to the run the notebook opened itself."""
+    if run is not None:
+        run.finish(result)
+        return
+    try:
+        attach_files(path, run_id, result)
+    except Exception as error:  # the trial is over; a missing attachment must not fail it
+        warn(f"run {run_id}: could not attach the executed notebook: {error}")
+
+
+def attach_files(path: SweepPath, run_id: str, result: TrialResult) -> None:
+    """Upload the executed notebook to a run the notebook opened itself (public API)."""
+    import wandb
+
+    api = wandb.Api()
+    entity = path.entity or api.default_entity
+    run = api.run(f"{entity}/{path.project or 'uncategorized'}/{run_id}")
+    for local in (result.output, result.html):
+        if local is not None and local.exists():
+            run.upload_file(str(local), root=str(local.parent))
+
+
+def teardown() -> None:
+    """Stop wandb's service process, if this process started one."""
+    import sys
+
+    wandb = sys.modules.get("wandb")
+    if wandb is not None:
+        wandb.teardown()

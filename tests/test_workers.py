@@ -1,0 +1,28 @@
+import pytest
+
+from nbsweep.cli import without_fanout_options
+from nbsweep.errors import UsageError
+from nbsweep.workers import combined_exit_code, cpu_workers, gpu_workers
+
+
+def test_gpu_lists():
+    assert [w.env["CUDA_VISIBLE_DEVICES"] for w in gpu_workers("0, 2", {})] == ["0", "2"]
+    assert [w.label for w in gpu_workers("all", {"CUDA_VISIBLE_DEVICES": "3,5"})] == [
+        "gpu3", "gpu5"]
+    with pytest.raises(UsageError, match="distinct GPU ids"):
+        gpu_workers("1,1", {})
+    with pytest.raises(UsageError, match="found no GPU"):
+        gpu_workers("all", {"CUDA_VISIBLE_DEVICES": ""})
+    assert [w.label for w in cpu_workers(2)] == ["worker0", "worker1"]
+
+
+def test_exit_codes_reflect_the_workers():
+    assert combined_exit_code([0, 0], interrupted=False) == 0
+    assert combined_exit_code([0, 1, 0], interrupted=False) == 1
+    assert combined_exit_code([0, -9], interrupted=False) == 137
+    assert combined_exit_code([0, 0], interrupted=True) == 130
+
+
+def test_workers_get_the_command_line_without_fanout():
+    argv = ["agent", "s1", "--gpus", "0,1", "--count=2", "--workers=3", "--timeout", "5"]
+    assert without_fanout_options(argv) == ["agent", "s1", "--count=2", "--timeout", "5"]

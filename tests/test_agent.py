@@ -363,3 +363,17 @@ def test_plain_wandb_agent_runs_nbsweep_run(server, tmp_path):
         {"loss": 1.0, "epoch": 2},
     ]
     assert run.summary["final_loss"] == 1.0 and "train.ipynb" in run.files
+
+
+def test_a_dead_kernel_does_not_leave_the_notebooks_run_open(agent, server, tmp_path):
+    write_notebook(tmp_path / "dies.ipynb", [
+        ("lr = 0.1", ["parameters"]),
+        "import wandb, os\nwandb.init()\nwandb.log({'loss': lr})",
+        "os._exit(9)"])
+    sweep = agent.sweep("dies.ipynb", [run_cmd("r1", lr=0.3), {"type": "exit"}])
+    result = agent.run(sweep)
+    assert result.returncode == 0, result.stderr
+    run = server.runs["r1"]
+    assert run.exitcode == 1 and run.complete
+    assert run.summary["nbsweep/status"] == "failed"
+    assert "dies.ipynb" in run.files

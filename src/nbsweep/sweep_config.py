@@ -186,7 +186,7 @@ def _check_metric(config: dict[str, Any]) -> Iterator[str]:
     if "metric" not in config:
         if users:
             yield (
-                f"metric: missing, and {' and '.join(users)} ranks runs by it; add "
+                f"metric: missing, and {' and '.join(users)} cannot rank runs without it; add "
                 "metric: {name: NAME, goal: minimize or maximize}, NAME a metric the notebook logs"
             )
         return
@@ -211,7 +211,7 @@ class _Leaf(NamedTuple):
     name: str
     path: str
     spec: dict[str, Any]
-    distribution: Any
+    distribution: str | None
 
 
 def _check_parameters(config: dict[str, Any]) -> Iterator[str]:
@@ -269,7 +269,7 @@ def _distribution_of(spec: dict[str, Any]) -> Any:
     if "value" in spec:
         return "constant"
     if "values" in spec:
-        return "categorical"
+        return "categorical_w_probabilities" if "probabilities" in spec else "categorical"
     if "min" in spec or "max" in spec:
         # Like W&B: bounds written as whole numbers (no dot) sample ints.
         both_ints = _is_int(spec.get("min")) and _is_int(spec.get("max"))
@@ -294,10 +294,11 @@ def _check_distribution(spec: dict[str, Any], path: str, name: str) -> Iterator[
         yield f"{path}: min {low!r} is not less than max {high!r}; min must be the lower bound"
     if name.endswith("_values") and _is_number(low) and low <= 0:
         yield f"{path}.min: must be above 0, as {name} samples its values on a log scale"
-    if "values" in spec and not (isinstance(spec["values"], list) and spec["values"]):
-        yield f"{path}.values: must be a non-empty list, got {spec['values']!r}"
+    values = spec.get("values")
+    if "values" in required and "values" in spec and not (isinstance(values, list) and values):
+        yield f"{path}.values: must be a non-empty list, got {values!r}"
     if name == "categorical_w_probabilities" and "probabilities" in spec:
-        yield from _check_probabilities(spec["probabilities"], spec.get("values"), path)
+        yield from _check_probabilities(spec["probabilities"], values, path)
 
 
 def _check_number(value: Any, path: str, distribution: str) -> Iterator[str]:
@@ -340,7 +341,9 @@ def _leaves(group: Any, path: str, prefix: str) -> Iterator[_Leaf]:
         if "parameters" in spec:
             yield from _leaves(spec["parameters"], f"{path}.{key}.parameters", f"{prefix}{key}.")
         else:
-            yield _Leaf(f"{prefix}{key}", f"{path}.{key}", spec, _distribution_of(spec))
+            name = _distribution_of(spec)
+            name = name if isinstance(name, str) else None  # not a distribution's name at all
+            yield _Leaf(f"{prefix}{key}", f"{path}.{key}", spec, name)
 
 
 def _check_notebook_names(config: dict[str, Any], known: list[str]) -> Iterator[str]:
@@ -393,8 +396,8 @@ def _check_command(config: dict[str, Any]) -> Iterator[str]:
 
 def _legacy(leaf: _Leaf) -> Iterator[str]:
     name, low, high = leaf.distribution, leaf.spec.get("min"), leaf.spec.get("max")
-    newer = LEGACY_DISTRIBUTIONS.get(name) if isinstance(name, str) else None
-    if newer is None or not (_is_number(low) and _is_number(high)):
+    newer = LEGACY_DISTRIBUTIONS.get(name or "")
+    if name is None or newer is None or not (_is_number(low) and _is_number(high)):
         return
     sign = -1 if name.startswith("inv_") else 1
     # min(..., 700): math.exp overflows a little above 709.

@@ -73,6 +73,8 @@ class TrialResult:
     source_cell_index: int | None = None
     """The failing cell's index in the notebook as the user wrote it (None: injected cell)."""
     warnings: tuple[str, ...] = ()
+    kernel_lost: bool = False
+    """The kernel died or was killed before the trial ended: nothing in it could clean up."""
 
 
 def default_output(notebook: Path, environ: Mapping[str, str]) -> Path:
@@ -147,7 +149,8 @@ async def run_trial_async(
             display=metrics.capture,
         )
         outcome = await execute(nb, kernel, spec.execution, hooks, stop, spec.metric_variables)
-        if outcome.status != "finished" and await kernel.is_alive():
+        kernel_lost = not await kernel.is_alive()
+        if outcome.status != "finished" and not kernel_lost:
             # A kernel shut down with the notebook's own wandb run open would finish it
             # with exit code 0: end it as what it was first.
             code = EXIT_INTERRUPTED if outcome.status == "stopped" else 1
@@ -187,6 +190,7 @@ async def run_trial_async(
         failure,
         source_index,
         injection.warnings,
+        kernel_lost,
     )
     reporter.trial_finished(result)
     return result

@@ -153,9 +153,33 @@ def finish_reporting(
         run.finish(result)
         return
     try:
-        attach_files(path, run_id, result)
-    except Exception as error:  # the trial is over; a missing attachment must not fail it
-        warn(f"run {run_id}: could not attach the executed notebook: {error}")
+        if result.kernel_lost and result.status != "finished":
+            # The notebook's own run died with its kernel, still open: close it as what it was.
+            close_orphaned_run(path, run_id, result)
+        else:
+            attach_files(path, run_id, result)
+    except Exception as error:  # the trial is over; reporting trouble must not fail it
+        warn(f"run {run_id}: could not report the trial's end to W&B: {error}")
+
+
+def close_orphaned_run(path: SweepPath, run_id: str, result: TrialResult) -> None:
+    import wandb
+
+    run = wandb.init(
+        id=run_id,
+        project=path.project,
+        entity=path.entity,
+        resume="allow",
+        reinit="create_new",
+        settings=wandb.Settings(
+            sweep_id=path.sweep, silent=True, console="off", x_disable_stats=True
+        ),
+    )
+    run.summary.update({"nbsweep/status": result.status})
+    for local in (result.output, result.html):
+        if local is not None and local.exists():
+            run.save(str(local), base_path=str(local.parent), policy="now")
+    run.finish(exit_code=EXIT_CODES.get(result.status, 1))
 
 
 def attach_files(path: SweepPath, run_id: str, result: TrialResult) -> None:

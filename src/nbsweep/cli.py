@@ -431,6 +431,82 @@ def agent(
     sys.exit(code)
 
 
+@cli.command()
+@click.argument("sweep_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--project", help="W&B project (else the YAML's project:, or WANDB_PROJECT).")
+@click.option("--entity", help="W&B entity (else the YAML's entity:, or WANDB_ENTITY).")
+@click.option("--config-var", default="config", show_default=True, metavar="NAME",
+              help="Variable holding a config dict, used when no cell is tagged 'parameters'.")
+@click.option("--dry-run", is_flag=True, help="Validate only; create nothing.")
+def sweep(sweep_file: Path, project: str | None, entity: str | None, config_var: str,
+          dry_run: bool) -> None:
+    """Validate SWEEP_FILE against W&B's rules and its notebook, then create the sweep.
+
+    Every problem is reported at once. A missing command: becomes
+    [nbsweep, run, ${program}, ${args}].
+    """
+    import yaml
+
+    from nbsweep.sweep_config import (
+        SweepConfigError,
+        find_warnings,
+        load_sweep_file,
+        validate,
+        with_default_command,
+    )
+
+    loaded = load_sweep_file(sweep_file)
+    for fix in loaded.enotation_fixes:
+        click.echo(f"note: {fix} (PyYAML alone would have read a string)", err=True)
+    config = loaded.config
+    names, program_problems = _swept_notebook_names(config, config_var)
+    problems = program_problems + validate(config, names)
+    if problems:
+        raise SweepConfigError(problems)
+    for warning in find_warnings(config):
+        click.echo(f"warning: {warning}", err=True)
+    config = with_default_command(config)
+    if dry_run:
+        click.echo(f"{sweep_file}: valid; command: {config['command']}")
+        return
+    from nbsweep.wandb_api import Credentials, SweepService
+
+    environ = os.environ
+    service = SweepService(Credentials.from_environment(environ),
+                           on_retry=lambda message: click.echo(f"warning: {message}", err=True))
+    path = service.create_sweep(
+        yaml.safe_dump(config, sort_keys=False),
+        entity or config.get("entity") or environ.get("WANDB_ENTITY"),
+        project or config.get("project") or environ.get("WANDB_PROJECT"),
+    )
+    click.echo(f"created sweep {path}")
+    click.echo(f"run it with: nbsweep agent {path}")
+
+
+def _swept_notebook_names(config: Any, config_var: str) -> tuple[list[str] | None, list[str]]:
+    """The notebook's parameter names (and their groups) to check the sweep against, or the
+    problems that stop it being read."""
+    from nbsweep.errors import UsageError
+    from nbsweep.files import read_notebook
+    from nbsweep.parameters import find_parameters
+
+    program = config.get("program") if isinstance(config, dict) else None
+    if not program:
+        return None, ["program: missing; name the notebook with program: NB.ipynb"]
+    notebook = Path(str(program))
+    if notebook.suffix != ".ipynb":
+        return None, [f"program: {program!r} is not a notebook (.ipynb); nbsweep runs notebooks"]
+    try:
+        found = find_parameters(read_notebook(notebook), config_var)
+    except UsageError as error:
+        return None, [f"program: {error}"]
+    names = set(found.names()) | {str(name) for name in found.tree}
+    for name in found.names():
+        parts = name.split(".")
+        names.update(".".join(parts[:end]) for end in range(1, len(parts)))
+    return sorted(names), []
+
+
 def without_fanout_options(argv: list[str]) -> list[str]:
     """The command line a worker gets: the user's, less --gpus/--workers."""
     kept: list[str] = []

@@ -46,5 +46,8 @@ def load_file(path: str | Path, what: str = "YAML file") -> Any:
         return loads(text)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark is not None else ""
-        raise UsageError(f"{what} {str(path)!r} is not valid YAML{where}: {error}") from None
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        hint = "; quote values that hold ${...} or :" if "${" in text else ""
+        message = f"{what} {str(path)!r} is not valid YAML{where}: {problem}{hint}"
+        raise UsageError(message) from None

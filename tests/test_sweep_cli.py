@@ -59,12 +59,14 @@ def test_every_problem_at_once(tmp_path):
     write_notebook(tmp_path / "nb.ipynb", NOTEBOOK)
     (tmp_path / "bad.yaml").write_text(
         "program: nb.ipynb\nmethod: bayesian\nmetric: {name: loss, goal: up}\n"
-        "parameters:\n  lrr: {min: 0.1, max: 0.01}\n  epochs: {values: []}\n")
+        "parameters:\n  lrr: {min: 0.1, max: 0.01}\n  epochs: {values: []}\n"
+        "  opt.beta: {value: 1}\n")
     result = nbsweep(tmp_path, "sweep", "bad.yaml", "--dry-run")
     assert result.returncode == 2
     problems = [line for line in result.stderr.splitlines() if line.startswith("  - ")]
-    assert len(problems) == 5, result.stderr
-    assert "Error: sweep config has 5 problems:" in result.stderr
+    assert len(problems) == 6, result.stderr
+    assert "Error: sweep config has 6 problems:" in result.stderr
+    assert "'opt.beta' (did you mean 'opt.beta1'?)" in result.stderr
     assert "'bayesian' is not a W&B search method" in result.stderr
     assert "did you mean 'lr'?" in result.stderr
     assert "Traceback" not in result.stderr

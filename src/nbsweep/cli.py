@@ -484,8 +484,8 @@ def sweep(sweep_file: Path, project: str | None, entity: str | None, config_var:
 
 
 def _swept_notebook_names(config: Any, config_var: str) -> tuple[list[str] | None, list[str]]:
-    """The notebook's parameter names (and their groups) to check the sweep against, or the
-    problems that stop it being read."""
+    """The notebook's parameter names to check the sweep against (sweep_config accepts a
+    whole group and keys below an opaque default), or why the notebook cannot be read."""
     from nbsweep.errors import UsageError
     from nbsweep.files import read_notebook
     from nbsweep.parameters import find_parameters
@@ -500,11 +500,7 @@ def _swept_notebook_names(config: Any, config_var: str) -> tuple[list[str] | Non
         found = find_parameters(read_notebook(notebook), config_var)
     except UsageError as error:
         return None, [f"program: {error}"]
-    names = set(found.names()) | {str(name) for name in found.tree}
-    for name in found.names():
-        parts = name.split(".")
-        names.update(".".join(parts[:end]) for end in range(1, len(parts)))
-    return sorted(names), []
+    return found.names(), []
 
 
 def without_fanout_options(argv: list[str]) -> list[str]:

@@ -76,6 +76,7 @@ class CliRun:
         self.cwd = cwd
         self.marker = uuid.uuid4().hex
         self.env = {**os.environ, MARKER_ENV: self.marker, "PYTHONUNBUFFERED": "1"}
+        self.started: list[subprocess.Popen] = []
 
     def command(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "nbsweep", *map(str, args)]
@@ -91,7 +92,7 @@ class CliRun:
         )
 
     def start(self, *args: str, **env: str) -> subprocess.Popen:
-        return subprocess.Popen(
+        process = subprocess.Popen(
             self.command(*args),
             cwd=self.cwd,
             env={**self.env, **env},
@@ -99,6 +100,15 @@ class CliRun:
             stderr=subprocess.PIPE,
             text=True,
         )
+        self.started.append(process)
+        return process
+
+    def close(self) -> None:
+        """Reap what ``start`` started, even after a failed test (no leaked pipes)."""
+        for process in self.started:
+            if process.poll() is None:
+                process.kill()
+            process.communicate()
 
     def leftovers(self, timeout: float = 5.0) -> list[psutil.Process]:
         return wait_until_gone(self.marker, timeout)
@@ -108,6 +118,7 @@ class CliRun:
 def cli(tmp_path: Path) -> CliRun:
     runner = CliRun(tmp_path)
     yield runner
+    runner.close()
     left = runner.leftovers()
     for process in left:
         process.kill()

@@ -54,6 +54,7 @@ class Agent:
             "PYTHONUNBUFFERED": "1",
         }
         self.marker = marker
+        self.started: list[subprocess.Popen] = []
 
     def sweep(self, program: str, commands, **config) -> str:
         sweep_id = self.server.add_sweep(
@@ -87,7 +88,7 @@ class Agent:
         )
 
     def start(self, sweep_id: str, *args: str) -> subprocess.Popen:
-        return subprocess.Popen(
+        process = subprocess.Popen(
             self.command(sweep_id, *args),
             cwd=self.cwd,
             env=self.env,
@@ -95,12 +96,22 @@ class Agent:
             stderr=subprocess.PIPE,
             text=True,
         )
+        self.started.append(process)
+        return process
+
+    def close(self) -> None:
+        """Reap what ``start`` started, even after a failed test (no leaked pipes)."""
+        for process in self.started:
+            if process.poll() is None:
+                process.kill()
+            process.communicate()
 
 
 @pytest.fixture
 def agent(server, tmp_path, request):
     runner = Agent(server, tmp_path, marker=f"agent-{request.node.name}-{time.time_ns()}")
     yield runner
+    runner.close()
     left = wait_until_gone(runner.marker, timeout=10)
     for process in left:
         process.kill()

@@ -380,8 +380,35 @@ def test_values_and_folders_under_wandb_agent(cli, tmp_path):
     param_file.parent.mkdir(parents=True)
     param_file.write_text("wandb_version: 1\nlr:\n  value: 0.5\nname:\n  value: 'None'\n"
                           "flag:\n  value: true\n")
-    result = cli("run", nb, "--lr=0.5", "--name=None", "--flag=True",
-                 WANDB_SWEEP_PARAM_PATH=str(param_file), WANDB_SWEEP_ID="sw1", WANDB_RUN_ID="run1")
+    from wandb_server import WandbTestServer, wandb_env
+
+    with WandbTestServer() as server:
+        env = wandb_env(server, tmp_path, WANDB_SWEEP_PARAM_PATH=str(param_file),
+                        WANDB_SWEEP_ID="sw1", WANDB_RUN_ID="run1")
+        result = cli("run", nb, "--lr=0.5", "--name=None", "--flag=True", **env)
     assert result.returncode == 0, result.stderr
     executed = saved(tmp_path / "nbsweep-runs" / "sw1" / "run1" / "nb.ipynb")
     assert stdout_of(executed, 2) == "(0.5, 'None', True)\n"
+    assert server.runs["run1"].user_config == {"lr": 0.5, "name": "None", "flag": True}
+
+
+def test_an_unreachable_wandb_costs_the_trial_nothing(cli, tmp_path):
+    import socket
+
+    from wandb_server import DUMMY_API_KEY
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    nb = write_notebook(tmp_path / "nb.ipynb", ["import nbsweep\nnbsweep.log({'x': 1})"])
+    result = cli("run", nb, "-o", "out.ipynb", WANDB_SWEEP_ID="sw1", WANDB_RUN_ID="run1",
+                 WANDB_BASE_URL=f"http://127.0.0.1:{port}", WANDB_API_KEY=DUMMY_API_KEY,
+                 WANDB_INIT_TIMEOUT="3", WANDB__GRAPHQL_RETRY_MAX="1",
+                 WANDB__GRAPHQL_RETRY_WAIT_MAX_SECONDS="1", WANDB_SILENT="true",
+                 WANDB_DIR=str(tmp_path), HOME=str(tmp_path), WANDB__DISABLE_STATS="true",
+                 WANDB_ERROR_REPORTING="false", timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "cannot open the W&B run" in result.stderr
+    assert "the trial runs unreported" in result.stderr
+    assert result.stdout == "x\t1\n"
+    assert saved(tmp_path / "out.ipynb").metadata.nbsweep["status"] == "finished"

@@ -202,7 +202,7 @@ class Agent:
             beating.cancel()
             await asyncio.gather(beating, return_exceptions=True)
             self.stop, self.current_run = None, None
-        if self.options.report_to_wandb:
+        if self.options.report_to_wandb and (run is not None or not owns_run):
             await asyncio.to_thread(
                 wandb_run.finish_reporting, run, self.path, run_id, result, self.reporter.warn
             )

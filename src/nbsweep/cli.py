@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -18,8 +17,6 @@ from nbsweep.errors import EXIT_FAILED, NbsweepError
 
 if TYPE_CHECKING:
     from nbsweep.trial import TrialResult
-
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 class _Failure(click.ClickException):
@@ -182,8 +179,9 @@ def run(
     """
     from nbsweep.arguments import PARAM_PATH_ENV, ParameterSources, collect
     from nbsweep.files import ensure_writable_folder, write_json
-    from nbsweep.reporting import Reporter
+    from nbsweep.reporting import Reporter, failure_message
     from nbsweep.trial import exit_code_for_stop, run_trial
+    from nbsweep.wandb_run import agent_sweep_path, run_under_wandb_agent
 
     sources = ParameterSources(
         args, files, args_json, pairs, raw_pairs, os.environ.get(PARAM_PATH_ENV)
@@ -192,11 +190,10 @@ def run(
     if metrics_json is not None:
         ensure_writable_folder(metrics_json.parent, "--metrics-json")
     reporter = Reporter(log_output=execution["log_output"])
-    result = (
-        _run_reporting_to_wandb(spec, reporter)
-        if _under_wandb_agent()
-        else (run_trial(spec, reporter))
-    )
+    if agent_sweep_path(os.environ) is not None:
+        result = run_under_wandb_agent(spec, reporter, os.environ)
+    else:
+        result = run_trial(spec, reporter)
     _print_metrics(result)
     if metrics_json is not None:
         write_json(result.metrics.to_json(), metrics_json)
@@ -206,33 +203,7 @@ def run(
             exit_code_for_stop(result.reason),
         )
     if result.status == "failed":
-        raise _Failure(describe_failure(result), EXIT_FAILED)
-
-
-def _under_wandb_agent() -> bool:
-    return bool(os.environ.get("WANDB_SWEEP_ID") and os.environ.get("WANDB_RUN_ID"))
-
-
-def _run_reporting_to_wandb(spec: Any, reporter: Any) -> TrialResult:
-    """Under `wandb agent`: the trial joins its run; nbsweep opens it if the notebook won't."""
-    from nbsweep import wandb_run
-    from nbsweep.files import read_notebook
-    from nbsweep.injection import nest
-    from nbsweep.trial import run_trial
-
-    run = None
-    if not wandb_run.notebook_opens_run(read_notebook(spec.notebook)):
-        run = wandb_run.from_agent_environment(os.environ, nest(spec.values), Path.cwd())
-    try:
-        if run is not None:
-            run.start()
-        result = run_trial(spec, reporter, on_metric=run.log if run else None)
-        path = wandb_run.agent_sweep_path(os.environ)
-        assert path is not None
-        wandb_run.finish_reporting(run, path, os.environ["WANDB_RUN_ID"], result, reporter.warn)
-    finally:
-        wandb_run.teardown()
-    return result
+        raise _Failure(failure_message(result), EXIT_FAILED)
 
 
 def _trial_spec(
@@ -267,37 +238,6 @@ def _trial_spec(
         metric_variables=metrics,
         execution=ExecutionOptions(cell_timeout, trial_timeout, stop_grace),
     )
-
-
-def describe_failure(result: TrialResult) -> str:
-    """Which cell failed and how, the end of its traceback, and where the notebook is."""
-    failure = result.failure
-    if failure is None:
-        return f"trial failed ({result.reason}); notebook saved: {result.output}"
-    where = (
-        "the injected parameters cell"
-        if result.source_cell_index is None
-        else f"cell {result.source_cell_index}"
-    )
-    headline = f"{where} failed: {failure.ename}"
-    if failure.evalue:
-        headline += f": {failure.evalue}"
-    if failure.ename == "StdinNotImplementedError":
-        headline += " (input() is not available in a trial: make the value a parameter)"
-    body = "".join(f"\n    {line}" for line in _traceback_excerpt(failure.traceback))
-    return f"{headline}{body}\n  notebook saved: {result.output}"
-
-
-def _traceback_excerpt(traceback: tuple[str, ...], frame_lines: int = 5) -> list[str]:
-    """The notebook's own last frame (where in the cell it failed) and the error line."""
-    entries = [_ANSI.sub("", entry).strip("\n") for entry in traceback]
-    if not entries:
-        return []
-    in_cell = [entry for entry in entries if entry.lstrip().startswith("Cell In[")]
-    frame = in_cell[-1].splitlines()[:frame_lines] if in_cell else []
-    error = entries[-1].splitlines()[-1:] if len(entries) > 1 or not in_cell else []
-    lines = frame + error if frame else "\n".join(entries).splitlines()[-frame_lines - 1 :]
-    return [line for line in lines if line.strip()]
 
 
 def _print_metrics(result: TrialResult) -> None:
@@ -435,11 +375,17 @@ def agent(
 @click.argument("sweep_file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--project", help="W&B project (else the YAML's project:, or WANDB_PROJECT).")
 @click.option("--entity", help="W&B entity (else the YAML's entity:, or WANDB_ENTITY).")
-@click.option("--config-var", default="config", show_default=True, metavar="NAME",
-              help="Variable holding a config dict, used when no cell is tagged 'parameters'.")
+@click.option(
+    "--config-var",
+    default="config",
+    show_default=True,
+    metavar="NAME",
+    help="Variable holding a config dict, used when no cell is tagged 'parameters'.",
+)
 @click.option("--dry-run", is_flag=True, help="Validate only; create nothing.")
-def sweep(sweep_file: Path, project: str | None, entity: str | None, config_var: str,
-          dry_run: bool) -> None:
+def sweep(
+    sweep_file: Path, project: str | None, entity: str | None, config_var: str, dry_run: bool
+) -> None:
     """Validate SWEEP_FILE against W&B's rules and its notebook, then create the sweep.
 
     Every problem is reported at once. A missing command: becomes
@@ -447,6 +393,7 @@ def sweep(sweep_file: Path, project: str | None, entity: str | None, config_var:
     """
     import yaml
 
+    from nbsweep.inspection import program_parameter_names
     from nbsweep.sweep_config import (
         SweepConfigError,
         find_warnings,
@@ -459,7 +406,7 @@ def sweep(sweep_file: Path, project: str | None, entity: str | None, config_var:
     for fix in loaded.enotation_fixes:
         click.echo(f"note: {fix} (PyYAML alone would have read a string)", err=True)
     config = loaded.config
-    names, program_problems = _swept_notebook_names(config, config_var)
+    names, program_problems = program_parameter_names(config, config_var)
     problems = program_problems + validate(config, names)
     if problems:
         raise SweepConfigError(problems)
@@ -472,8 +419,10 @@ def sweep(sweep_file: Path, project: str | None, entity: str | None, config_var:
     from nbsweep.wandb_api import Credentials, SweepService
 
     environ = os.environ
-    service = SweepService(Credentials.from_environment(environ),
-                           on_retry=lambda message: click.echo(f"warning: {message}", err=True))
+    service = SweepService(
+        Credentials.from_environment(environ),
+        on_retry=lambda message: click.echo(f"warning: {message}", err=True),
+    )
     path = service.create_sweep(
         yaml.safe_dump(config, sort_keys=False),
         entity or config.get("entity") or environ.get("WANDB_ENTITY"),
@@ -481,26 +430,6 @@ def sweep(sweep_file: Path, project: str | None, entity: str | None, config_var:
     )
     click.echo(f"created sweep {path}")
     click.echo(f"run it with: nbsweep agent {path}")
-
-
-def _swept_notebook_names(config: Any, config_var: str) -> tuple[list[str] | None, list[str]]:
-    """The notebook's parameter names to check the sweep against (sweep_config accepts a
-    whole group and keys below an opaque default), or why the notebook cannot be read."""
-    from nbsweep.errors import UsageError
-    from nbsweep.files import read_notebook
-    from nbsweep.parameters import find_parameters
-
-    program = config.get("program") if isinstance(config, dict) else None
-    if not program:
-        return None, ["program: missing; name the notebook with program: NB.ipynb"]
-    notebook = Path(str(program))
-    if notebook.suffix != ".ipynb":
-        return None, [f"program: {program!r} is not a notebook (.ipynb); nbsweep runs notebooks"]
-    try:
-        found = find_parameters(read_notebook(notebook), config_var)
-    except UsageError as error:
-        return None, [f"program: {error}"]
-    return found.names(), []
 
 
 def without_fanout_options(argv: list[str]) -> list[str]:

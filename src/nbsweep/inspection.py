@@ -10,7 +10,9 @@ from typing import Any
 import yaml
 from nbformat import NotebookNode
 
-from nbsweep.parameters import Parameter, ParameterSet, parse_leniently
+from nbsweep.errors import UsageError
+from nbsweep.files import read_notebook
+from nbsweep.parameters import Parameter, ParameterSet, find_parameters, parse_leniently
 
 
 def _source(found: ParameterSet, parameter: Parameter) -> str:
@@ -127,3 +129,19 @@ def _jsonable(value: Any) -> bool:
     if isinstance(value, dict):
         return all(isinstance(k, str) and _jsonable(v) for k, v in value.items())
     return False
+
+
+def program_parameter_names(config: Any, config_var: str) -> tuple[list[str] | None, list[str]]:
+    """The notebook's parameter names to check the sweep against (sweep_config accepts a
+    whole group and keys below an opaque default), or why the notebook cannot be read."""
+    program = config.get("program") if isinstance(config, dict) else None
+    if not program:
+        return None, ["program: missing; name the notebook with program: NB.ipynb"]
+    notebook = Path(str(program))
+    if notebook.suffix != ".ipynb":
+        return None, [f"program: {program!r} is not a notebook (.ipynb); nbsweep runs notebooks"]
+    try:
+        found = find_parameters(read_notebook(notebook), config_var)
+    except UsageError as error:
+        return None, [f"program: {error}"]
+    return found.names(), []

@@ -141,6 +141,12 @@ class Kernel:
         for process in self._known_processes.values():
             with contextlib.suppress(psutil.Error):
                 process.kill()
+        # Until they are gone the kernel still looks alive to anyone who asks. /proc shows a
+        # killed multi-threaded process as a zombie before waitpid() can reap it, so ask both.
+        await _wait_gone(list(self._known_processes.values()), timeout=5)
+        deadline = time.monotonic() + 5
+        while await self.is_alive() and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
 
     async def stop(self, graceful: bool = True) -> None:
         """Shut down (politely if ``graceful``), then kill what is left and wait for it to go."""

@@ -3,6 +3,7 @@ otherwise), the kernel's output with --log-output, metrics as they arrive, and w
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from pathlib import Path
@@ -12,6 +13,8 @@ from nbsweep.metrics import MetricRecord
 
 if TYPE_CHECKING:
     from nbsweep.trial import TrialResult
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 class Reporter:
@@ -89,3 +92,34 @@ class Reporter:
 
 def _format(value: object) -> str:
     return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def failure_message(result: TrialResult) -> str:
+    """Which cell failed and how, the end of its traceback, and where the notebook is."""
+    failure = result.failure
+    if failure is None:
+        return f"trial failed ({result.reason}); notebook saved: {result.output}"
+    where = (
+        "the injected parameters cell"
+        if result.source_cell_index is None
+        else f"cell {result.source_cell_index}"
+    )
+    headline = f"{where} failed: {failure.ename}"
+    if failure.evalue:
+        headline += f": {failure.evalue}"
+    if failure.ename == "StdinNotImplementedError":
+        headline += " (input() is not available in a trial: make the value a parameter)"
+    body = "".join(f"\n    {line}" for line in _traceback_excerpt(failure.traceback))
+    return f"{headline}{body}\n  notebook saved: {result.output}"
+
+
+def _traceback_excerpt(traceback: tuple[str, ...], frame_lines: int = 5) -> list[str]:
+    """The notebook's own last frame (where in the cell it failed) and the error line."""
+    entries = [_ANSI.sub("", entry).strip("\n") for entry in traceback]
+    if not entries:
+        return []
+    in_cell = [entry for entry in entries if entry.lstrip().startswith("Cell In[")]
+    frame = in_cell[-1].splitlines()[:frame_lines] if in_cell else []
+    error = entries[-1].splitlines()[-1:] if len(entries) > 1 or not in_cell else []
+    lines = frame + error if frame else "\n".join(entries).splitlines()[-frame_lines - 1 :]
+    return [line for line in lines if line.strip()]

@@ -28,6 +28,8 @@ from nbsweep.redaction import Redactor
 from nbsweep.reporting import Reporter
 
 RUNS_FOLDER = "nbsweep-runs"
+# Seconds a notebook's own wandb run gets to finish (it may upload) before the kernel goes.
+_FINISH_RUN_TIMEOUT = 10.0
 
 _FINISH_NOTEBOOK_RUN = """\
 import sys as _nbsweep_sys
@@ -155,7 +157,7 @@ async def run_trial_async(
             # with exit code 0: end it as what it was first.
             code = EXIT_INTERRUPTED if outcome.status == "stopped" else 1
             await kernel.execute_silently(
-                _FINISH_NOTEBOOK_RUN.format(code=code), max(10.0, spec.execution.stop_grace)
+                _FINISH_NOTEBOOK_RUN.format(code=code), _FINISH_RUN_TIMEOUT
             )
     finally:
         graceful = outcome is not None and outcome.status == "finished"

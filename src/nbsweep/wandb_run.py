@@ -17,7 +17,8 @@ from nbsweep.metrics import MetricRecord
 from nbsweep.parameters import parse_leniently
 
 if TYPE_CHECKING:
-    from nbsweep.trial import TrialResult
+    from nbsweep.reporting import Reporter
+    from nbsweep.trial import TrialResult, TrialSpec
     from nbsweep.wandb_api import SweepPath
 
 # wandb records these; what a stopped trial exits with, like a process stopped by Ctrl-C.
@@ -141,6 +142,18 @@ class TrialRun:
         self._run = None
 
 
+def start_or_warn(run: TrialRun | None, warn: Callable[[str], None]) -> TrialRun | None:
+    """Open the run; if W&B cannot be reached the trial still runs, unreported, and says so."""
+    if run is None:
+        return None
+    try:
+        run.start()
+    except Exception as error:  # wandb raises many types; none should cost the trial
+        warn(f"run {run.run_id}: cannot open the W&B run ({error}); the trial runs unreported")
+        return None
+    return run
+
+
 def finish_reporting(
     run: TrialRun | None,
     path: SweepPath,
@@ -148,7 +161,8 @@ def finish_reporting(
     result: TrialResult,
     warn: Callable[[str], None],
 ) -> None:
-    """Close nbsweep's run, or attach the notebook to the run the notebook opened itself."""
+    """Close nbsweep's run (``run``), or else the run the notebook opened itself: attach the
+    executed notebook, and close the run if it died open with the kernel."""
     if run is not None:
         run.finish(result)
         return
@@ -201,3 +215,28 @@ def teardown() -> None:
     wandb = sys.modules.get("wandb")
     if wandb is not None:
         wandb.teardown()
+
+
+def run_under_wandb_agent(
+    spec: TrialSpec, reporter: Reporter, environ: Mapping[str, str]
+) -> TrialResult:
+    """``nbsweep run`` under ``wandb agent``: the trial joins the run the agent announced in
+    the environment; nbsweep opens, reports to and closes it if the notebook will not."""
+    from nbsweep.files import read_notebook
+    from nbsweep.injection import nest
+    from nbsweep.trial import run_trial
+
+    path = agent_sweep_path(environ)
+    assert path is not None, "only under wandb agent"
+    notebook_owns_run = notebook_opens_run(read_notebook(spec.notebook))
+    run = None
+    if not notebook_owns_run:
+        run = from_agent_environment(environ, nest(spec.values), Path.cwd())
+    try:
+        run = start_or_warn(run, reporter.warn)
+        result = run_trial(spec, reporter, on_metric=run.log if run else None)
+        if run is not None or notebook_owns_run:
+            finish_reporting(run, path, environ["WANDB_RUN_ID"], result, reporter.warn)
+    finally:
+        teardown()
+    return result

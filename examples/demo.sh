@@ -1,22 +1,13 @@
 #!/bin/sh
-# The README's main job: three trials of the digits notebook with different learning rates,
-# each a real kernel run through `nbsweep run`, then the validation accuracy of each.
+# The README's main job: a real local sweep of notebooks/digits.ipynb (Bayesian search with
+# Hyperband, 12 trials) on the embedded engine, with 2 agents sharing it, then the leaderboard
+# and the best run's executed notebook. No W&B server or account is involved.
 set -eu
 cd "$(dirname "$0")/.."
-out=nbsweep-runs/demo
-mkdir -p "$out"
-for lr in 0.0003 0.003 0.03; do
-    echo "== nbsweep run notebooks/digits.ipynb --learning_rate=$lr --epochs=8"
-    nbsweep run notebooks/digits.ipynb --learning_rate=$lr --epochs=8 \
-        -o "$out/digits-lr$lr.ipynb" --metrics-json "$out/metrics-lr$lr.json"
-done
+store=nbsweep-runs/demo/sweeps.db
+created=$(nbsweep sweep --local sweeps/digits-demo.yaml --store "$store")
+echo "$created"
+sweep=$(echo "$created" | sed -n 's/^created local sweep \([a-z0-9]*\) .*/\1/p')
+nbsweep agent "local:$sweep" --store "$store" --workers 2
 echo
-echo "learning_rate  val_accuracy  executed notebook"
-for lr in 0.0003 0.003 0.03; do
-    python - "$lr" "$out" <<'PY'
-import json, sys
-lr, out = sys.argv[1], sys.argv[2]
-summary = json.load(open(f"{out}/metrics-lr{lr}.json"))["summary"]
-print(f"{lr:<14} {summary['val_accuracy']:<13.4f} {out}/digits-lr{lr}.ipynb")
-PY
-done
+nbsweep status "local:$sweep" --store "$store"

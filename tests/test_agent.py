@@ -377,10 +377,14 @@ def test_plain_wandb_agent_runs_nbsweep_run(server, tmp_path):
 
 
 def test_a_dead_kernel_does_not_leave_the_notebooks_run_open(agent, server, tmp_path):
-    write_notebook(tmp_path / "dies.ipynb", [
-        ("lr = 0.1", ["parameters"]),
-        "import wandb, os\nwandb.init()\nwandb.log({'loss': lr})",
-        "os._exit(9)"])
+    write_notebook(
+        tmp_path / "dies.ipynb",
+        [
+            ("lr = 0.1", ["parameters"]),
+            "import wandb, os\nwandb.init()\nwandb.log({'loss': lr})",
+            "os._exit(9)",
+        ],
+    )
     sweep = agent.sweep("dies.ipynb", [run_cmd("r1", lr=0.3), {"type": "exit"}])
     result = agent.run(sweep)
     assert result.returncode == 0, result.stderr

@@ -24,23 +24,31 @@ def injected_cells(nb):
     return [c for c in nb.cells if INJECTED_TAG in c.metadata.get("tags", [])]
 
 
-TAGGED = make_notebook([
-    "# md: title",
-    ("lr = 0.001\nepochs = 3\nname = 'base'\nopt = {'name': 'adam', 'beta1': 0.9}\n",
-     ["parameters"]),
-    "result = (lr, epochs, name, opt)",
-])
+TAGGED = make_notebook(
+    [
+        "# md: title",
+        (
+            "lr = 0.001\nepochs = 3\nname = 'base'\nopt = {'name': 'adam', 'beta1': 0.9}\n",
+            ["parameters"],
+        ),
+        "result = (lr, epochs, name, opt)",
+    ]
+)
 
 
 def test_tagged_cell_golden():
     injection = parameterize(TAGGED, {"lr": 0.1, "name": "it's"})
     assert injection.injected_cell_index == 2
     assert injection.notebook.cells[2].source == (
-        "# Parameters injected by nbsweep\nlr = 0.1\nname = \"it's\"\n"
+        '# Parameters injected by nbsweep\nlr = 0.1\nname = "it\'s"\n'
     )
     assert injection.notebook.cells[2].metadata.tags == [INJECTED_TAG]
     assert run_cells(injection.notebook)["result"] == (
-        0.1, 3, "it's", {"name": "adam", "beta1": 0.9})
+        0.1,
+        3,
+        "it's",
+        {"name": "adam", "beta1": 0.9},
+    )
     assert injection.origins == (0, 1, None, 2)
 
 
@@ -71,16 +79,20 @@ def test_no_values_means_no_injected_cell_and_clean_outputs():
     assert "papermill" not in cleaned.metadata
 
 
-CONFIG_LAST = make_notebook([
-    "import math",
-    "config = dict(\n    lr=0.001,\n    opt=dict(name='adam', beta1=0.9),\n    epochs=3,\n)",
-    "seen = dict(config)",
-])
+CONFIG_LAST = make_notebook(
+    [
+        "import math",
+        "config = dict(\n    lr=0.001,\n    opt=dict(name='adam', beta1=0.9),\n    epochs=3,\n)",
+        "seen = dict(config)",
+    ]
+)
 
-CONFIG_SPLIT = make_notebook([
-    "config = {'lr': 0.001, 'opt': {'name': 'adam', 'beta1': 0.9}, 'epochs': 3}\n"
-    "seen = {**config, 'opt': dict(config['opt'])}\nbeta = config['opt']['beta1']",
-])
+CONFIG_SPLIT = make_notebook(
+    [
+        "config = {'lr': 0.001, 'opt': {'name': 'adam', 'beta1': 0.9}, 'epochs': 3}\n"
+        "seen = {**config, 'opt': dict(config['opt'])}\nbeta = config['opt']['beta1']",
+    ]
+)
 
 
 def test_config_dict_golden():
@@ -90,9 +102,13 @@ def test_config_dict_golden():
     source = nb.cells[2].source
     assert source.startswith("# Parameters injected by nbsweep\ndef _nbsweep_merge(base, updates):")
     assert source.endswith(
-        "_nbsweep_merge(config, {'opt': {'beta1': 0.5}, 'epochs': 4})\ndel _nbsweep_merge\n")
+        "_nbsweep_merge(config, {'opt': {'beta1': 0.5}, 'epochs': 4})\ndel _nbsweep_merge\n"
+    )
     assert run_cells(nb)["seen"] == {
-        "lr": 0.001, "opt": {"name": "adam", "beta1": 0.5}, "epochs": 4}
+        "lr": 0.001,
+        "opt": {"name": "adam", "beta1": 0.5},
+        "epochs": 4,
+    }
 
 
 def test_config_dict_split_when_the_cell_goes_on():

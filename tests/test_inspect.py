@@ -5,11 +5,17 @@ from conftest import write_notebook
 
 
 def test_table_json_and_template(cli, tmp_path):
-    nb = write_notebook(tmp_path / "nb.ipynb", [
-        ("lr: float = 1e-3\nlayers: list[int] = [64]\nname: str | None = None\nseed = 0\n"
-         "opt = {'beta1': 0.9}", ["parameters"]),
-        "import nbsweep\nnbsweep.log({'train_loss': 1, 'val_acc': 0.5})",
-    ])
+    nb = write_notebook(
+        tmp_path / "nb.ipynb",
+        [
+            (
+                "lr: float = 1e-3\nlayers: list[int] = [64]\nname: str | None = None\nseed = 0\n"
+                "opt = {'beta1': 0.9}",
+                ["parameters"],
+            ),
+            "import nbsweep\nnbsweep.log({'train_loss': 1, 'val_acc': 0.5})",
+        ],
+    )
     table = cli("inspect", nb)
     assert table.returncode == 0, table.stderr
     lines = table.stdout.splitlines()
@@ -22,15 +28,24 @@ def test_table_json_and_template(cli, tmp_path):
     data = json.loads(cli("inspect", nb, "--json").stdout)
     assert data["style"] == "parameters-cell"
     assert [p["name"] for p in data["parameters"]] == ["lr", "layers", "name", "seed", "opt.beta1"]
-    assert data["parameters"][1] == {"name": "layers", "default": [64], "default_source": "[64]",
-                                     "type": "list[int]", "cell_index": 0, "line": 2}
+    assert data["parameters"][1] == {
+        "name": "layers",
+        "default": [64],
+        "default_source": "[64]",
+        "type": "list[int]",
+        "cell_index": 0,
+        "line": 2,
+    }
 
     template = yaml.safe_load(cli("inspect", nb, "--sweep-template").stdout)
     assert template["program"] == str(nb)
     assert template["command"] == ["nbsweep", "run", "${program}", "${args}"]
     assert template["metric"] == {"name": "val_acc", "goal": "maximize"}
     assert template["parameters"]["lr"] == {
-        "distribution": "log_uniform_values", "min": 1e-4, "max": 1e-2}
+        "distribution": "log_uniform_values",
+        "min": 1e-4,
+        "max": 1e-2,
+    }
     assert template["parameters"]["seed"] == {"values": [0]}
     assert template["parameters"]["opt.beta1"]["distribution"] == "log_uniform_values"
 

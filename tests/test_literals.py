@@ -22,7 +22,7 @@ TRICKY = [
     None,
     "",
     "plain",
-    "it's \"quoted\"",
+    'it\'s "quoted"',
     "line\nbreak\ttab\\backslash",
     "__import__('os').system('echo pwned')",
     "'; import os; os.system('x'); '",
@@ -47,8 +47,9 @@ def test_round_trip_is_exact(value):
     assert same_value(parse_literal(source), value)
 
 
-@pytest.mark.parametrize("value", [v for v in TRICKY if v == v and v not in (math.inf, -math.inf)],
-                         ids=repr)
+@pytest.mark.parametrize(
+    "value", [v for v in TRICKY if v == v and v not in (math.inf, -math.inf)], ids=repr
+)
 def test_plain_literal_eval_reads_it_back(value):
     # Everything except inf/nan needs nothing beyond ast.literal_eval.
     assert same_value(ast.literal_eval(to_literal(value)), value)
@@ -72,8 +73,11 @@ def test_floats_keep_their_type_and_digits():
     assert to_literal(0.30000000000000004) == "0.30000000000000004"
 
 
-@pytest.mark.parametrize("value", [object(), lambda: 1, frozenset({1}), [1, object()]],
-                         ids=["object", "lambda", "frozenset", "nested-object"])
+@pytest.mark.parametrize(
+    "value",
+    [object(), lambda: 1, frozenset({1}), [1, object()]],
+    ids=["object", "lambda", "frozenset", "nested-object"],
+)
 def test_other_types_are_refused(value):
     with pytest.raises(ParameterError, match="cannot be injected"):
         to_literal(value)

@@ -10,11 +10,16 @@ def params(found):
 
 
 def test_tagged_cell_with_annotations():
-    nb = make_notebook([
-        "import os",
-        ("lr: float = 1e-3\nlayers: list[int] = [64]\nname: str | None = None\nepochs = 3\n"
-         "x, y = 1, 2\nself_ref = lr * 2\n", ["parameters"]),
-    ])
+    nb = make_notebook(
+        [
+            "import os",
+            (
+                "lr: float = 1e-3\nlayers: list[int] = [64]\nname: str | None = None\nepochs = 3\n"
+                "x, y = 1, 2\nself_ref = lr * 2\n",
+                ["parameters"],
+            ),
+        ]
+    )
     found = find_parameters(nb)
     assert found.style == "parameters-cell"
     assert found.cell_index == 1
@@ -34,17 +39,20 @@ def test_tagged_cell_with_annotations():
 
 
 def test_tagged_cell_wins_over_config_dict_and_only_first_tag_counts():
-    nb = make_notebook([
-        "config = {'lr': 1}",
-        ("a = 1", ["parameters"]),
-        ("b = 2", ["parameters"]),
-    ])
+    nb = make_notebook(
+        [
+            "config = {'lr': 1}",
+            ("a = 1", ["parameters"]),
+            ("b = 2", ["parameters"]),
+        ]
+    )
     assert list(params(find_parameters(nb))) == ["a"]
 
 
 def test_nested_dict_defaults_give_dotted_names():
-    nb = make_notebook([("opt = {'name': 'adam', 'beta1': 0.9, 'sched': {'gamma': 0.5}}",
-                         ["parameters"])])
+    nb = make_notebook(
+        [("opt = {'name': 'adam', 'beta1': 0.9, 'sched': {'gamma': 0.5}}", ["parameters"])]
+    )
     assert params(find_parameters(nb)) == {
         "opt.name": ("adam", "str"),
         "opt.beta1": (0.9, "float"),
@@ -114,10 +122,22 @@ def test_parse_leniently_keeps_line_numbers():
     assert text.split("\n")[0] == ""
 
 
-@pytest.mark.parametrize("name,ok", [
-    ("lr", True), ("opt.beta1", True), ("model.opt.lr", True), ("_x", True),
-    ("l1-weight", False), ("1x", False), ("class", False), ("a..b", False), ("", False),
-    ("a.", False), ("x; import os", False), ("é", True),
-])
+@pytest.mark.parametrize(
+    "name,ok",
+    [
+        ("lr", True),
+        ("opt.beta1", True),
+        ("model.opt.lr", True),
+        ("_x", True),
+        ("l1-weight", False),
+        ("1x", False),
+        ("class", False),
+        ("a..b", False),
+        ("", False),
+        ("a.", False),
+        ("x; import os", False),
+        ("é", True),
+    ],
+)
 def test_parameter_names(name, ok):
     assert is_parameter_name(name) is ok

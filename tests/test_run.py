@@ -26,20 +26,34 @@ def stdout_of(nb, index):
 
 
 def test_success_with_metrics(cli, tmp_path):
-    nb = write_notebook(tmp_path / "nbs" / "train.ipynb", [
-        "import nbsweep",
-        ("lr = 0.001\nepochs = 3", ["parameters"]),
-        "for epoch in range(epochs):\n    nbsweep.log({'loss': lr * epoch, 'epoch': epoch})\n"
-        "final = {'acc': 0.5}\nval_acc = 0.25 + lr",
-    ])
-    result = cli("run", nb, "--lr=0.5", "--epochs", "2", "--metric", "val_acc",
-                 "--metrics-json", "new/m.json")
+    nb = write_notebook(
+        tmp_path / "nbs" / "train.ipynb",
+        [
+            "import nbsweep",
+            ("lr = 0.001\nepochs = 3", ["parameters"]),
+            "for epoch in range(epochs):\n    nbsweep.log({'loss': lr * epoch, 'epoch': epoch})\n"
+            "final = {'acc': 0.5}\nval_acc = 0.25 + lr",
+        ],
+    )
+    result = cli(
+        "run",
+        nb,
+        "--lr=0.5",
+        "--epochs",
+        "2",
+        "--metric",
+        "val_acc",
+        "--metrics-json",
+        "new/m.json",
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout == "loss\t0.5\nepoch\t1\nval_acc\t0.75\n"
     assert "step 1: loss=0.5, epoch=1" in result.stderr
     metrics = json.loads((tmp_path / "new" / "m.json").read_text())
-    assert metrics["history"] == [{"step": 0, "loss": 0.0, "epoch": 0},
-                                  {"step": 1, "loss": 0.5, "epoch": 1}]
+    assert metrics["history"] == [
+        {"step": 0, "loss": 0.0, "epoch": 0},
+        {"step": 1, "loss": 0.5, "epoch": 1},
+    ]
     assert metrics["summary"] == {"loss": 0.5, "epoch": 1, "val_acc": 0.75}
     outputs = list((tmp_path / "nbsweep-runs" / "train").glob("*/train.ipynb"))
     assert len(outputs) == 1, "executed notebook goes under nbsweep-runs/ in the cwd"
@@ -58,13 +72,16 @@ def test_two_runs_never_share_an_output(cli, tmp_path):
 
 
 def test_failing_cell_reports_and_keeps_the_partial_notebook(cli, tmp_path):
-    nb = write_notebook(tmp_path / "fail.ipynb", [
-        "# md: intro",
-        ("n = 1", ["parameters"]),
-        "print('before')",
-        "def inner():\n    raise ValueError(f'bad value {n}')\ninner()",
-        "print('never')",
-    ])
+    nb = write_notebook(
+        tmp_path / "fail.ipynb",
+        [
+            "# md: intro",
+            ("n = 1", ["parameters"]),
+            "print('before')",
+            "def inner():\n    raise ValueError(f'bad value {n}')\ninner()",
+            "print('never')",
+        ],
+    )
     result = cli("run", nb, "-p", "n", "7", "-o", "out/fail.ipynb")
     assert result.returncode == 1
     assert "cell 3 failed: ValueError: bad value 7" in result.stderr
@@ -76,13 +93,24 @@ def test_failing_cell_reports_and_keeps_the_partial_notebook(cli, tmp_path):
     assert executed.cells[4].outputs[0].ename == "ValueError"
     assert executed.cells[5].execution_count is None
     assert executed.metadata.nbsweep["error"] == {
-        "cell_index": 4, "source_cell_index": 3, "ename": "ValueError", "evalue": "bad value 7"}
+        "cell_index": 4,
+        "source_cell_index": 3,
+        "ename": "ValueError",
+        "evalue": "bad value 7",
+    }
 
 
-@pytest.mark.parametrize("source,code", [
-    ("import sys\nsys.exit(0)", 0), ("import sys\nsys.exit()", 0), ("raise SystemExit", 0),
-    ("raise SystemExit(0)", 0), ("import sys\nsys.exit(1)", 1), ("import sys\nsys.exit('no')", 1),
-])
+@pytest.mark.parametrize(
+    "source,code",
+    [
+        ("import sys\nsys.exit(0)", 0),
+        ("import sys\nsys.exit()", 0),
+        ("raise SystemExit", 0),
+        ("raise SystemExit(0)", 0),
+        ("import sys\nsys.exit(1)", 1),
+        ("import sys\nsys.exit('no')", 1),
+    ],
+)
 def test_sys_exit(cli, tmp_path, source, code):
     nb = write_notebook(tmp_path / "exit.ipynb", ["print('one')", source, "print('never')"])
     result = cli("run", nb, "-o", "out.ipynb")
@@ -94,8 +122,10 @@ def test_sys_exit(cli, tmp_path, source, code):
 
 
 def test_raises_exception_tag_is_allowed_and_execution_goes_on(cli, tmp_path):
-    nb = write_notebook(tmp_path / "r.ipynb", [(("raise KeyError('expected')"),
-                                                 ["raises-exception"]), "print('after')"])
+    nb = write_notebook(
+        tmp_path / "r.ipynb",
+        [(("raise KeyError('expected')"), ["raises-exception"]), "print('after')"],
+    )
     result = cli("run", nb, "-o", "out.ipynb")
     assert result.returncode == 0, result.stderr
     assert stdout_of(saved(tmp_path / "out.ipynb"), 1) == "after\n"
@@ -109,11 +139,15 @@ def test_error_only_in_the_execute_reply_is_a_failure(cli, tmp_path):
     assert saved(tmp_path / "out.ipynb").cells[1].execution_count is None
 
 
-@pytest.mark.parametrize("death", [
-    "import os\nos._exit(3)",
-    "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)",
-    "import ctypes\nctypes.string_at(0)",
-], ids=["os._exit", "sigkill", "segfault"])
+@pytest.mark.parametrize(
+    "death",
+    [
+        "import os\nos._exit(3)",
+        "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)",
+        "import ctypes\nctypes.string_at(0)",
+    ],
+    ids=["os._exit", "sigkill", "segfault"],
+)
 def test_dead_kernel_is_detected_within_seconds(cli, tmp_path, death):
     nb = write_notebook(tmp_path / "die.ipynb", ["print('alive')", death, "print('never')"])
     started = time.monotonic()
@@ -134,14 +168,22 @@ def test_input_fails_at_once(cli, tmp_path):
     assert "make the value a parameter" in result.stderr
 
 
-@pytest.mark.parametrize("options,reason", [
-    (["--timeout", "1"], "cell-timeout"),
-    (["--trial-timeout", "2"], "trial-timeout"),
-])
+@pytest.mark.parametrize(
+    "options,reason",
+    [
+        (["--timeout", "1"], "cell-timeout"),
+        (["--trial-timeout", "2"], "trial-timeout"),
+    ],
+)
 def test_timeouts_interrupt_the_cell(cli, tmp_path, options, reason):
-    nb = write_notebook(tmp_path / "slow.ipynb", [
-        "print('quick')", "import time\nfor i in range(600):\n    time.sleep(0.1)",
-        "print('never')"])
+    nb = write_notebook(
+        tmp_path / "slow.ipynb",
+        [
+            "print('quick')",
+            "import time\nfor i in range(600):\n    time.sleep(0.1)",
+            "print('never')",
+        ],
+    )
     started = time.monotonic()
     result = cli("run", nb, "-o", "out.ipynb", *options)
     assert time.monotonic() - started < 15
@@ -153,9 +195,13 @@ def test_timeouts_interrupt_the_cell(cli, tmp_path, options, reason):
 
 
 def test_a_cell_that_ignores_the_interrupt_is_killed_after_the_grace(cli, tmp_path):
-    nb = write_notebook(tmp_path / "stubborn.ipynb", [
-        "import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nprint('ignoring')\n"
-        "time.sleep(120)"])
+    nb = write_notebook(
+        tmp_path / "stubborn.ipynb",
+        [
+            "import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nprint('ignoring')\n"
+            "time.sleep(120)"
+        ],
+    )
     started = time.monotonic()
     result = cli("run", nb, "-o", "out.ipynb", "--timeout", "1", "--stop-grace", "1")
     assert time.monotonic() - started < 15
@@ -167,9 +213,13 @@ def test_a_cell_that_ignores_the_interrupt_is_killed_after_the_grace(cli, tmp_pa
 
 def test_environment_and_working_directory(cli, tmp_path):
     folder = tmp_path / "project"
-    nb = write_notebook(folder / "env.ipynb", [
-        "import os, json\nprint(json.dumps({'cwd': os.getcwd(), 'cuda': os.environ.get("
-        "'CUDA_VISIBLE_DEVICES'), 'run': os.environ.get('WANDB_RUN_ID')}))"])
+    nb = write_notebook(
+        folder / "env.ipynb",
+        [
+            "import os, json\nprint(json.dumps({'cwd': os.getcwd(), 'cuda': os.environ.get("
+            "'CUDA_VISIBLE_DEVICES'), 'run': os.environ.get('WANDB_RUN_ID')}))"
+        ],
+    )
     env = {"CUDA_VISIBLE_DEVICES": "3", "WANDB_RUN_ID": "abc123"}
     result = cli("run", nb, "-o", "out1.ipynb", **env)
     assert result.returncode == 0, result.stderr
@@ -182,29 +232,50 @@ def test_environment_and_working_directory(cli, tmp_path):
 
 
 def test_config_dict_notebook(cli, tmp_path):
-    nb = write_notebook(tmp_path / "blog.ipynb", [
-        "config = dict(lr=0.001, opt=dict(name='adam', beta1=0.9))\nbeta = config['opt']['beta1']",
-        "print(beta, config['opt']['name'], config['lr'])"])
+    nb = write_notebook(
+        tmp_path / "blog.ipynb",
+        [
+            "config = dict(lr=0.001, opt=dict(name='adam', beta1=0.9))\n"
+            "beta = config['opt']['beta1']",
+            "print(beta, config['opt']['name'], config['lr'])",
+        ],
+    )
     result = cli("run", nb, "-o", "out.ipynb", "--opt.beta1=0.5", "--lr=1")
     assert result.returncode == 0, result.stderr
     assert stdout_of(saved(tmp_path / "out.ipynb"), 3) == "0.5 adam 1.0\n"
 
 
 def test_execution_option_names_do_not_block_parameters(cli, tmp_path):
-    nb = write_notebook(tmp_path / "o.ipynb", [("output = 'x'\ntimeout = 1", ["parameters"]),
-                                               "print(output, timeout)"])
-    result = cli("run", nb, "-p", "output", "'y'", "--args-json", '{"timeout": 5}',
-                 "-o", "out.ipynb")
+    nb = write_notebook(
+        tmp_path / "o.ipynb",
+        [("output = 'x'\ntimeout = 1", ["parameters"]), "print(output, timeout)"],
+    )
+    result = cli(
+        "run", nb, "-p", "output", "'y'", "--args-json", '{"timeout": 5}', "-o", "out.ipynb"
+    )
     assert result.returncode == 0, result.stderr
     assert stdout_of(saved(tmp_path / "out.ipynb"), 2) == "y 5\n"
 
 
 def test_secrets_never_reach_the_notebook_or_the_terminal(cli, tmp_path):
     secret = "a" * 20 + "SECRETKEY" + "b" * 11
-    nb = write_notebook(tmp_path / "s.ipynb", ["import os\nprint(os.environ['WANDB_API_KEY'])",
-                                               "raise RuntimeError(os.environ['MY_TOKEN'])"])
-    result = cli("run", nb, "-o", "out.ipynb", "--log-output", "--html",
-                 WANDB_API_KEY=secret, MY_TOKEN="tok-" + secret)
+    nb = write_notebook(
+        tmp_path / "s.ipynb",
+        [
+            "import os\nprint(os.environ['WANDB_API_KEY'])",
+            "raise RuntimeError(os.environ['MY_TOKEN'])",
+        ],
+    )
+    result = cli(
+        "run",
+        nb,
+        "-o",
+        "out.ipynb",
+        "--log-output",
+        "--html",
+        WANDB_API_KEY=secret,
+        MY_TOKEN="tok-" + secret,
+    )
     assert result.returncode == 1
     assert secret not in result.stdout + result.stderr
     assert "***" in result.stdout
@@ -213,8 +284,10 @@ def test_secrets_never_reach_the_notebook_or_the_terminal(cli, tmp_path):
 
 
 def test_html_and_log_output(cli, tmp_path):
-    nb = write_notebook(tmp_path / "h.ipynb", ["print('to stdout')",
-                                               "import sys\nprint('to stderr', file=sys.stderr)"])
+    nb = write_notebook(
+        tmp_path / "h.ipynb",
+        ["print('to stdout')", "import sys\nprint('to stderr', file=sys.stderr)"],
+    )
     result = cli("run", nb, "-o", "out.ipynb", "--html", "--log-output")
     assert result.returncode == 0, result.stderr
     assert "to stdout" in result.stdout and "to stderr" in result.stderr
@@ -223,9 +296,13 @@ def test_html_and_log_output(cli, tmp_path):
 
 
 def test_kernel_children_are_cleaned_up(cli, tmp_path):
-    nb = write_notebook(tmp_path / "spawn.ipynb", [
-        "import subprocess\nchild = subprocess.Popen(['sleep', '300'])\n"
-        "orphan = subprocess.Popen(['sleep', '301'], start_new_session=True)\nprint(child.pid)"])
+    nb = write_notebook(
+        tmp_path / "spawn.ipynb",
+        [
+            "import subprocess\nchild = subprocess.Popen(['sleep', '300'])\n"
+            "orphan = subprocess.Popen(['sleep', '301'], start_new_session=True)\nprint(child.pid)"
+        ],
+    )
     result = cli("run", nb, "-o", "out.ipynb")
     assert result.returncode == 0, result.stderr
     assert not cli.leftovers(), "the kernel, its child and its detached child are all gone"
@@ -243,9 +320,14 @@ def _wait_for_output(process, path: Path, needle: str, timeout: float = 30) -> N
 
 def _start_long_trial(cli, tmp_path):
     flag = tmp_path / "started.flag"
-    nb = write_notebook(tmp_path / "long.ipynb", [
-        f"import time, pathlib\nprint('working')\npathlib.Path({str(flag)!r}).touch()\n"
-        "for i in range(1200):\n    time.sleep(0.1)", "print('never')"])
+    nb = write_notebook(
+        tmp_path / "long.ipynb",
+        [
+            f"import time, pathlib\nprint('working')\npathlib.Path({str(flag)!r}).touch()\n"
+            "for i in range(1200):\n    time.sleep(0.1)",
+            "print('never')",
+        ],
+    )
     process = cli.start("run", nb, "-o", "out.ipynb", "--stop-grace", "3")
     deadline = time.monotonic() + 60
     while not flag.exists():
@@ -270,9 +352,13 @@ def test_signals_stop_the_trial_and_save_it(cli, tmp_path, signum, code):
 
 def test_second_signal_kills_at_once(cli, tmp_path):
     nb_flag = tmp_path / "started.flag"
-    nb = write_notebook(tmp_path / "stubborn.ipynb", [
-        f"import signal, time, pathlib\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
-        f"pathlib.Path({str(nb_flag)!r}).touch()\ntime.sleep(300)"])
+    nb = write_notebook(
+        tmp_path / "stubborn.ipynb",
+        [
+            f"import signal, time, pathlib\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+            f"pathlib.Path({str(nb_flag)!r}).touch()\ntime.sleep(300)"
+        ],
+    )
     process = cli.start("run", nb, "-o", "out.ipynb", "--stop-grace", "120")
     deadline = time.monotonic() + 60
     while not nb_flag.exists():
@@ -299,17 +385,20 @@ def test_sigkill_of_nbsweep_takes_the_kernel_with_it(tmp_path):
     assert not wait_until_gone(runner.marker, timeout=5)
 
 
-@pytest.mark.parametrize("args,message", [
-    (["missing.ipynb"], "cannot read notebook 'missing.ipynb'"),
-    (["bad.ipynb"], "'bad.ipynb' is not a valid notebook"),
-    (["good.ipynb", "--lrr=1"], "unknown parameter 'lrr' (did you mean 'lr'?)"),
-    (["good.ipynb", "--kernel", "no-such-kernel"], "no Jupyter kernel named 'no-such-kernel'"),
-    (["good.ipynb", "-o", "/proc/nope/out.ipynb"], "cannot write to output folder"),
-    (["good.ipynb", "--l-r=1"], "'l-r' is not a parameter name"),
-    (["notes.txt"], "is not a notebook"),
-    (["good.ipynb", "--metric", "a.b"], "--metric 'a.b' is not a variable name"),
-    (["good.ipynb", "--timeout", "-1"], "Invalid value for '--timeout'"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["missing.ipynb"], "cannot read notebook 'missing.ipynb'"),
+        (["bad.ipynb"], "'bad.ipynb' is not a valid notebook"),
+        (["good.ipynb", "--lrr=1"], "unknown parameter 'lrr' (did you mean 'lr'?)"),
+        (["good.ipynb", "--kernel", "no-such-kernel"], "no Jupyter kernel named 'no-such-kernel'"),
+        (["good.ipynb", "-o", "/proc/nope/out.ipynb"], "cannot write to output folder"),
+        (["good.ipynb", "--l-r=1"], "'l-r' is not a parameter name"),
+        (["notes.txt"], "is not a notebook"),
+        (["good.ipynb", "--metric", "a.b"], "--metric 'a.b' is not a variable name"),
+        (["good.ipynb", "--timeout", "-1"], "Invalid value for '--timeout'"),
+    ],
+)
 def test_usage_errors_are_one_line_exit_2(cli, tmp_path, args, message):
     write_notebook(tmp_path / "good.ipynb", [("lr = 0.1", ["parameters"])])
     (tmp_path / "bad.ipynb").write_text("{not json")
@@ -341,10 +430,13 @@ def test_help_documents_every_command(cli):
 
 def test_no_process_is_left_by_the_whole_module():
     # Any kernel started with the test marker and still alive is a cleanup bug.
-    leftovers = [p for p in psutil.process_iter(["cmdline"])
-                 if "ipykernel_launcher" in " ".join(p.info["cmdline"] or [])
-                 and os.environ.get("NBSWEEP_TEST_MARKER") is None
-                 and p.ppid() == os.getpid()]
+    leftovers = [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if "ipykernel_launcher" in " ".join(p.info["cmdline"] or [])
+        and os.environ.get("NBSWEEP_TEST_MARKER") is None
+        and p.ppid() == os.getpid()
+    ]
     assert not leftovers
 
 
@@ -356,15 +448,20 @@ def test_a_kernel_started_before_its_trial_is_known(tmp_path):
     from nbsweep.reporting import Reporter
     from nbsweep.trial import TrialSpec, run_trial_async
 
-    nb = write_notebook(tmp_path / "w.ipynb", [
-        ("lr = 0.1", ["parameters"]),
-        "import os, nbsweep\nnbsweep.log({'lr': lr, 'run': int(os.environ['WANDB_RUN_ID'])})"])
+    nb = write_notebook(
+        tmp_path / "w.ipynb",
+        [
+            ("lr = 0.1", ["parameters"]),
+            "import os, nbsweep\nnbsweep.log({'lr': lr, 'run': int(os.environ['WANDB_RUN_ID'])})",
+        ],
+    )
 
     async def main():
         kernel = Kernel()
         await kernel.start(tmp_path, dict(os.environ))
-        spec = TrialSpec(nb, [("lr", 0.5)], output=tmp_path / "out.ipynb",
-                         env={"WANDB_RUN_ID": "42"})
+        spec = TrialSpec(
+            nb, [("lr", 0.5)], output=tmp_path / "out.ipynb", env={"WANDB_RUN_ID": "42"}
+        )
         return await run_trial_async(spec, Reporter(tty=False), kernel=kernel), kernel
 
     result, kernel = asyncio.run(main())
@@ -374,17 +471,25 @@ def test_a_kernel_started_before_its_trial_is_known(tmp_path):
 
 
 def test_values_and_folders_under_wandb_agent(cli, tmp_path):
-    nb = write_notebook(tmp_path / "nb.ipynb", [
-        ("lr = 0.1\nname = 'x'\nflag = False", ["parameters"]), "print(repr((lr, name, flag)))"])
+    nb = write_notebook(
+        tmp_path / "nb.ipynb",
+        [("lr = 0.1\nname = 'x'\nflag = False", ["parameters"]), "print(repr((lr, name, flag)))"],
+    )
     param_file = tmp_path / "wandb" / "sweep-sw1" / "config-run1.yaml"
     param_file.parent.mkdir(parents=True)
-    param_file.write_text("wandb_version: 1\nlr:\n  value: 0.5\nname:\n  value: 'None'\n"
-                          "flag:\n  value: true\n")
+    param_file.write_text(
+        "wandb_version: 1\nlr:\n  value: 0.5\nname:\n  value: 'None'\nflag:\n  value: true\n"
+    )
     from wandb_server import WandbTestServer, wandb_env
 
     with WandbTestServer() as server:
-        env = wandb_env(server, tmp_path, WANDB_SWEEP_PARAM_PATH=str(param_file),
-                        WANDB_SWEEP_ID="sw1", WANDB_RUN_ID="run1")
+        env = wandb_env(
+            server,
+            tmp_path,
+            WANDB_SWEEP_PARAM_PATH=str(param_file),
+            WANDB_SWEEP_ID="sw1",
+            WANDB_RUN_ID="run1",
+        )
         result = cli("run", nb, "--lr=0.5", "--name=None", "--flag=True", **env)
     assert result.returncode == 0, result.stderr
     executed = saved(tmp_path / "nbsweep-runs" / "sw1" / "run1" / "nb.ipynb")
@@ -401,12 +506,25 @@ def test_an_unreachable_wandb_costs_the_trial_nothing(cli, tmp_path):
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     nb = write_notebook(tmp_path / "nb.ipynb", ["import nbsweep\nnbsweep.log({'x': 1})"])
-    result = cli("run", nb, "-o", "out.ipynb", WANDB_SWEEP_ID="sw1", WANDB_RUN_ID="run1",
-                 WANDB_BASE_URL=f"http://127.0.0.1:{port}", WANDB_API_KEY=DUMMY_API_KEY,
-                 WANDB_INIT_TIMEOUT="3", WANDB__GRAPHQL_RETRY_MAX="1",
-                 WANDB__GRAPHQL_RETRY_WAIT_MAX_SECONDS="1", WANDB_SILENT="true",
-                 WANDB_DIR=str(tmp_path), HOME=str(tmp_path), WANDB__DISABLE_STATS="true",
-                 WANDB_ERROR_REPORTING="false", timeout=120)
+    result = cli(
+        "run",
+        nb,
+        "-o",
+        "out.ipynb",
+        WANDB_SWEEP_ID="sw1",
+        WANDB_RUN_ID="run1",
+        WANDB_BASE_URL=f"http://127.0.0.1:{port}",
+        WANDB_API_KEY=DUMMY_API_KEY,
+        WANDB_INIT_TIMEOUT="3",
+        WANDB__GRAPHQL_RETRY_MAX="1",
+        WANDB__GRAPHQL_RETRY_WAIT_MAX_SECONDS="1",
+        WANDB_SILENT="true",
+        WANDB_DIR=str(tmp_path),
+        HOME=str(tmp_path),
+        WANDB__DISABLE_STATS="true",
+        WANDB_ERROR_REPORTING="false",
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert "cannot open the W&B run" in result.stderr
     assert "the trial runs unreported" in result.stderr

@@ -37,11 +37,14 @@ def service_for(server: WandbTestServer, **kwargs) -> SweepService:
     return service
 
 
-@pytest.mark.parametrize("text,expected", [
-    ("abc123", SweepPath("abc123", "envp", "enve")),
-    ("proj/abc123", SweepPath("abc123", "proj", "enve")),
-    ("ent/proj/abc123", SweepPath("abc123", "proj", "ent")),
-])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("abc123", SweepPath("abc123", "envp", "enve")),
+        ("proj/abc123", SweepPath("abc123", "proj", "enve")),
+        ("ent/proj/abc123", SweepPath("abc123", "proj", "ent")),
+    ],
+)
 def test_sweep_path(text, expected):
     assert SweepPath.parse(text, {"WANDB_PROJECT": "envp", "WANDB_ENTITY": "enve"}) == expected
     assert str(SweepPath.parse("e/p/s", {})) == "e/p/s"
@@ -58,7 +61,8 @@ def test_credentials(tmp_path):
     netrc.write_text("machine api.example.com\n  login user\n  password k" + "0" * 39 + "\n")
     netrc.chmod(0o600)
     found = Credentials.from_environment(
-        {"WANDB_BASE_URL": "https://api.example.com/", "HOME": str(tmp_path)})
+        {"WANDB_BASE_URL": "https://api.example.com/", "HOME": str(tmp_path)}
+    )
     assert found == Credentials("https://api.example.com", "k" + "0" * 39)
     with pytest.raises(UsageError, match="run `wandb login` or set WANDB_API_KEY"):
         Credentials.from_environment({"HOME": str(tmp_path / "nowhere")})
@@ -66,8 +70,9 @@ def test_credentials(tmp_path):
 
 def test_create_lookup_register_and_heartbeat(server):
     service = service_for(server)
-    path = service.create_sweep("method: grid\nprogram: nb.ipynb\nparameters:\n"
-                                "  lr: {values: [1e-5]}\n", None, "proj")
+    path = service.create_sweep(
+        "method: grid\nprogram: nb.ipynb\nparameters:\n  lr: {values: [1e-5]}\n", None, "proj"
+    )
     assert path.project == "proj" and path.entity == server.entity
     sweep = service.sweep(path)
     assert sweep["config"]["parameters"]["lr"]["values"] == [1e-5]
@@ -105,7 +110,10 @@ def test_4xx_is_final_and_404_means_gone(server):
 def test_unreachable_server_is_retried(server):
     url = server.url
     server.stop()
-    service = SweepService(Credentials(url, DUMMY_API_KEY),
-                           retry=RetryPolicy(attempts=2, first_delay=0.01), sleep=lambda s: None)
+    service = SweepService(
+        Credentials(url, DUMMY_API_KEY),
+        retry=RetryPolicy(attempts=2, first_delay=0.01),
+        sleep=lambda s: None,
+    )
     with pytest.raises(WandbServerError, match=r"cannot reach .*gave up after 2 tries"):
         service.sweep(SweepPath("s", "p", "e"))

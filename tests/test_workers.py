@@ -8,7 +8,9 @@ from nbsweep.workers import combined_exit_code, cpu_workers, gpu_workers
 def test_gpu_lists():
     assert [w.env["CUDA_VISIBLE_DEVICES"] for w in gpu_workers("0, 2", {})] == ["0", "2"]
     assert [w.label for w in gpu_workers("all", {"CUDA_VISIBLE_DEVICES": "3,5"})] == [
-        "gpu3", "gpu5"]
+        "gpu3",
+        "gpu5",
+    ]
     with pytest.raises(UsageError, match="distinct GPU ids"):
         gpu_workers("1,1", {})
     with pytest.raises(UsageError, match="found no GPU"):

@@ -20,15 +20,26 @@ from typing import Any, Protocol
 from nbsweep import files
 from nbsweep.errors import EXIT_FAILED, EXIT_INTERRUPTED, NbsweepError, UsageError
 from nbsweep.executor import StopRequest
+from nbsweep.metrics import MetricRecord
 from nbsweep.reporting import Reporter
-from nbsweep.trial import TrialResult, TrialSpec, run_trial_async
+from nbsweep.trial import RUNS_FOLDER, TrialResult, TrialSpec, run_trial_async
 from nbsweep.wandb_api import SweepPath
 
 
 class SweepServer(Protocol):
+    """W&B (``wandb_api.SweepService``) or a local sweep (``local_sweep.LocalSweepServer``)."""
+
+    offline_runs: bool
+    """Whether each trial's wandb run is an offline one (local sweeps)."""
+
     def sweep(self, path: SweepPath) -> dict[str, Any]: ...
     def create_agent(self, path: SweepPath, host: str) -> str: ...
     def heartbeat(self, agent_id: str, running: Mapping[str, bool]) -> list[dict[str, Any]]: ...
+    def trial_environment(
+        self, path: SweepPath, run_id: str, param_file: Path
+    ) -> dict[str, str]: ...
+    def record_metric(self, run_id: str, record: MetricRecord) -> None: ...
+    def trial_finished(self, run_id: str, result: TrialResult) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -183,26 +194,39 @@ class Agent:
             self.options.trial,
             notebook=notebook,
             values=list(values.items()),
-            env=wandb_run.trial_environment(self.path, run_id, param_file),
-            output=None,
+            env=self.server.trial_environment(self.path, run_id, param_file),
+            output=Path(RUNS_FOLDER) / self.path.sweep / run_id / notebook.name,
         )
         owns_run = not wandb_run.notebook_opens_run(files.read_notebook(notebook))
         run = None
         if owns_run and self.options.report_to_wandb:
-            run = wandb_run.TrialRun(self.path, run_id, values, param_file, self.options.wandb_dir)
-            await asyncio.to_thread(run.start)
+            run = wandb_run.TrialRun(
+                self.path,
+                run_id,
+                values,
+                param_file,
+                self.options.wandb_dir,
+                offline=self.server.offline_runs,
+            )
+            run = await asyncio.to_thread(wandb_run.start_or_warn, run, self.reporter.warn)
+
+        def on_metric(record: MetricRecord) -> None:
+            self.server.record_metric(run_id, record)
+            if run is not None:
+                run.log(record)
+
         self.stop, self.current_run = StopRequest(), run_id
         self.reporter.line(f"run {run_id}: {_describe(values)}")
         beating = asyncio.ensure_future(self._heartbeat_while_running(agent_id, run_id))
         try:
-            result = await run_trial_async(
-                spec, self.reporter, self.stop, on_metric=run.log if run else None
-            )
+            result = await run_trial_async(spec, self.reporter, self.stop, on_metric=on_metric)
         finally:
             beating.cancel()
             await asyncio.gather(beating, return_exceptions=True)
             self.stop, self.current_run = None, None
-        if self.options.report_to_wandb and (run is not None or not owns_run):
+        await asyncio.to_thread(self.server.trial_finished, run_id, result)
+        notebook_run_online = not owns_run and not self.server.offline_runs
+        if self.options.report_to_wandb and (run is not None or notebook_run_online):
             await asyncio.to_thread(
                 wandb_run.finish_reporting, run, self.path, run_id, result, self.reporter.warn
             )

@@ -39,6 +39,14 @@ def cli() -> None:
     """Run a Jupyter notebook as a W&B sweep program."""
 
 
+def _store_option(command: Callable) -> Callable:
+    return click.option(
+        "--store",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="Local sweep store (SQLite). Default: $NBSWEEP_STORE, else .nbsweep/sweeps.db.",
+    )(command)
+
+
 def _execution_options(command: Callable) -> Callable:
     """Options every command that executes a notebook shares."""
     options = [
@@ -298,10 +306,9 @@ def inspect(notebook: Path, config_var: str, as_json: bool, sweep_template: bool
 @click.option(
     "--heartbeat",
     type=click.FloatRange(min=0.05),
-    default=5.0,
-    show_default=True,
     metavar="SECONDS",
-    help="Heartbeat interval while a trial runs (how soon a stop arrives).",
+    help="Heartbeat interval while a trial runs (how soon a stop arrives). Default: 5 for "
+    "W&B, 1 for local sweeps.",
 )
 @click.option(
     "--max-consecutive-failures",
@@ -318,6 +325,18 @@ def inspect(notebook: Path, config_var: str, as_json: bool, sweep_template: bool
 @click.option(
     "--workers", type=click.IntRange(min=1), help="Run this many agents in parallel, without GPUs."
 )
+@click.option("--local", is_flag=True, help="SWEEP_ID is a local sweep (same as local:ID).")
+@_store_option
+@click.option(
+    "--requeue-crashed",
+    is_flag=True,
+    help="Local sweeps: put a dead agent's run back to pending instead of marking it crashed.",
+)
+@click.option(
+    "--no-wandb",
+    is_flag=True,
+    help="Open no wandb run per trial (local sweeps otherwise keep an offline one each).",
+)
 @_execution_options
 def agent(
     sweep_id: str,
@@ -326,13 +345,18 @@ def agent(
     project: str | None,
     entity: str | None,
     poll: float,
-    heartbeat: float,
+    heartbeat: float | None,
     max_consecutive_failures: int,
     gpus: str | None,
     workers: int | None,
+    local: bool,
+    store: Path | None,
+    requeue_crashed: bool,
+    no_wandb: bool,
     **execution: Any,
 ) -> None:
-    """Run trials of sweep SWEEP_ID (ID, PROJECT/ID or ENTITY/PROJECT/ID), one at a time.
+    """Run trials of sweep SWEEP_ID, one at a time: a W&B sweep (ID, PROJECT/ID or
+    ENTITY/PROJECT/ID) or a local one (local:ID, or ID with --local).
 
     Ctrl-C once finishes the current trial and exits; twice (or SIGTERM) stops it now.
     Exit codes: 0 done, 1 too many failed trials or a server error, 130 interrupted.
@@ -340,6 +364,7 @@ def agent(
     import asyncio
 
     from nbsweep.agent import Agent, AgentOptions
+    from nbsweep.local_sweep import LocalSweepServer, local_sweep_id, open_store
     from nbsweep.reporting import Reporter
     from nbsweep.wandb_api import Credentials, SweepPath, SweepService
 
@@ -350,20 +375,28 @@ def agent(
             raise click.UsageError("use --gpus or --workers, not both")
         fleet = gpu_workers(gpus, os.environ) if gpus is not None else cpu_workers(workers or 1)
         sys.exit(run_workers(fleet, without_fanout_options(sys.argv[1:])))
-    path = SweepPath.parse(sweep_id)
-    path = SweepPath(path.sweep, project or path.project, entity or path.entity)
     reporter = Reporter(log_output=execution["log_output"])
-    service = SweepService(Credentials.from_environment(), on_retry=reporter.warn)
+    local_id = local_sweep_id(sweep_id) or (sweep_id if local else None)
+    server: Any
+    if local_id is not None:
+        server = LocalSweepServer(open_store(store), local_id, requeue_crashed=requeue_crashed)
+        config_project = server.record.config.get("project")
+        path = SweepPath(local_id, project or config_project or "nbsweep-local", None)
+    else:
+        path = SweepPath.parse(sweep_id)
+        path = SweepPath(path.sweep, project or path.project, entity or path.entity)
+        server = SweepService(Credentials.from_environment(), on_retry=reporter.warn)
     options = AgentOptions(
         count=count,
         notebook=notebook,
         poll=poll,
-        heartbeat=heartbeat,
+        heartbeat=heartbeat or (1.0 if local_id is not None else 5.0),
         max_consecutive_failures=max_consecutive_failures,
         trial=_trial_spec(Path("unused.ipynb"), [], None, **execution),
+        report_to_wandb=not no_wandb,
     )
     try:
-        code = asyncio.run(Agent(service, path, options, reporter).run())
+        code = asyncio.run(Agent(server, path, options, reporter).run())
     finally:
         from nbsweep.wandb_run import teardown
 
@@ -383,10 +416,19 @@ def agent(
     help="Variable holding a config dict, used when no cell is tagged 'parameters'.",
 )
 @click.option("--dry-run", is_flag=True, help="Validate only; create nothing.")
+@click.option("--local", is_flag=True, help="Create a local sweep (no W&B server) in the store.")
+@_store_option
 def sweep(
-    sweep_file: Path, project: str | None, entity: str | None, config_var: str, dry_run: bool
+    sweep_file: Path,
+    project: str | None,
+    entity: str | None,
+    config_var: str,
+    dry_run: bool,
+    local: bool,
+    store: Path | None,
 ) -> None:
-    """Validate SWEEP_FILE against W&B's rules and its notebook, then create the sweep.
+    """Validate SWEEP_FILE against W&B's rules and its notebook, then create the sweep on
+    W&B, or with --local in a local store (no server; agents on this machine share it).
 
     Every problem is reported at once. A missing command: becomes
     [nbsweep, run, ${program}, ${args}].
@@ -408,6 +450,12 @@ def sweep(
     config = loaded.config
     names, program_problems = program_parameter_names(config, config_var)
     problems = program_problems + validate(config, names)
+    engine = None
+    if local and not problems:
+        from nbsweep.local_engine import Engine
+
+        engine = Engine(config)  # the engine's own schema, so local means what W&B means
+        problems += [f"engine: {problem}" for problem in engine.problems()]
     if problems:
         raise SweepConfigError(problems)
     for warning in find_warnings(config):
@@ -415,6 +463,16 @@ def sweep(
     config = with_default_command(config)
     if dry_run:
         click.echo(f"{sweep_file}: valid; command: {config['command']}")
+        return
+    if local:
+        from nbsweep.local_store import Store
+        from nbsweep.local_sweep import store_path
+
+        with Store.open(store_path(store)) as opened:
+            sweep_id = opened.create_sweep(config, name=sweep_file.stem)
+        store_flag = f" --store {store}" if store is not None else ""
+        click.echo(f"created local sweep {sweep_id} in {store_path(store)}")
+        click.echo(f"run it with: nbsweep agent local:{sweep_id}{store_flag} [--workers N]")
         return
     from nbsweep.wandb_api import Credentials, SweepService
 
@@ -430,6 +488,66 @@ def sweep(
     )
     click.echo(f"created sweep {path}")
     click.echo(f"run it with: nbsweep agent {path}")
+
+
+@cli.command()
+@click.argument("sweep_id", required=False)
+@_store_option
+@click.option("--json", "as_json", is_flag=True, help="Print the runs as JSON.")
+@click.option(
+    "--watch",
+    type=click.FloatRange(min=0.2),
+    metavar="SECONDS",
+    help="Refresh every SECONDS until the sweep has nothing running or pending (Ctrl-C ends).",
+)
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the metric per trial (with the best so far) and a parallel-coordinates view "
+    "of the parameters to FILE.png (needs nbsweep[plot]) or FILE.html.",
+)
+def status(
+    sweep_id: str | None, store: Path | None, as_json: bool, watch: float | None, plot: Path | None
+) -> None:
+    """Show a local sweep's runs, best first, with totals per state (SWEEP_ID: local:ID or
+    ID; default: the newest sweep in the store). Reaps runs whose agent died."""
+    import shutil
+    import time
+
+    from nbsweep import leaderboard
+    from nbsweep.local_sweep import local_sweep_id, open_store
+    from nbsweep.plots import plot as write_plot
+
+    with open_store(store) as opened:
+        chosen = (local_sweep_id(sweep_id) or sweep_id) if sweep_id else _newest(opened)
+        while True:
+            opened.reap(chosen)
+            record = opened.sweep(chosen)
+            runs = opened.runs(chosen, with_history=plot is not None)
+            if plot is not None:
+                write_plot(record, runs, plot)
+            if as_json:
+                click.echo(json.dumps(leaderboard.as_json(record, runs), indent=2))
+            else:
+                if watch:
+                    click.clear()
+                width = shutil.get_terminal_size((120, 24)).columns
+                click.echo(leaderboard.table(record, runs, width=width), nl=False)
+            if plot is not None:
+                click.echo(f"plot written: {plot}", err=True)
+            busy = any(run.state.value in ("pending", "running") for run in runs)
+            if not watch or not busy:
+                return
+            time.sleep(watch)
+
+
+def _newest(store: Any) -> str:
+    from nbsweep.errors import UsageError
+
+    sweeps = store.sweeps()
+    if not sweeps:
+        raise UsageError("the store has no sweeps: create one with nbsweep sweep --local")
+    return max(sweeps, key=lambda sweep: sweep.created_at).sweep_id
 
 
 def without_fanout_options(argv: list[str]) -> list[str]:

@@ -132,6 +132,8 @@ class RetryPolicy:
 class SweepService:
     """A W&B server as a sweep agent sees it."""
 
+    offline_runs = False  # trials report to the server through their own online wandb runs
+
     credentials: Credentials
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     timeout: float = 30.0
@@ -212,6 +214,17 @@ class SweepService:
         commands = data["agentHeartbeat"]["commands"]
         parsed = json.loads(commands) if isinstance(commands, str) else commands
         return list(parsed or [])
+
+    def trial_environment(self, path: SweepPath, run_id: str, param_file: Any) -> dict[str, str]:
+        from nbsweep.wandb_run import trial_environment
+
+        return trial_environment(path, run_id, param_file)
+
+    def record_metric(self, run_id: str, record: Any) -> None:
+        """Nothing: metrics reach W&B through the trial's wandb run."""
+
+    def trial_finished(self, run_id: str, result: Any) -> None:
+        """Nothing: the trial's wandb run carries its end to W&B."""
 
 
 def _data(operation: str, response: requests.Response) -> dict:

@@ -5,6 +5,7 @@ wandb SDK (imported lazily: it costs a third of a second)."""
 from __future__ import annotations
 
 import ast
+import shutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -98,10 +99,13 @@ class TrialRun:
         values: Mapping[str, Any],
         param_file: Path,
         wandb_dir: Path,
+        *,
+        offline: bool = False,
     ) -> None:
         self.path = path
         self.run_id = run_id
         self.values = dict(values)
+        self.offline = offline
         self.param_file = param_file
         self.wandb_dir = wandb_dir
         self._run: Any = None
@@ -109,21 +113,19 @@ class TrialRun:
     def start(self) -> None:
         import wandb
 
+        # An offline run (local sweeps) names no sweep: W&B would have none to sync it to.
+        sweep = {} if self.offline else {"sweep_id": self.path.sweep}
         self._run = wandb.init(
             id=self.run_id,
             project=self.path.project,
-            entity=self.path.entity,
+            entity=None if self.offline else self.path.entity,
+            group=f"nbsweep-{self.path.sweep}" if self.offline else None,
+            mode="offline" if self.offline else None,
             dir=str(self.wandb_dir),
             # wandb reads WANDB_SWEEP_PARAM_PATH once per process: give the values here.
             config=self.values,
             reinit="create_new",
-            settings=wandb.Settings(
-                sweep_id=self.path.sweep,
-                sweep_param_path=str(self.param_file) if self.param_file.name else None,
-                silent=True,
-                console="off",
-                x_disable_stats=True,
-            ),
+            settings=wandb.Settings(silent=True, console="off", x_disable_stats=True, **sweep),
         )
 
     def log(self, record: MetricRecord) -> None:
@@ -136,7 +138,12 @@ class TrialRun:
             return
         self._run.summary.update({**result.metrics.final, "nbsweep/status": result.status})
         for path in (result.output, result.html):
-            if path is not None and path.exists():
+            if path is None or not path.exists():
+                continue
+            if self.offline:
+                # An offline run uploads what is in its files folder when synced.
+                shutil.copy2(path, Path(self._run.dir) / path.name)
+            else:
                 self._run.save(str(path), base_path=str(path.parent), policy="now")
         self._run.finish(exit_code=EXIT_CODES.get(result.status, 1))
         self._run = None

@@ -330,7 +330,7 @@ def test_a_store_on_a_network_file_system_is_refused(tmp_path, monkeypatch):
     from nbsweep import local_store
 
     mounts = f"/dev/vda / ext4 rw 0 0\nserver:/x {tmp_path.resolve()} nfs rw 0 0\n"
-    monkeypatch.setattr(local_store, "_read_mounts", lambda: mounts)
+    monkeypatch.setattr(local_store, "read_mounts", lambda: mounts)
     with pytest.raises(StoreError, match=r"network file system \(nfs\).*one machine.*W&B server"):
         Store.open(tmp_path / "new" / "sweeps.db")
     assert not (tmp_path / "new").exists()

@@ -15,18 +15,9 @@ from types import ModuleType
 from typing import Any, Protocol
 
 from nbsweep.errors import UsageError
+from nbsweep.local_store import RunState
 
 INSTALL_HINT = "local sweeps need W&B's sweep engine: pip install 'nbsweep[local]'"
-
-# RunState of the store -> the engine's names (W&B calls a stopped run "killed").
-_ENGINE_STATES = {
-    "pending": "pending",
-    "running": "running",
-    "finished": "finished",
-    "failed": "failed",
-    "crashed": "crashed",
-    "stopped": "killed",
-}
 
 
 class Run(Protocol):
@@ -96,10 +87,10 @@ class Engine:
         return any((v >= target) if maximize else (v <= target) for v in numbers)
 
     def _to_engine(self, run: Run) -> Any:
-        state = getattr(run.state, "value", run.state)
+        state = RunState(getattr(run.state, "value", run.state))
         return self.sweeps.SweepRun(
             name=run.run_id,
-            state=self.sweeps.RunState(_ENGINE_STATES.get(state, "failed")),
+            state=self.sweeps.RunState(state.sweeps_name),
             config={name: {"value": value} for name, value in run.values.items()},
             summary_metrics=dict(run.summary),
             history=list(run.history),

@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import secrets
-import socket
 import sqlite3
 import string
 import threading
@@ -27,24 +25,16 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from nbsweep.errors import NbsweepError, UsageError
+from nbsweep.filesystems import network_file_system, read_mounts
+from nbsweep.processes import AgentIdentity
 
 SCHEMA_VERSION = 1
 DEFAULT_BUSY_TIMEOUT = 10.0  # seconds one statement waits for another process's write lock
 DEFAULT_HEARTBEAT_GRACE = 600.0  # seconds of silence before a running run counts as lost
 HAND_OUT_ATTEMPTS = 3  # hand_out survives this many busy timeouts in a row, minus one
 SWEEP_STATES = ("running", "finished")
-# Where SQLite's locks cannot be trusted (SQLite's own documentation says so for NFS).
-NETWORK_FILE_SYSTEMS = frozenset(
-    {"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "ceph", "glusterfs", "lustre"}
-    | {"fuse.sshfs", "fuse.ceph", "fuse.glusterfs"}
-)
 _ID_ALPHABET = string.ascii_lowercase + string.digits
-# Two reads of a process's start time can differ by a clock tick or a boot-time adjustment; a
-# PID reused within a second of the original start would need the PID space to wrap that fast.
-_START_TIME_TOLERANCE = 1.0
 _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_CORRUPT, _SQLITE_NOTADB = 5, 6, 11, 26
 
 
@@ -71,35 +61,6 @@ class RunState(str, Enum):
 
 
 ENDED_STATES = frozenset({RunState.finished, RunState.failed, RunState.crashed, RunState.stopped})
-
-
-@dataclass(frozen=True)
-class AgentIdentity:
-    """The process holding a run: host, PID and start time, because PIDs get reused."""
-
-    host: str
-    pid: int
-    started: float  # psutil's create_time
-
-    @classmethod
-    def current(cls) -> AgentIdentity:
-        return cls(socket.gethostname(), os.getpid(), psutil.Process().create_time())
-
-    def is_alive(self) -> bool:
-        """False only when this host sees the process gone (or its PID taken by another).
-
-        Another host's process cannot be checked: it counts as alive, and only its heartbeat
-        can expire."""
-        if self.host != socket.gethostname():
-            return True
-        try:
-            process = psutil.Process(self.pid)
-            started, zombie = process.create_time(), process.status() == psutil.STATUS_ZOMBIE
-        except psutil.NoSuchProcess:
-            return False
-        except psutil.AccessDenied:
-            return True  # it exists; another user's process is not ours to judge
-        return not zombie and abs(started - self.started) < _START_TIME_TOLERANCE
 
 
 @dataclass
@@ -162,7 +123,7 @@ class Store:
     def open(cls, path: Path, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> Store:
         """Open or create the store at ``path``; refuses damaged, newer and network stores."""
         path = Path(path)
-        refuse_network_file_system(path.resolve(), _read_mounts())  # before creating anything
+        refuse_network_file_system(path.resolve(), read_mounts())  # before creating anything
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -518,24 +479,6 @@ def run_cap(config: dict[str, Any]) -> int | None:
     return cap if isinstance(cap, int) and not isinstance(cap, bool) and cap > 0 else None
 
 
-def network_file_system(path: Path, mounts: str) -> str | None:
-    """The network file system type holding ``path`` (absolute, resolved), or None.
-
-    ``mounts`` is /proc/mounts' text. The longest mount point holding the path decides, the
-    later line on a tie (it was mounted over the earlier one)."""
-    best: tuple[int, str] | None = None
-    for line in mounts.splitlines():
-        fields = line.split()
-        if len(fields) < 3:
-            continue
-        mount_point = Path(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), fields[1]))
-        if (mount_point == path or mount_point in path.parents) and (
-            best is None or len(mount_point.parts) >= best[0]
-        ):
-            best = (len(mount_point.parts), fields[2])
-    return best[1] if best is not None and best[1] in NETWORK_FILE_SYSTEMS else None
-
-
 def refuse_network_file_system(path: Path, mounts: str) -> None:
     file_system = network_file_system(path, mounts)
     if file_system is not None:
@@ -545,13 +488,6 @@ def refuse_network_file_system(path: Path, mounts: str) -> None:
             "local disk, or run the sweep on a W&B server (cloud or self-hosted) to use "
             "several machines"
         )
-
-
-def _read_mounts() -> str:
-    try:
-        return Path("/proc/mounts").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return ""  # no /proc (macOS, Windows): nothing to check against
 
 
 def _agent_from_row(row: sqlite3.Row) -> AgentIdentity | None:

@@ -85,7 +85,9 @@ class LocalSweepServer:
         return [{"type": "run", "run_id": run.run_id, "args": args}]
 
     def _while_running(self, run_id: str) -> list[dict[str, Any]]:
-        self.store.heartbeat(run_id)
+        if not self.store.heartbeat(run_id):
+            # The run was taken from us (reaped after a long silence): stop working on it.
+            return [{"type": "stop", "run_id": run_id}]
         now = time.monotonic()
         if now - self._last_stop_check < self.stop_check_interval:
             return []

@@ -1,14 +1,23 @@
-"""Tie a child process's life to ours (Linux), for kernels and agent workers."""
+"""Processes' lives: tie a child's to ours (kernels, agent workers), and tell whether the
+process that holds a run is still there (local sweeps)."""
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import os
 import signal
+import socket
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
+
+import psutil
 
 _PR_SET_PDEATHSIG = 1
+# Two reads of a process's start time can differ by a clock tick or a boot-time adjustment; a
+# PID reused within a second of the original start would need the PID space to wrap that fast.
+_START_TIME_TOLERANCE = 1.0
 
 
 def die_with_parent(signum: int = signal.SIGKILL) -> Callable[[], None] | None:
@@ -24,3 +33,32 @@ def die_with_parent(signum: int = signal.SIGKILL) -> Callable[[], None] | None:
             ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signum)
 
     return preexec
+
+
+@dataclass(frozen=True)
+class AgentIdentity:
+    """The process holding a run: host, PID and start time, because PIDs get reused."""
+
+    host: str
+    pid: int
+    started: float  # psutil's create_time
+
+    @classmethod
+    def current(cls) -> AgentIdentity:
+        return cls(socket.gethostname(), os.getpid(), psutil.Process().create_time())
+
+    def is_alive(self) -> bool:
+        """False only when this host sees the process gone (or its PID taken by another).
+
+        Another host's process cannot be checked: it counts as alive, and only its heartbeat
+        can expire."""
+        if self.host != socket.gethostname():
+            return True
+        try:
+            process = psutil.Process(self.pid)
+            started, zombie = process.create_time(), process.status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+        except psutil.AccessDenied:
+            return True  # it exists; another user's process is not ours to judge
+        return not zombie and abs(started - self.started) < _START_TIME_TOLERANCE

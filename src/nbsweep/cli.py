@@ -39,6 +39,15 @@ def cli() -> None:
     """Run a Jupyter notebook as a W&B sweep program."""
 
 
+_config_var_option = click.option(
+    "--config-var",
+    default="config",
+    show_default=True,
+    metavar="NAME",
+    help="Variable holding a config dict, used when no cell is tagged 'parameters'.",
+)
+
+
 def _store_option(command: Callable) -> Callable:
     return click.option(
         "--store",
@@ -83,13 +92,7 @@ def _execution_options(command: Callable) -> Callable:
             help="After interrupting a stopped or timed-out cell, wait this long "
             "before killing the kernel.",
         ),
-        click.option(
-            "--config-var",
-            default="config",
-            show_default=True,
-            metavar="NAME",
-            help="Variable holding a config dict, used when no cell is tagged 'parameters'.",
-        ),
+        _config_var_option,
         click.option(
             "--allow-unknown",
             is_flag=True,
@@ -258,13 +261,7 @@ def _print_metrics(result: TrialResult) -> None:
 
 @cli.command()
 @click.argument("notebook", type=click.Path(dir_okay=False, path_type=Path))
-@click.option(
-    "--config-var",
-    default="config",
-    show_default=True,
-    metavar="NAME",
-    help="Variable holding a config dict, used when no cell is tagged 'parameters'.",
-)
+@_config_var_option
 @click.option("--json", "as_json", is_flag=True, help="Print the parameters as JSON.")
 @click.option(
     "--sweep-template", is_flag=True, help="Print a starter sweep YAML for this notebook."
@@ -408,13 +405,7 @@ def agent(
 @click.argument("sweep_file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--project", help="W&B project (else the YAML's project:, or WANDB_PROJECT).")
 @click.option("--entity", help="W&B entity (else the YAML's entity:, or WANDB_ENTITY).")
-@click.option(
-    "--config-var",
-    default="config",
-    show_default=True,
-    metavar="NAME",
-    help="Variable holding a config dict, used when no cell is tagged 'parameters'.",
-)
+@_config_var_option
 @click.option("--dry-run", is_flag=True, help="Validate only; create nothing.")
 @click.option("--local", is_flag=True, help="Create a local sweep (no W&B server) in the store.")
 @_store_option

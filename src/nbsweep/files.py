@@ -7,8 +7,9 @@ import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import nbformat
 from nbformat import NotebookNode
@@ -34,11 +35,12 @@ def read_notebook(path: Path) -> NotebookNode:
     return nb
 
 
-def atomic_write_text(path: Path, text: str) -> None:
+def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Have ``write`` fill a temp file in ``path``'s folder, then move it over ``path``."""
     descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with os.fdopen(descriptor, "wb") as handle:
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         umask = os.umask(0)
@@ -49,6 +51,10 @@ def atomic_write_text(path: Path, text: str) -> None:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
         raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
 
 
 def write_notebook(nb: NotebookNode, path: Path) -> None:

@@ -4,11 +4,8 @@ as HTML with hand-written SVG (no dependency). Only ``plot`` writes a file; the 
 
 from __future__ import annotations
 
-import contextlib
 import html
 import math
-import os
-import tempfile
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -16,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from nbsweep.errors import UsageError
-from nbsweep.files import atomic_write_text
+from nbsweep.files import atomic_write, atomic_write_text
 from nbsweep.leaderboard import (
     Metric,
     RunLike,
@@ -414,15 +411,4 @@ def _write_png(panels: list[_Panel], path: Path) -> None:
             else:
                 axes.fill(xs, ys, facecolor=item.fill, edgecolor=item.colour, **style)
         top += panel.height
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            figure.savefig(handle, format="png", dpi=150)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
+    atomic_write(path, lambda handle: figure.savefig(handle, format="png", dpi=150))

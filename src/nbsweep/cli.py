@@ -6,13 +6,18 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from nbsweep import __version__
+from nbsweep.cli_options import (
+    agent_options,
+    config_var_option,
+    execution_options,
+    store_option,
+)
 from nbsweep.errors import EXIT_FAILED, NbsweepError
 
 if TYPE_CHECKING:
@@ -37,84 +42,6 @@ class _Group(click.Group):
 @click.version_option(__version__, prog_name="nbsweep")
 def cli() -> None:
     """Run a Jupyter notebook as a W&B sweep program."""
-
-
-_config_var_option = click.option(
-    "--config-var",
-    default="config",
-    show_default=True,
-    metavar="NAME",
-    help="Variable holding a config dict, used when no cell is tagged 'parameters'.",
-)
-
-
-def _store_option(command: Callable) -> Callable:
-    return click.option(
-        "--store",
-        type=click.Path(dir_okay=False, path_type=Path),
-        help="Local sweep store (SQLite). Default: $NBSWEEP_STORE, else .nbsweep/sweeps.db.",
-    )(command)
-
-
-def _execution_options(command: Callable) -> Callable:
-    """Options every command that executes a notebook shares."""
-    options = [
-        click.option(
-            "--kernel",
-            metavar="NAME",
-            help="Kernel to use instead of the notebook's "
-            "kernelspec (python3 means the interpreter running nbsweep).",
-        ),
-        click.option(
-            "--cwd",
-            type=click.Path(file_okay=False, path_type=Path),
-            help="Working directory of the kernel. Default: the notebook's folder.",
-        ),
-        click.option(
-            "--timeout",
-            "cell_timeout",
-            type=click.FloatRange(min=0, min_open=True),
-            metavar="SECONDS",
-            help="Stop a cell that runs longer (interrupt, then kill). Default: no limit.",
-        ),
-        click.option(
-            "--trial-timeout",
-            type=click.FloatRange(min=0, min_open=True),
-            metavar="SECONDS",
-            help="Stop the notebook after this long. Default: no limit.",
-        ),
-        click.option(
-            "--stop-grace",
-            type=click.FloatRange(min=0),
-            default=10.0,
-            show_default=True,
-            metavar="SECONDS",
-            help="After interrupting a stopped or timed-out cell, wait this long "
-            "before killing the kernel.",
-        ),
-        _config_var_option,
-        click.option(
-            "--allow-unknown",
-            is_flag=True,
-            help="Inject names the notebook does not define instead of failing.",
-        ),
-        click.option(
-            "--metric",
-            "metrics",
-            multiple=True,
-            metavar="NAME",
-            help="Report this variable's final value as a metric (repeatable).",
-        ),
-        click.option(
-            "--log-output",
-            is_flag=True,
-            help="Stream the kernel's stdout and stderr while it runs.",
-        ),
-        click.option("--html", is_flag=True, help="Also save the executed notebook as HTML."),
-    ]
-    for option in reversed(options):
-        command = option(command)
-    return command
 
 
 @cli.command(
@@ -169,7 +96,7 @@ def _execution_options(command: Callable) -> Callable:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write the captured metrics (summary and history) to this JSON file.",
 )
-@_execution_options
+@execution_options
 def run(
     notebook: Path,
     args: tuple[str, ...],
@@ -261,7 +188,7 @@ def _print_metrics(result: TrialResult) -> None:
 
 @cli.command()
 @click.argument("notebook", type=click.Path(dir_okay=False, path_type=Path))
-@_config_var_option
+@config_var_option
 @click.option("--json", "as_json", is_flag=True, help="Print the parameters as JSON.")
 @click.option(
     "--sweep-template", is_flag=True, help="Print a starter sweep YAML for this notebook."
@@ -284,57 +211,8 @@ def inspect(notebook: Path, config_var: str, as_json: bool, sweep_template: bool
 
 @cli.command(context_settings={"ignore_unknown_options": False})
 @click.argument("sweep_id")
-@click.option("--count", type=click.IntRange(min=1), help="Stop after this many trials.")
-@click.option(
-    "--notebook",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Notebook to run. Default: the sweep's program:, relative to the cwd.",
-)
-@click.option("--project", help="W&B project of the sweep (else from SWEEP_ID or WANDB_PROJECT).")
-@click.option("--entity", help="W&B entity of the sweep (else from SWEEP_ID or WANDB_ENTITY).")
-@click.option(
-    "--poll",
-    type=click.FloatRange(min=0.05),
-    default=2.0,
-    show_default=True,
-    metavar="SECONDS",
-    help="Heartbeat interval while idle; the next trial is asked for as soon as one ends.",
-)
-@click.option(
-    "--heartbeat",
-    type=click.FloatRange(min=0.05),
-    metavar="SECONDS",
-    help="Heartbeat interval while a trial runs (how soon a stop arrives). Default: 5 for "
-    "W&B, 1 for local sweeps.",
-)
-@click.option(
-    "--max-consecutive-failures",
-    type=click.IntRange(min=1),
-    default=3,
-    show_default=True,
-    help="Stop after this many failed trials in a row.",
-)
-@click.option(
-    "--gpus",
-    metavar="IDS",
-    help="One agent per GPU: 0,1,2 or 'all'; each sees only its GPU through CUDA_VISIBLE_DEVICES.",
-)
-@click.option(
-    "--workers", type=click.IntRange(min=1), help="Run this many agents in parallel, without GPUs."
-)
-@click.option("--local", is_flag=True, help="SWEEP_ID is a local sweep (same as local:ID).")
-@_store_option
-@click.option(
-    "--requeue-crashed",
-    is_flag=True,
-    help="Local sweeps: put a dead agent's run back to pending instead of marking it crashed.",
-)
-@click.option(
-    "--no-wandb",
-    is_flag=True,
-    help="Open no wandb run per trial (local sweeps otherwise keep an offline one each).",
-)
-@_execution_options
+@agent_options
+@execution_options
 def agent(
     sweep_id: str,
     count: int | None,
@@ -405,10 +283,10 @@ def agent(
 @click.argument("sweep_file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--project", help="W&B project (else the YAML's project:, or WANDB_PROJECT).")
 @click.option("--entity", help="W&B entity (else the YAML's entity:, or WANDB_ENTITY).")
-@_config_var_option
+@config_var_option
 @click.option("--dry-run", is_flag=True, help="Validate only; create nothing.")
 @click.option("--local", is_flag=True, help="Create a local sweep (no W&B server) in the store.")
-@_store_option
+@store_option
 def sweep(
     sweep_file: Path,
     project: str | None,
@@ -483,7 +361,7 @@ def sweep(
 
 @cli.command()
 @click.argument("sweep_id", required=False)
-@_store_option
+@store_option
 @click.option("--json", "as_json", is_flag=True, help="Print the runs as JSON.")
 @click.option(
     "--watch",

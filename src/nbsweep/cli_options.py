@@ -1,0 +1,152 @@
+"""Options several nbsweep commands share, each declared once with its default and help."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import click
+
+config_var_option = click.option(
+    "--config-var",
+    default="config",
+    show_default=True,
+    metavar="NAME",
+    help="Variable holding a config dict, used when no cell is tagged 'parameters'.",
+)
+
+
+def store_option(command: Callable) -> Callable:
+    return click.option(
+        "--store",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="Local sweep store (SQLite). Default: $NBSWEEP_STORE, else .nbsweep/sweeps.db.",
+    )(command)
+
+
+def execution_options(command: Callable) -> Callable:
+    """Options every command that executes a notebook shares."""
+    options = [
+        click.option(
+            "--kernel",
+            metavar="NAME",
+            help="Kernel to use instead of the notebook's "
+            "kernelspec (python3 means the interpreter running nbsweep).",
+        ),
+        click.option(
+            "--cwd",
+            type=click.Path(file_okay=False, path_type=Path),
+            help="Working directory of the kernel. Default: the notebook's folder.",
+        ),
+        click.option(
+            "--timeout",
+            "cell_timeout",
+            type=click.FloatRange(min=0, min_open=True),
+            metavar="SECONDS",
+            help="Stop a cell that runs longer (interrupt, then kill). Default: no limit.",
+        ),
+        click.option(
+            "--trial-timeout",
+            type=click.FloatRange(min=0, min_open=True),
+            metavar="SECONDS",
+            help="Stop the notebook after this long. Default: no limit.",
+        ),
+        click.option(
+            "--stop-grace",
+            type=click.FloatRange(min=0),
+            default=10.0,
+            show_default=True,
+            metavar="SECONDS",
+            help="After interrupting a stopped or timed-out cell, wait this long "
+            "before killing the kernel.",
+        ),
+        config_var_option,
+        click.option(
+            "--allow-unknown",
+            is_flag=True,
+            help="Inject names the notebook does not define instead of failing.",
+        ),
+        click.option(
+            "--metric",
+            "metrics",
+            multiple=True,
+            metavar="NAME",
+            help="Report this variable's final value as a metric (repeatable).",
+        ),
+        click.option(
+            "--log-output",
+            is_flag=True,
+            help="Stream the kernel's stdout and stderr while it runs.",
+        ),
+        click.option("--html", is_flag=True, help="Also save the executed notebook as HTML."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def agent_options(command: Callable) -> Callable:
+    """What `nbsweep agent` takes beyond the execution options."""
+    options = [
+        click.option("--count", type=click.IntRange(min=1), help="Stop after this many trials."),
+        click.option(
+            "--notebook",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="Notebook to run. Default: the sweep's program:, relative to the cwd.",
+        ),
+        click.option(
+            "--project", help="W&B project of the sweep (else from SWEEP_ID or WANDB_PROJECT)."
+        ),
+        click.option(
+            "--entity", help="W&B entity of the sweep (else from SWEEP_ID or WANDB_ENTITY)."
+        ),
+        click.option(
+            "--poll",
+            type=click.FloatRange(min=0.05),
+            default=2.0,
+            show_default=True,
+            metavar="SECONDS",
+            help="Heartbeat interval while idle; the next trial is asked for as soon as one ends.",
+        ),
+        click.option(
+            "--heartbeat",
+            type=click.FloatRange(min=0.05),
+            metavar="SECONDS",
+            help="Heartbeat interval while a trial runs (how soon a stop arrives). Default: 5 for "
+            "W&B, 1 for local sweeps.",
+        ),
+        click.option(
+            "--max-consecutive-failures",
+            type=click.IntRange(min=1),
+            default=3,
+            show_default=True,
+            help="Stop after this many failed trials in a row.",
+        ),
+        click.option(
+            "--gpus",
+            metavar="IDS",
+            help="One agent per GPU: 0,1,2 or 'all'; each sees only its GPU through "
+            "CUDA_VISIBLE_DEVICES.",
+        ),
+        click.option(
+            "--workers",
+            type=click.IntRange(min=1),
+            help="Run this many agents in parallel, without GPUs.",
+        ),
+        click.option("--local", is_flag=True, help="SWEEP_ID is a local sweep (same as local:ID)."),
+        store_option,
+        click.option(
+            "--requeue-crashed",
+            is_flag=True,
+            help="Local sweeps: put a dead agent's run back to pending instead of marking it "
+            "crashed.",
+        ),
+        click.option(
+            "--no-wandb",
+            is_flag=True,
+            help="Open no wandb run per trial (local sweeps otherwise keep an offline one each).",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command

@@ -392,3 +392,14 @@ def test_a_dead_kernel_does_not_leave_the_notebooks_run_open(agent, server, tmp_
     assert run.exitcode == 1 and run.complete
     assert run.summary["nbsweep/status"] == "failed"
     assert "dies.ipynb" in run.files
+
+
+def test_values_the_notebook_refuses_fail_the_trial_not_the_agent(agent, server, tmp_path):
+    write_notebook(tmp_path / "train.ipynb", PLAIN)
+    sweep = agent.sweep("train.ipynb", [run_cmd(f"r{i}", lrr=i) for i in range(1, 4)])
+    result = agent.run(sweep, "--max-consecutive-failures", "2")
+    assert result.returncode == 1
+    assert "unknown parameter 'lrr' (did you mean 'lr'?)" in result.stderr
+    assert "2 trials failed in a row" in result.stderr
+    assert sorted(server.runs) == ["r1", "r2"]
+    assert all(run.exitcode == 1 for run in server.runs.values())

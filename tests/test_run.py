@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -530,3 +531,23 @@ def test_an_unreachable_wandb_costs_the_trial_nothing(cli, tmp_path):
     assert "the trial runs unreported" in result.stderr
     assert result.stdout == "x\t1\n"
     assert saved(tmp_path / "out.ipynb").metadata.nbsweep["status"] == "finished"
+
+
+def test_a_kernel_that_dies_at_start_is_reported_at_once(cli, tmp_path):
+    spec = tmp_path / "jupyter" / "kernels" / "broken"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [sys.executable, "-c", "import sys; print('no luck'); sys.exit(3)"],
+                "display_name": "broken",
+                "language": "python",
+            }
+        )
+    )
+    nb = write_notebook(tmp_path / "nb.ipynb", ["x = 1"])
+    started = time.monotonic()
+    result = cli("run", nb, "--kernel", "broken", JUPYTER_PATH=str(tmp_path / "jupyter"))
+    assert time.monotonic() - started < 15
+    assert result.returncode == 2
+    assert "kernel 'broken' did not start (it exited); it last wrote: no luck" in result.stderr

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from nbsweep import files
 from nbsweep.errors import EXIT_FAILED, EXIT_INTERRUPTED, NbsweepError, UsageError
 from nbsweep.executor import StopRequest
-from nbsweep.metrics import MetricRecord
+from nbsweep.metrics import MetricRecord, Metrics
 from nbsweep.reporting import Reporter
 from nbsweep.trial import RUNS_FOLDER, TrialResult, TrialSpec, run_trial_async
 from nbsweep.wandb_api import SweepPath
@@ -220,6 +220,13 @@ class Agent:
         beating = asyncio.ensure_future(self._heartbeat_while_running(agent_id, run_id))
         try:
             result = await run_trial_async(spec, self.reporter, self.stop, on_metric=on_metric)
+        except NbsweepError as error:
+            # A trial that cannot even start (a kernel that dies at once, values the notebook
+            # refuses) is a failed trial: the sweep hears of it and the failure guard counts it.
+            self.reporter.warn(f"run {run_id}: {error}")
+            result = TrialResult(
+                "failed", "could-not-start", spec.output or Path(), None, Metrics(), 0.0
+            )
         finally:
             beating.cancel()
             await asyncio.gather(beating, return_exceptions=True)

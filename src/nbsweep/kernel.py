@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -51,8 +52,15 @@ class Kernel:
     def __init__(self, kernel_name: str = "python3", startup_timeout: float = 60.0) -> None:
         self.kernel_name = kernel_name or "python3"
         self.startup_timeout = startup_timeout
+        # Unix sockets in a folder of our own, not TCP ports: kernels started at the same
+        # instant by parallel agents cannot race for a port (jupyter_client picks a free
+        # one, then the kernel binds it), and ipykernel has no unencrypted-TCP warning.
+        self._sockets = tempfile.mkdtemp(prefix="nbsweep-kernel-")
         self.manager = AsyncKernelManager(
-            kernel_name=self.kernel_name, kernel_spec_manager=_InterpreterKernelSpecs()
+            kernel_name=self.kernel_name,
+            kernel_spec_manager=_InterpreterKernelSpecs(),
+            transport="ipc",
+            ip=os.path.join(self._sockets, "kernel"),
         )
         self.client: AsyncKernelClient | None = None
         self.pid: int | None = None
@@ -85,14 +93,25 @@ class Kernel:
         self.remember_processes()
         self.client = self.manager.client()
         self.client.start_channels()
-        try:
-            await self.client.wait_for_ready(timeout=self.startup_timeout)
-        except RuntimeError as error:
+        ready = asyncio.ensure_future(self.client.wait_for_ready(timeout=self.startup_timeout))
+        died = asyncio.ensure_future(self._died())
+        await asyncio.wait({ready, died}, return_when=asyncio.FIRST_COMPLETED)
+        died.cancel()
+        problem = "it exited" if not ready.done() else ready.exception()
+        if problem is not None:
+            ready.cancel()
+            await asyncio.gather(ready, died, return_exceptions=True)
             await self.stop(graceful=False)
+            last = " | ".join(self.log_tail(3).splitlines()) or "nothing"
             raise KernelStartError(
-                f"kernel {self.kernel_name!r} did not start: {error}. {self.log_tail()}".strip()
+                f"kernel {self.kernel_name!r} did not start ({problem}); it last wrote: {last}"
             ) from None
         self.client.allow_stdin = False
+
+    async def _died(self) -> None:
+        """Returns once the kernel process has exited (it may die before it answers)."""
+        while await self.is_alive():
+            await asyncio.sleep(0.1)
 
     async def update_environment(self, env: Mapping[str, str]) -> None:
         """Set variables in a kernel started before its trial was known (a warm kernel)."""
@@ -167,6 +186,7 @@ class Kernel:
             self._log.close()
         with contextlib.suppress(OSError):
             os.unlink(self._log.name)
+        shutil.rmtree(self._sockets, ignore_errors=True)
 
     def log_tail(self, lines: int = 5) -> str:
         """The last lines the kernel process wrote to its own stdout/stderr."""

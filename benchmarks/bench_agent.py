@@ -64,12 +64,18 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import nbformat
-import psutil
+from common import (
+    aligned,
+    kill_tree,
+    machine,
+    versions,
+    without_agent_env,
+    write_json,
+    write_notebook,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 PROJECT = "bench"
@@ -78,6 +84,7 @@ LOG_ENV = "BENCH_LOG"
 BASELINE = "wandb-nbconvert"
 NBCONVERT_COMMAND = ["jupyter", "nbconvert", "--to", "notebook", "--execute", "${program}"]
 NBSWEEP_RUN_COMMAND = ["nbsweep", "run", "${program}", "${args}"]
+VERSIONS = ("nbsweep", "wandb", "nbconvert", "nbclient", "ipykernel", "jupyter_client")
 
 # Lines the runners print, and what they mark.
 KERNEL_STARTING = re.compile(r"^running \S.* -> |\[NbConvertApp\] Converting notebook ")
@@ -157,33 +164,21 @@ def test_server_module() -> Any:
     return importlib.import_module("wandb_server")
 
 
-def write_notebook(folder: Path) -> Path:
-    def code(source: str, *tags: str) -> nbformat.NotebookNode:
-        return nbformat.v4.new_code_cell(source, metadata={"tags": list(tags)} if tags else {})
-
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {
-        "display_name": "Python 3 (ipykernel)",
-        "language": "python",
-        "name": "python3",
-    }
-    nb.metadata["language_info"] = {"name": "python"}
-    nb.cells = [
-        code(
+def write_bench_notebook(folder: Path) -> Path:
+    """The four cells the module docstring describes, as ``folder / NOTEBOOK``."""
+    return write_notebook(
+        folder,
+        [
             "import os, time\n"
             f"with open(os.environ[{LOG_ENV!r}], 'a') as _log:\n"
-            "    _log.write(f'start {time.time()!r}\\n')"
-        ),
-        code("lr = 0.1", "parameters"),
-        code("x = sum(i * lr for i in range(100_000))\nprint(x)"),
-        code(
+            "    _log.write(f'start {time.time()!r}\\n')",
+            ("lr = 0.1", ["parameters"]),
+            "x = sum(i * lr for i in range(100_000))\nprint(x)",
             f"with open(os.environ[{LOG_ENV!r}], 'a') as _log:\n"
-            "    _log.write(f'end {time.time()!r} lr={lr!r}\\n')"
-        ),
-    ]
-    path = folder / NOTEBOOK
-    nbformat.write(nb, path)
-    return path
+            "    _log.write(f'end {time.time()!r} lr={lr!r}\\n')",
+        ],
+        NOTEBOOK,
+    )
 
 
 def lr_values(trials: int) -> list[float]:
@@ -242,16 +237,6 @@ class Lines:
         return "\n".join(f"  [{name}] {text}" for _, name, text in ordered[-count:])
 
 
-def kill_tree(process: subprocess.Popen[str]) -> None:
-    """Kill the agent we started and everything under it, by pid."""
-    with contextlib.suppress(psutil.Error):
-        for child in psutil.Process(process.pid).children(recursive=True):
-            with contextlib.suppress(psutil.Error):
-                child.kill()
-    process.kill()
-    process.wait()
-
-
 def run_variant(
     module: Any,
     server: Any,
@@ -264,7 +249,7 @@ def run_variant(
 ) -> Result:
     folder = work / variant.name
     folder.mkdir()
-    write_notebook(folder)
+    write_bench_notebook(folder)
     log = folder / "bench.log"
     sweep_id = server.add_sweep(sweep_config(variant.sweep_command, trials), project=PROJECT)
     run_ids = [f"{variant.tag}{index}" for index in range(1, trials + 1)]
@@ -409,9 +394,8 @@ def warm_up(work: Path) -> None:
     """One untimed nbconvert and nbsweep run: page cache and __pycache__ for everyone."""
     folder = work / "warmup"
     folder.mkdir()
-    notebook = write_notebook(folder)
-    agent_env = ("WANDB_SWEEP_ID", "WANDB_RUN_ID", "WANDB_SWEEP_PARAM_PATH")
-    env = {key: value for key, value in os.environ.items() if key not in agent_env}
+    notebook = write_bench_notebook(folder)
+    env = without_agent_env()
     env[LOG_ENV] = str(folder / "bench.log")
     bin_dir = Path(sys.executable).parent
     for command in (
@@ -428,19 +412,6 @@ def warm_up(work: Path) -> None:
 def median_or_none(values: list[float | None]) -> float | None:
     present = [value for value in values if value is not None]
     return statistics.median(present) if present else None
-
-
-def aligned(rows: list[tuple[str, ...]]) -> str:
-    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
-    lines = [
-        "  ".join(
-            cell.ljust(width) if column == 0 else cell.rjust(width)
-            for column, (cell, width) in enumerate(zip(row, widths, strict=True))
-        )
-        for row in rows
-    ]
-    lines.insert(1, "  ".join("-" * width for width in widths))
-    return "\n".join(lines)
 
 
 def ratio(value: float, base: float | None) -> float | None:
@@ -504,16 +475,6 @@ def tables(results: list[Result]) -> str:
     return f"{aligned(main)}\n\n{aligned(parts)}\n\n" + "\n".join(notes)
 
 
-def versions() -> dict[str, str]:
-    found: dict[str, str] = {}
-    for package in ("nbsweep", "wandb", "nbconvert", "nbclient", "ipykernel", "jupyter_client"):
-        try:
-            found[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            found[package] = "not installed"
-    return found
-
-
 def rounded(values: list[float | None]) -> list[float | None]:
     return [None if value is None else round(value, 4) for value in values]
 
@@ -547,12 +508,8 @@ def report(results: list[Result], trials: int, poll: float | None) -> dict[str, 
         }
     return {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-        },
-        "versions": versions(),
+        "machine": machine(),
+        "versions": versions(VERSIONS),
         "trials": trials,
         "nbsweep_poll": poll if poll is not None else "default",
         "baseline": BASELINE,
@@ -634,9 +591,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(tables(results))
         if args.json is not None:
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            data = report(results, args.trials, args.poll)
-            args.json.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+            write_json(args.json, report(results, args.trials, args.poll))
     finally:
         if args.keep:
             print(f"kept {work}", file=sys.stderr)

@@ -60,7 +60,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import itertools
-import json
 import math
 import multiprocessing
 import os
@@ -75,12 +74,10 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import nbformat
-import psutil
+from common import aligned, console_script, kill_tree, machine, versions, write_json, write_notebook
 
 from nbsweep.local_store import AgentIdentity, RunRecord, RunState, Store
 
@@ -89,17 +86,19 @@ POINTS = GRID_X * GRID_Y
 PROPOSERS = ("trivial", "grid", "bayes")
 BARRIER_TIMEOUT = 300.0  # seconds for every process to import and open the store
 CREATED = re.compile(r"created local sweep (\S+)")
+VERSIONS = (
+    "nbsweep",
+    "sweeps",
+    "wandb",
+    "nbconvert",
+    "nbclient",
+    "ipykernel",
+    "jupyter_client",
+    "scikit-learn",
+)
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def console_script(name: str, module: str) -> list[str]:
-    """``name`` from the interpreter's own bin folder, else ``python -m module``."""
-    candidate = Path(sys.executable).parent / name
-    if candidate.is_file() and os.access(candidate, os.X_OK):
-        return [str(candidate)]
-    return [sys.executable, "-m", module]
 
 
 def percentile(values: list[float], fraction: float) -> float | None:
@@ -113,16 +112,6 @@ def percentile(values: list[float], fraction: float) -> float | None:
     low = math.floor(position)
     high = min(low + 1, len(ordered) - 1)
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
-
-
-def kill_tree(process: subprocess.Popen[bytes]) -> None:
-    """Kill a process we started and everything under it, by pid."""
-    with contextlib.suppress(psutil.Error):
-        for child in psutil.Process(process.pid).children(recursive=True):
-            with contextlib.suppress(psutil.Error):
-                child.kill()
-    process.kill()
-    process.wait()
 
 
 def run_command(
@@ -169,21 +158,11 @@ def base_env(home: Path) -> dict[str, str]:
     return env
 
 
-def write_notebook(folder: Path) -> Path:
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {
-        "display_name": "Python 3 (ipykernel)",
-        "language": "python",
-        "name": "python3",
-    }
-    nb.metadata["language_info"] = {"name": "python"}
-    nb.cells = [
-        nbformat.v4.new_code_cell("x = 0.5", metadata={"tags": ["parameters"]}),
-        nbformat.v4.new_code_cell("import nbsweep; nbsweep.log({'score': x})"),
-    ]
-    path = folder / "nb.ipynb"
-    nbformat.write(nb, path)
-    return path
+def write_trivial_notebook(folder: Path) -> Path:
+    """The part 1 subject: a parameters cell ``x = 0.5`` and a cell that logs it."""
+    return write_notebook(
+        folder, [("x = 0.5", ["parameters"]), "import nbsweep; nbsweep.log({'score': x})"]
+    )
 
 
 def sweep_yaml(trials: int) -> str:
@@ -216,7 +195,7 @@ class Variant:
 def nbconvert_runs(work: Path, env: dict[str, str], trials: int) -> tuple[float, list[float]]:
     folder = work / "nbconvert"
     folder.mkdir()
-    notebook = write_notebook(folder)
+    notebook = write_trivial_notebook(folder)
     command = [*console_script("jupyter", "jupyter"), "nbconvert", "--to", "notebook", "--execute"]
     times = []
     started = time.perf_counter()
@@ -258,7 +237,7 @@ def agent_gaps(runs: list[RunRecord]) -> tuple[list[float], int]:
 def nbsweep_sweep(work: Path, env: dict[str, str], variant: Variant, trials: int) -> None:
     folder = work / re.sub(r"[^a-z0-9]+", "-", variant.name).strip("-")
     folder.mkdir()
-    write_notebook(folder)
+    write_trivial_notebook(folder)
     (folder / "sweep.yaml").write_text(sweep_yaml(trials), encoding="utf-8")
     store = folder / "store.db"
     nbsweep = console_script("nbsweep", "nbsweep")
@@ -304,7 +283,7 @@ def warm_up(work: Path, env: dict[str, str]) -> None:
     """Untimed: page cache, __pycache__, the IPython profile in the fresh home."""
     folder = work / "warmup"
     folder.mkdir()
-    notebook = write_notebook(folder)
+    notebook = write_trivial_notebook(folder)
     log = folder / "output.txt"
     nbconvert = [*console_script("jupyter", "jupyter"), "nbconvert", "--to", "notebook"]
     nbsweep = console_script("nbsweep", "nbsweep")
@@ -468,19 +447,6 @@ def hand_out_case(work: Path, proposer: str, agents: int, trial: float) -> HandO
 # --------------------------------------------------------------------------- reporting
 
 
-def aligned(rows: list[tuple[str, ...]]) -> str:
-    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
-    lines = [
-        "  ".join(
-            cell.ljust(width) if column == 0 else cell.rjust(width)
-            for column, (cell, width) in enumerate(zip(row, widths, strict=True))
-        )
-        for row in rows
-    ]
-    lines.insert(1, "  ".join("-" * width for width in widths))
-    return "\n".join(lines)
-
-
 def fmt(value: float | None, digits: int = 3, scale: float = 1.0) -> str:
     return "-" if value is None else f"{value * scale:.{digits}f}"
 
@@ -564,25 +530,6 @@ def hand_out_table(cases: list[HandOut]) -> str:
     return aligned(rows)
 
 
-def versions() -> dict[str, str]:
-    found: dict[str, str] = {}
-    for package in (
-        "nbsweep",
-        "sweeps",
-        "wandb",
-        "nbconvert",
-        "nbclient",
-        "ipykernel",
-        "jupyter_client",
-        "scikit-learn",
-    ):
-        try:
-            found[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            found[package] = "not installed"
-    return found
-
-
 def rounded(values: list[float]) -> list[float]:
     return [round(value, 5) for value in values]
 
@@ -595,12 +542,8 @@ def report(
 ) -> dict[str, Any]:
     data: dict[str, Any] = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-        },
-        "versions": versions(),
+        "machine": machine(),
+        "versions": versions(VERSIONS),
         "trials": args.trials,
         "trial_ms": args.trial_ms,
     }
@@ -715,9 +658,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(hand_out_table(cases))
         if args.json is not None:
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            data = report(args, base, variants, cases)
-            args.json.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+            write_json(args.json, report(args, base, variants, cases))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import json
 import os
 import platform
 import shutil
@@ -39,15 +38,22 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import nbformat
+from common import (
+    aligned,
+    console_script,
+    machine,
+    versions,
+    without_agent_env,
+    write_json,
+    write_notebook,
+)
 
 TOOLS = ("script", "nbconvert", "papermill", "nbsweep")
-# Variables that would make nbsweep behave as under `wandb agent`.
-_AGENT_ENV = ("WANDB_SWEEP_PARAM_PATH", "WANDB_SWEEP_ID", "WANDB_RUN_ID")
+VERSIONS = ("nbsweep", "nbconvert", "papermill", "nbclient", "ipykernel", "jupyter_client")
 
 
 @dataclass
@@ -68,20 +74,10 @@ class Tool:
 
 def write_tiny_notebook(folder: Path) -> Path:
     """The default subject: a parameters cell and one cheap cell."""
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {
-        "display_name": "Python 3 (ipykernel)",
-        "language": "python",
-        "name": "python3",
-    }
-    nb.metadata["language_info"] = {"name": "python"}
-    nb.cells = [
-        nbformat.v4.new_code_cell("lr = 0.1", metadata={"tags": ["parameters"]}),
-        nbformat.v4.new_code_cell("x = sum(i * lr for i in range(1000)); print(x)"),
-    ]
-    path = folder / "nb.ipynb"
-    nbformat.write(nb, path)
-    return path
+    return write_notebook(
+        folder,
+        [("lr = 0.1", ["parameters"]), "x = sum(i * lr for i in range(1000)); print(x)"],
+    )
 
 
 def literal(text: str) -> str:
@@ -110,14 +106,6 @@ def write_script(notebook: Path, name: str, value: str, path: Path) -> Path:
             chunks.append(f"{name} = {literal(value)}")
     path.write_text("\n\n".join(chunks) + "\n", encoding="utf-8")
     return path
-
-
-def console_script(name: str, module: str) -> list[str]:
-    """``name`` from the interpreter's own bin folder, else ``python -m module``."""
-    candidate = Path(sys.executable).parent / name
-    if candidate.is_file() and os.access(candidate, os.X_OK):
-        return [str(candidate)]
-    return [sys.executable, "-m", module]
 
 
 def build_tools(notebook: Path, name: str, value: str, work: Path) -> list[Tool]:
@@ -169,7 +157,7 @@ def run_once(tool: Tool, cwd: Path, env: dict[str, str]) -> float:
 
 
 def run_benchmark(tools: list[Tool], repeats: int, warmup: int, cwd: Path) -> None:
-    env = {key: value for key, value in os.environ.items() if key not in _AGENT_ENV}
+    env = without_agent_env()
     for _ in range(warmup):  # fill the page cache and __pycache__ before timing anything
         for tool in tools:
             run_once(tool, cwd, env)
@@ -197,26 +185,7 @@ def table(tools: list[Tool]) -> str:
                 f"{stats['median'] / by_name['nbconvert']:.2f}",
             )
         )
-    widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
-    lines = [
-        "  ".join(
-            cell.ljust(width) if column == 0 else cell.rjust(width)
-            for column, (cell, width) in enumerate(zip(row, widths, strict=True))
-        )
-        for row in rows
-    ]
-    lines.insert(1, "  ".join("-" * width for width in widths))
-    return "\n".join(lines)
-
-
-def versions() -> dict[str, str]:
-    found: dict[str, str] = {}
-    for package in ("nbsweep", "nbconvert", "papermill", "nbclient", "ipykernel", "jupyter_client"):
-        try:
-            found[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            found[package] = "not installed"
-    return found
+    return aligned(rows)
 
 
 def report(tools: list[Tool], notebook: Path, repeats: int) -> dict[str, Any]:
@@ -224,12 +193,8 @@ def report(tools: list[Tool], notebook: Path, repeats: int) -> dict[str, Any]:
     nbconvert = statistics.median(next(t for t in tools if t.name == "nbconvert").times)
     return {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-        },
-        "versions": versions(),
+        "machine": machine(),
+        "versions": versions(VERSIONS),
         "notebook": str(notebook),
         "repeats": repeats,
         "tools": {
@@ -287,9 +252,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(table(tools))
         if args.json is not None:
-            args.json.parent.mkdir(parents=True, exist_ok=True)
             data = report(tools, args.notebook or Path("<tiny notebook>"), args.repeats)
-            args.json.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+            write_json(args.json, data)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -70,12 +70,14 @@ def wait_until_gone(marker: str, timeout: float = 5.0) -> list[psutil.Process]:
 
 
 class CliRun:
-    """Runs ``python -m nbsweep`` in a subprocess with a marker in its environment."""
+    """Runs ``python -m nbsweep`` in subprocesses marked in their environment, so that the
+    process table shows what they (and their kernels) left behind."""
 
-    def __init__(self, cwd: Path) -> None:
+    def __init__(self, cwd: Path, marker: str | None = None, env: dict | None = None) -> None:
         self.cwd = cwd
-        self.marker = uuid.uuid4().hex
-        self.env = {**os.environ, MARKER_ENV: self.marker, "PYTHONUNBUFFERED": "1"}
+        self.marker = marker or uuid.uuid4().hex
+        base = os.environ if env is None else env
+        self.env = {**base, MARKER_ENV: self.marker, "PYTHONUNBUFFERED": "1"}
         self.started: list[subprocess.Popen] = []
 
     def command(self, *args: str) -> list[str]:
@@ -103,23 +105,24 @@ class CliRun:
         self.started.append(process)
         return process
 
-    def close(self) -> None:
-        """Reap what ``start`` started, even after a failed test (no leaked pipes)."""
+    def leftovers(self, timeout: float = 5.0) -> list[psutil.Process]:
+        return wait_until_gone(self.marker, timeout)
+
+    def finish(self, timeout: float = 5.0) -> None:
+        """Reap what ``start`` started (no leaked pipes, even after a failed test), then fail
+        the test if any marked process is still alive."""
         for process in self.started:
             if process.poll() is None:
                 process.kill()
             process.communicate()
-
-    def leftovers(self, timeout: float = 5.0) -> list[psutil.Process]:
-        return wait_until_gone(self.marker, timeout)
+        left = self.leftovers(timeout)
+        for process in left:
+            process.kill()
+        assert not left, f"processes survived the test: {[p.cmdline() for p in left]}"
 
 
 @pytest.fixture
 def cli(tmp_path: Path) -> CliRun:
     runner = CliRun(tmp_path)
     yield runner
-    runner.close()
-    left = runner.leftovers()
-    for process in left:
-        process.kill()
-    assert not left, f"processes survived the test: {[p.cmdline() for p in left]}"
+    runner.finish()

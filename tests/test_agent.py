@@ -11,7 +11,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import MARKER_ENV, wait_until_gone, write_notebook
+from conftest import CliRun, write_notebook
 from wandb_server import WandbTestServer, stop_after_rows, wandb_env
 
 pytestmark = pytest.mark.kernel
@@ -42,19 +42,12 @@ def server():
         yield running
 
 
-class Agent:
-    """Runs `python -m nbsweep agent ...` against the server, marked for the process table."""
+class Agent(CliRun):
+    """`python -m nbsweep agent ...` against the server."""
 
     def __init__(self, server: WandbTestServer, tmp_path: Path, marker: str) -> None:
+        super().__init__(tmp_path, marker, env=wandb_env(server, tmp_path, project="p"))
         self.server = server
-        self.cwd = tmp_path
-        self.env = {
-            **wandb_env(server, tmp_path, project="p"),
-            MARKER_ENV: marker,
-            "PYTHONUNBUFFERED": "1",
-        }
-        self.marker = marker
-        self.started: list[subprocess.Popen] = []
 
     def sweep(self, program: str, commands, **config) -> str:
         sweep_id = self.server.add_sweep(
@@ -64,58 +57,20 @@ class Agent:
         return sweep_id
 
     def command(self, sweep_id: str, *args: str) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "nbsweep",
-            "agent",
-            f"{self.server.entity}/p/{sweep_id}",
-            "--poll",
-            "0.2",
-            "--heartbeat",
-            "0.3",
-            *args,
-        ]
+        return super().command(
+            "agent", f"{self.server.entity}/p/{sweep_id}", "--poll", "0.2", "--heartbeat",
+            "0.3", *args,
+        )  # fmt: skip
 
     def run(self, sweep_id: str, *args: str, timeout: float = 120):
-        return subprocess.run(
-            self.command(sweep_id, *args),
-            cwd=self.cwd,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-
-    def start(self, sweep_id: str, *args: str) -> subprocess.Popen:
-        process = subprocess.Popen(
-            self.command(sweep_id, *args),
-            cwd=self.cwd,
-            env=self.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.started.append(process)
-        return process
-
-    def close(self) -> None:
-        """Reap what ``start`` started, even after a failed test (no leaked pipes)."""
-        for process in self.started:
-            if process.poll() is None:
-                process.kill()
-            process.communicate()
+        return self(sweep_id, *args, timeout=timeout)
 
 
 @pytest.fixture
 def agent(server, tmp_path, request):
     runner = Agent(server, tmp_path, marker=f"agent-{request.node.name}-{time.time_ns()}")
     yield runner
-    runner.close()
-    left = wait_until_gone(runner.marker, timeout=10)
-    for process in left:
-        process.kill()
-    assert not left, f"left running: {[p.cmdline() for p in left]}"
+    runner.finish(timeout=10)
 
 
 def run_cmd(run_id: str, **values) -> dict:

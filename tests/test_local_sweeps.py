@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import MARKER_ENV, wait_until_gone, write_notebook
+from conftest import CliRun, write_notebook
 
 pytest.importorskip("sweeps", reason="local sweeps need the engine: pip install 'nbsweep[local]'")
 
@@ -28,46 +28,23 @@ TRIVIAL = [
 ]
 
 
-class Local:
-    """`python -m nbsweep ...` in tmp_path with its own store, marked for the process table."""
+class Local(CliRun):
+    """`python -m nbsweep ...` in tmp_path with its own store and no W&B settings."""
 
     def __init__(self, tmp_path: Path, marker: str) -> None:
-        self.cwd = tmp_path
+        env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+        super().__init__(tmp_path, marker, env=env)
         self.store = tmp_path / "store.db"
-        self.marker = marker
-        self.env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("WANDB_")},
-            MARKER_ENV: marker,
-            "PYTHONUNBUFFERED": "1",
-            "NBSWEEP_STORE": str(self.store),
-            "WANDB_SILENT": "true",
-            "WANDB_ERROR_REPORTING": "false",
-            "WANDB__DISABLE_STATS": "true",
-            "HOME": str(tmp_path),
-        }
-        self.started: list[subprocess.Popen] = []
-
-    def __call__(self, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-m", "nbsweep", *map(str, args)],
-            cwd=self.cwd,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
+        self.env.update(
+            NBSWEEP_STORE=str(self.store),
+            WANDB_SILENT="true",
+            WANDB_ERROR_REPORTING="false",
+            WANDB__DISABLE_STATS="true",
+            HOME=str(tmp_path),
         )
 
-    def start(self, *args: str) -> subprocess.Popen:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "nbsweep", *map(str, args)],
-            cwd=self.cwd,
-            env=self.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.started.append(process)
-        return process
+    def __call__(self, *args: str, timeout: float = 240, **env: str):
+        return super().__call__(*args, timeout=timeout, **env)
 
     def sweep(self, yaml_text: str, notebook: list) -> str:
         write_notebook(self.cwd / "nb.ipynb", notebook)
@@ -86,14 +63,7 @@ class Local:
 def local(tmp_path, request):
     runner = Local(tmp_path, f"local-{request.node.name}-{time.time_ns()}")
     yield runner
-    for process in runner.started:
-        if process.poll() is None:
-            process.kill()
-        process.communicate()
-    left = wait_until_gone(runner.marker, timeout=10)
-    for process in left:
-        process.kill()
-    assert not left, f"left running: {[p.cmdline() for p in left]}"
+    runner.finish(timeout=10)
 
 
 def grid(xs: int, ys: int) -> str:

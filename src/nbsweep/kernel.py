@@ -191,8 +191,7 @@ class Kernel:
     def log_tail(self, lines: int = 5) -> str:
         """The last lines the kernel process wrote to its own stdout/stderr."""
         text = self._final_log if self._log.closed else self._read_log()
-        kept = [line for line in text.splitlines() if "without encryption" not in line]
-        return "\n".join(kept[-lines:])
+        return "\n".join(text.splitlines()[-lines:])
 
     def _read_log(self) -> str:
         with contextlib.suppress(OSError, ValueError):

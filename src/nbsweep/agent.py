@@ -9,21 +9,34 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import os
 import signal
 import socket
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from nbformat import NotebookNode
+
 from nbsweep import files
 from nbsweep.errors import EXIT_FAILED, EXIT_INTERRUPTED, NbsweepError, UsageError
 from nbsweep.executor import StopRequest
+from nbsweep.kernel import Kernel
+from nbsweep.kernel_api import TRIAL_ENV
 from nbsweep.metrics import MetricRecord, Metrics
+from nbsweep.preload import Preload
 from nbsweep.reporting import Reporter
 from nbsweep.trial import RUNS_FOLDER, TrialResult, TrialSpec, run_trial_async
 from nbsweep.wandb_api import SweepPath
+from nbsweep.warm import KernelRecipe, WarmKernel
+
+# A trial that runs this long has the next trial's kernel started beside it. Sooner, the
+# kernel's start-up (a core for ~0.3 s, plus the preload) slows a short trial down on a
+# small machine; a short trial's successor starts warming in the gap instead.
+WARM_UP_AFTER = 0.5
 
 
 class SweepServer(Protocol):
@@ -60,6 +73,10 @@ class AgentOptions:
     wandb_dir: Path = field(default_factory=Path.cwd)
     report_to_wandb: bool = True
     """Open a W&B run for notebooks that do not open their own."""
+    warm_kernels: bool = True
+    """Start each trial's kernel while the previous trial runs."""
+    preload: Preload = field(default_factory=Preload)
+    """What a warm kernel imports before its trial."""
 
 
 class AgentFailed(NbsweepError):
@@ -99,6 +116,12 @@ class Agent:
         self.interrupted = False
         self.queue: deque[dict[str, Any]] = deque()
         self.wake = asyncio.Event()
+        self.warm: WarmKernel | None = None
+        self.retiring: set[asyncio.Future[None]] = set()
+        # wandb runs are opened, logged to and finished on one thread of their own, in
+        # order, so that W&B's latency never sits between two trials.
+        self.wandb_lane = ThreadPoolExecutor(1, thread_name_prefix="nbsweep-wandb")
+        self._notebook: tuple[tuple[int, int], NotebookNode] | None = None
 
     async def run(self) -> int:
         """Run trials until done; the exit code (0 done, 1 failures, 130 interrupted)."""
@@ -108,8 +131,19 @@ class Agent:
         try:
             return await self._loop()
         finally:
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(signum)
+            try:
+                await self._wind_down()
+            finally:
+                for signum in (signal.SIGINT, signal.SIGTERM):
+                    loop.remove_signal_handler(signum)
+
+    async def _wind_down(self) -> None:
+        """Stop the idle warm kernel, wait for used kernels to go and for W&B to hear all."""
+        if self.warm is not None:
+            warm, self.warm = self.warm, None
+            await warm.discard()
+        await asyncio.gather(*self.retiring, return_exceptions=True)
+        await asyncio.to_thread(self.wandb_lane.shutdown, wait=True)
 
     def _on_signal(self, signum: int) -> None:
         self.interrupted = True
@@ -134,9 +168,14 @@ class Agent:
         )
         self.reporter.line(f"agent {agent_id} for sweep {self.path}: running {notebook}")
         trials = failures = 0
+        self._warm_up(notebook)
         while not self.exit_requested:
             if self.options.count is not None and trials >= self.options.count:
                 break
+            if self.warm is not None:
+                # Take a trial only once a kernel is ready for it: the sweep's clock for
+                # the trial starts when it is handed out.
+                await self.warm.ready()
             if not self.queue:
                 self._take(await asyncio.to_thread(self.server.heartbeat, agent_id, {}))
             if not self.queue:
@@ -144,7 +183,8 @@ class Agent:
                     await self._sleep(self.options.poll)
                 continue
             command = self.queue.popleft()
-            result = await self._trial(agent_id, notebook, command)
+            last = self.options.count is not None and trials + 1 >= self.options.count
+            result = await self._trial(agent_id, notebook, command, warm_next=not last)
             trials += 1
             if result.status == "failed":
                 failures += 1
@@ -179,7 +219,52 @@ class Agent:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.wake.wait(), seconds)
 
-    async def _trial(self, agent_id: str, notebook: Path, command: dict[str, Any]) -> TrialResult:
+    def _read(self, notebook: Path) -> NotebookNode:
+        """The notebook, parsed once and again only when the file changes."""
+        stat = notebook.stat()
+        key = (stat.st_mtime_ns, stat.st_size)
+        if self._notebook is None or self._notebook[0] != key:
+            self._notebook = (key, files.read_notebook(notebook))
+        return self._notebook[1]
+
+    def _recipe(self, notebook: Path, nb: NotebookNode) -> KernelRecipe:
+        spec = self.options.trial
+        cwd = (spec.cwd or notebook.resolve().parent).resolve()
+        preload = self.options.preload
+        return KernelRecipe(
+            spec.kernel_name or nb.metadata.get("kernelspec", {}).get("name", "python3"),
+            cwd,
+            {**os.environ, TRIAL_ENV: "1"},
+            preload.code(preload.modules_for(nb, cwd)),
+        )
+
+    def _warm_up(self, notebook: Path) -> None:
+        """Start the next trial's kernel now, unless one is warming or nothing will use it."""
+        if not self.options.warm_kernels or self.exit_requested or self.warm is not None:
+            return
+        try:
+            self.warm = WarmKernel(self._recipe(notebook, self._read(notebook)))
+        except NbsweepError:
+            self.warm = None  # the trial's own start reports what is wrong
+
+    async def _kernel_for(self, notebook: Path) -> Kernel | None:
+        """The warm kernel if it was made for this notebook as it is now, else None."""
+        warm, self.warm = self.warm, None
+        if warm is None:
+            return None
+        if warm.recipe != self._recipe(notebook, self._read(notebook)):
+            await warm.discard()
+            return None
+        return await warm.take()
+
+    def _retire(self, stopping: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(stopping)
+        self.retiring.add(task)
+        task.add_done_callback(self.retiring.discard)
+
+    async def _trial(
+        self, agent_id: str, notebook: Path, command: dict[str, Any], warm_next: bool = True
+    ) -> TrialResult:
         from nbsweep import wandb_run
 
         run_id = str(command["run_id"])
@@ -197,8 +282,10 @@ class Agent:
             env=self.server.trial_environment(self.path, run_id, param_file),
             output=Path(RUNS_FOLDER) / self.path.sweep / run_id / notebook.name,
         )
-        owns_run = not wandb_run.notebook_opens_run(files.read_notebook(notebook))
+        nb = self._read(notebook)
+        owns_run = not wandb_run.notebook_opens_run(nb)
         run = None
+        lane = self.wandb_lane
         if owns_run and self.options.report_to_wandb:
             run = wandb_run.TrialRun(
                 self.path,
@@ -208,18 +295,34 @@ class Agent:
                 self.options.wandb_dir,
                 offline=self.server.offline_runs,
             )
-            run = await asyncio.to_thread(wandb_run.start_or_warn, run, self.reporter.warn)
+            lane.submit(wandb_run.start_or_warn, run, self.reporter.warn)
 
         def on_metric(record: MetricRecord) -> None:
             self.server.record_metric(run_id, record)
             if run is not None:
-                run.log(record)
+                lane.submit(run.log, record)
 
         self.stop, self.current_run = StopRequest(), run_id
         self.reporter.line(f"run {run_id}: {_describe(values)}")
         beating = asyncio.ensure_future(self._heartbeat_while_running(agent_id, run_id))
+        warming = None
         try:
-            result = await run_trial_async(spec, self.reporter, self.stop, on_metric=on_metric)
+            kernel = await self._kernel_for(notebook)
+            if warm_next:
+                warming = asyncio.get_running_loop().call_later(
+                    WARM_UP_AFTER, self._warm_up, notebook
+                )
+            result = await run_trial_async(
+                spec,
+                self.reporter,
+                self.stop,
+                kernel=kernel,
+                on_metric=on_metric,
+                notebook=nb,
+                retire=self._retire,
+            )
+            if warming is not None:
+                self._warm_up(notebook)  # a short trial: warm up in the gap instead
         except NbsweepError as error:
             # A trial that cannot even start (a kernel that dies at once, values the notebook
             # refuses) is a failed trial: the sweep hears of it and the failure guard counts it.
@@ -228,13 +331,15 @@ class Agent:
                 "failed", "could-not-start", spec.output or Path(), None, Metrics(), 0.0
             )
         finally:
+            if warming is not None:
+                warming.cancel()
             beating.cancel()
             await asyncio.gather(beating, return_exceptions=True)
             self.stop, self.current_run = None, None
         await asyncio.to_thread(self.server.trial_finished, run_id, result)
         notebook_run_online = not owns_run and not self.server.offline_runs
         if self.options.report_to_wandb and (run is not None or notebook_run_online):
-            await asyncio.to_thread(
+            lane.submit(
                 wandb_run.finish_reporting, run, self.path, run_id, result, self.reporter.warn
             )
         return result

@@ -228,6 +228,9 @@ def agent(
     store: Path | None,
     requeue_crashed: bool,
     no_wandb: bool,
+    preload: str,
+    preload_cuda: bool,
+    no_warm_kernels: bool,
     **execution: Any,
 ) -> None:
     """Run trials of sweep SWEEP_ID, one at a time: a W&B sweep (ID, PROJECT/ID or
@@ -240,9 +243,11 @@ def agent(
 
     from nbsweep.agent import Agent, AgentOptions
     from nbsweep.local_sweep import LocalSweepServer, local_sweep_id, open_store
+    from nbsweep.preload import Preload
     from nbsweep.reporting import Reporter
     from nbsweep.wandb_api import Credentials, SweepPath, SweepService
 
+    preloading = Preload.parse(preload, preload_cuda)
     if gpus is not None or workers is not None:
         from nbsweep.workers import cpu_workers, gpu_workers, run_workers
 
@@ -269,6 +274,8 @@ def agent(
         max_consecutive_failures=max_consecutive_failures,
         trial=_trial_spec(Path("unused.ipynb"), [], None, **execution),
         report_to_wandb=not no_wandb,
+        warm_kernels=not no_warm_kernels,
+        preload=preloading,
     )
     try:
         code = asyncio.run(Agent(server, path, options, reporter).run())

@@ -142,6 +142,25 @@ def agent_options(command: Callable) -> Callable:
             "crashed.",
         ),
         click.option(
+            "--preload",
+            default="auto",
+            show_default=True,
+            metavar="auto|none|MODULES",
+            help="What the next trial's kernel imports while the current trial runs: auto "
+            "(the notebook's leading import statements), none, or modules (numpy,torch).",
+        ),
+        click.option(
+            "--preload-cuda",
+            is_flag=True,
+            help="Also initialise CUDA (through torch) in the next trial's kernel.",
+        ),
+        click.option(
+            "--no-warm-kernels",
+            is_flag=True,
+            help="Start each trial's kernel when the trial starts (no kernel started ahead, "
+            "no preload).",
+        ),
+        click.option(
             "--no-wandb",
             is_flag=True,
             help="Open no wandb run per trial (local sweeps otherwise keep an offline one each).",

@@ -150,7 +150,7 @@ async def execute(
     client.on_cell_executed = on_executed
 
     async def run_cells() -> None:
-        await _record_language(client)
+        await _record_language(client, kernel)
         for index, cell in enumerate(nb.cells):
             if aborted:
                 return
@@ -192,11 +192,14 @@ def _deadline(start: float, seconds: float | None) -> float:
     return start + seconds if seconds else float("inf")
 
 
-async def _record_language(client: _TrialClient) -> None:
-    assert client.kc is not None
-    reply = await client.async_wait_for_reply(client.kc.kernel_info())
-    if reply is not None and "language_info" in reply["content"]:
-        client.nb.metadata["language_info"] = reply["content"]["language_info"]
+async def _record_language(client: _TrialClient, kernel: Kernel) -> None:
+    info = kernel.info
+    if info is None:
+        assert client.kc is not None
+        reply = await client.async_wait_for_reply(client.kc.kernel_info())
+        info = reply["content"] if reply is not None else {}
+    if "language_info" in info:
+        client.nb.metadata["language_info"] = info["language_info"]
 
 
 async def _interrupt_then_kill(

@@ -12,12 +12,18 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import nbformat
+import nbformat.reader
+import nbformat.v4
 from nbformat import NotebookNode
 
 from nbsweep.errors import NotebookError, UsageError
 
+_CELL_TYPES = ("code", "markdown", "raw")
+
 
 def read_notebook(path: Path) -> NotebookNode:
+    """Parse a notebook, checking only what nbsweep relies on: nbformat's full schema check
+    costs tens of milliseconds per trial and a cell nbsweep never looks at cannot hurt."""
     if path.suffix != ".ipynb":
         raise NotebookError(f"{str(path)!r} is not a notebook: nbsweep runs .ipynb files")
     try:
@@ -25,14 +31,52 @@ def read_notebook(path: Path) -> NotebookNode:
     except OSError as error:
         raise NotebookError(f"cannot read notebook {str(path)!r}: {error.strerror}") from None
     try:
-        nb = nbformat.reads(text, as_version=4)
+        nb = nbformat.reader.reads(text)
+        if nb.get("nbformat") != 4:
+            nb = nbformat.convert(nb, 4)
+        problem = _structure_problem(nb)
     except (ValueError, KeyError, AttributeError, TypeError) as error:
-        raise NotebookError(f"{str(path)!r} is not a valid notebook: {error}") from None
-    try:
-        nbformat.validate(nb)
-    except nbformat.ValidationError as error:
-        raise NotebookError(f"{str(path)!r} is not a valid notebook: {error.message}") from None
+        problem = str(error)
+    if problem:
+        raise NotebookError(f"{str(path)!r} is not a valid notebook: {problem}") from None
     return nb
+
+
+def kernel_name(path: Path) -> str | None:
+    """The notebook's kernelspec name ("python3" if it names none), from a quick look at
+    the file; None if it is not a notebook nbsweep can read (``read_notebook`` says why)."""
+    if path.suffix != ".ipynb":
+        return None
+    try:
+        metadata = json.loads(path.read_text(encoding="utf-8")).get("metadata", {})
+    except (OSError, ValueError, AttributeError):
+        return None
+    spec = metadata.get("kernelspec") if isinstance(metadata, dict) else None
+    name = spec.get("name") if isinstance(spec, dict) else None
+    return name if isinstance(name, str) and name else "python3"
+
+
+def _structure_problem(nb: NotebookNode) -> str | None:
+    if not isinstance(nb.get("metadata"), dict):
+        return "no metadata"
+    if not isinstance(nb.get("cells"), list):
+        return "no list of cells"
+    for index, cell in enumerate(nb.cells):
+        if not isinstance(cell, dict) or cell.get("cell_type") not in _CELL_TYPES:
+            return f"cell {index} has no known cell_type"
+        if not isinstance(cell.get("source"), str):
+            return f"cell {index} has no source"
+        if not isinstance(cell.setdefault("metadata", NotebookNode()), dict):
+            return f"cell {index} has bad metadata"
+        if cell.cell_type == "code":
+            cell.setdefault("outputs", [])
+            cell.setdefault("execution_count", None)
+    return None
+
+
+def notebook_text(nb: NotebookNode) -> str:
+    """The notebook as nbformat writes it, without its schema check (see read_notebook)."""
+    return nbformat.v4.writes(nb) + "\n"
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
@@ -58,7 +102,7 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def write_notebook(nb: NotebookNode, path: Path) -> None:
-    atomic_write_text(path, nbformat.writes(nb))
+    atomic_write_text(path, notebook_text(nb))
 
 
 def write_html(nb: NotebookNode, path: Path) -> None:

@@ -16,8 +16,11 @@ import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import psutil
+import zmq
+import zmq.asyncio
 from jupyter_client import AsyncKernelManager
 from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.kernelspec import KernelSpec, KernelSpecManager, NoSuchKernel
@@ -26,6 +29,17 @@ from nbsweep.errors import KernelStartError
 from nbsweep.processes import die_with_parent
 
 _PYTHON_KERNEL_NAMES = ("python3", "python", "")
+FIRST = asyncio.FIRST_COMPLETED
+# How long a kernel asked to shut down may take (atexit handlers, a wandb run finishing
+# its upload) before it is killed.
+SHUTDOWN_GRACE = 10.0
+# What a kill skips that a polite exit would do: exit handlers, threads Python waits for, an
+# open wandb run. Compared with the same expression in the fresh kernel.
+_EXIT_WORK = (
+    "(__import__('atexit')._ncallbacks(), "
+    "sum(not t.daemon for t in __import__('threading').enumerate()), "
+    "getattr(__import__('sys').modules.get('wandb'), 'run', None) is not None)"
+)
 
 
 class _InterpreterKernelSpecs(KernelSpecManager):
@@ -69,9 +83,22 @@ class Kernel:
         )
         self._known_processes: dict[int, psutil.Process] = {}
         self._final_log = ""
+        self.info: dict[str, Any] | None = None
+        """The kernel_info reply's content, once the kernel has answered."""
+        self._fresh_exit_work: tuple[str, frozenset[tuple[str, str]]] | None = None
+        self.env: dict[str, str] = {}
+        """The kernel's environment as far as nbsweep set it."""
 
     async def start(self, cwd: Path, env: Mapping[str, str]) -> None:
         """Start the kernel in ``cwd`` with exactly ``env`` and wait until it answers."""
+        await self.launch(cwd, env)
+        await self.wait_ready()
+
+    async def launch(self, cwd: Path, env: Mapping[str, str]) -> None:
+        """Start the kernel process in ``cwd`` with exactly ``env``; do not wait for it.
+
+        The process boots on another core while the caller prepares the notebook."""
+        self.env = dict(env)
         try:
             await self.manager.start_kernel(
                 cwd=str(cwd),
@@ -92,21 +119,73 @@ class Kernel:
         self.pid = getattr(provisioner, "pid", None)
         self.remember_processes()
         self.client = self.manager.client()
-        self.client.start_channels()
-        ready = asyncio.ensure_future(self.client.wait_for_ready(timeout=self.startup_timeout))
+        # No stdin: a cell that asks for input fails at once instead of waiting forever.
+        self.client.start_channels(stdin=False)
+
+    async def wait_ready(self) -> None:
+        """Wait until the launched kernel answers on shell and iopub; raise if it cannot."""
+        if self.info is not None:
+            return
+        ready = asyncio.ensure_future(self._answer())
         died = asyncio.ensure_future(self._died())
-        await asyncio.wait({ready, died}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({ready, died}, timeout=self.startup_timeout, return_when=FIRST)
         died.cancel()
-        problem = "it exited" if not ready.done() else ready.exception()
-        if problem is not None:
-            ready.cancel()
-            await asyncio.gather(ready, died, return_exceptions=True)
-            await self.stop(graceful=False)
-            last = " | ".join(self.log_tail(3).splitlines()) or "nothing"
-            raise KernelStartError(
-                f"kernel {self.kernel_name!r} did not start ({problem}); it last wrote: {last}"
-            ) from None
-        self.client.allow_stdin = False
+        if ready.done() and ready.exception() is None:
+            self._fresh_exit_work = await self._exit_work()
+            return
+        problem = "it exited" if died.done() and not died.cancelled() else ready.exception()
+        problem = problem or f"no answer in {self.startup_timeout:g} s"
+        ready.cancel()
+        await asyncio.gather(ready, died, return_exceptions=True)
+        await self.stop(graceful=False)
+        last = " | ".join(self.log_tail(3).splitlines()) or "nothing"
+        raise KernelStartError(
+            f"kernel {self.kernel_name!r} did not start ({problem}); it last wrote: {last}"
+        ) from None
+
+    async def _answer(self) -> None:
+        """Ask for kernel_info until both its reply (shell) and the matching idle status
+        (iopub) arrive: then both channels are connected. jupyter_client's wait_for_ready
+        adds a fixed 200 ms of flushing iopub after that; messages for other requests are
+        told apart by their parent anyway, so nothing needs flushing."""
+        assert self.client is not None
+        asked: set[str] = set()
+        replied: dict[str, Any] | None = None
+        idle = False
+        while replied is None or not idle:
+            # iopub is PUB/SUB: what the kernel publishes before our subscription is
+            # connected is lost, so ask again until an idle for one of our requests shows.
+            asked.add(self.client.kernel_info())
+            until = time.monotonic() + 1.0
+            while time.monotonic() < until and (replied is None or not idle):
+                channel, message = await self._next_message(until)
+                if message is None or message["parent_header"].get("msg_id") not in asked:
+                    continue
+                if channel == "shell" and message["msg_type"] == "kernel_info_reply":
+                    replied = message
+                    # The idle follows the reply within milliseconds, unless it was lost.
+                    until = min(until, time.monotonic() + 0.05)
+                elif message["msg_type"] == "status":
+                    idle = idle or message["content"].get("execution_state") == "idle"
+        self.client._handle_kernel_info_reply(replied)
+        self.info = replied["content"]
+
+    async def _next_message(self, until: float) -> tuple[str, dict[str, Any] | None]:
+        """The next message on shell or iopub before ``until``, with its channel's name."""
+        assert self.client is not None
+        channels = {"shell": self.client.shell_channel, "iopub": self.client.iopub_channel}
+        for name, channel in channels.items():
+            if await channel.msg_ready():
+                return name, await channel.get_msg(timeout=0)
+        poller = zmq.asyncio.Poller()
+        for channel in channels.values():
+            poller.register(channel.socket, zmq.POLLIN)
+        timeout_ms = max(0, int((until - time.monotonic()) * 1000))
+        ready = dict(await poller.poll(timeout_ms))
+        for name, channel in channels.items():
+            if channel.socket in ready:
+                return name, await channel.get_msg(timeout=0)
+        return "", None
 
     async def _died(self) -> None:
         """Returns once the kernel process has exited (it may die before it answers)."""
@@ -115,13 +194,15 @@ class Kernel:
 
     async def update_environment(self, env: Mapping[str, str]) -> None:
         """Set variables in a kernel started before its trial was known (a warm kernel)."""
-        if not env:
+        changed = {name: value for name, value in env.items() if self.env.get(name) != value}
+        if not changed:
             return
         from nbsweep.literals import to_literal
 
-        code = f"__import__('os').environ.update({to_literal(dict(env))})"
+        code = f"__import__('os').environ.update({to_literal(changed)})"
         if not await self.execute_silently(code, self.startup_timeout):
             raise KernelStartError("cannot set the trial's environment in the kernel")
+        self.env.update(changed)
 
     async def execute_silently(self, code: str, timeout: float) -> bool:
         """Run ``code`` outside the notebook (no history, no outputs); True if it succeeded."""
@@ -133,6 +214,31 @@ class Kernel:
         except (TimeoutError, RuntimeError):
             return False
         return bool(reply["content"]["status"] == "ok")
+
+    async def _exit_work(self) -> tuple[str, frozenset[tuple[str, str]]] | None:
+        assert self.client is not None
+        try:
+            reply = await self.client.execute_interactive(
+                "",
+                silent=True,
+                store_history=False,
+                user_expressions={"work": _EXIT_WORK},
+                timeout=self.startup_timeout,
+            )
+            work = reply["content"]["user_expressions"]["work"]["data"]["text/plain"]
+            assert self.pid is not None
+            files = psutil.Process(self.pid).open_files()
+        except (TimeoutError, RuntimeError, KeyError, psutil.Error):
+            return None
+        return work, frozenset((f.path, f.mode) for f in files if f.mode != "r")
+
+    async def nothing_to_lose(self) -> bool:
+        """Whether killing the kernel now loses nothing a polite shutdown would have done:
+        no exit handlers, threads, open wandb run or files open for writing beyond those of
+        the fresh kernel (what it imported since may have added some: then be polite)."""
+        if self._fresh_exit_work is None or not await self.is_alive():
+            return False
+        return await self._exit_work() == self._fresh_exit_work
 
     def remember_processes(self) -> None:
         """Note the kernel's process tree, so children that leave its group are still found."""
@@ -152,6 +258,8 @@ class Kernel:
 
     async def kill(self) -> None:
         """SIGKILL the kernel's process group and every process it is known to have started."""
+        if self.pid is None:  # stopped while it was being launched
+            self.pid = getattr(self.manager.provisioner, "pid", None)
         self.remember_processes()
         pgid = getattr(self.manager.provisioner, "pgid", None)
         if pgid:
@@ -167,16 +275,18 @@ class Kernel:
         while await self.is_alive() and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
 
-    async def stop(self, graceful: bool = True) -> None:
-        """Shut down (politely if ``graceful``), then kill what is left and wait for it to go."""
+    async def stop(self, graceful: bool = True, grace: float = SHUTDOWN_GRACE) -> None:
+        """Shut down (politely if ``graceful``: up to ``grace`` seconds for the kernel's own
+        exit handlers), then kill what is left and wait for it to go."""
         self.remember_processes()
-        if graceful and self.client is not None:
-            with contextlib.suppress(Exception):
-                await self.manager.shutdown_kernel(now=False)
+        if graceful and self.client is not None and await self.is_alive():
+            self.client.shutdown()
+            # jupyter_client's shutdown_kernel interrupts first and polls every 100 ms; a
+            # kernel that was asked nicely exits within tens of milliseconds.
+            deadline = time.monotonic() + grace
+            while await self.is_alive() and time.monotonic() < deadline:
+                await asyncio.sleep(0.005)
         await self.kill()
-        with contextlib.suppress(Exception):
-            await self.manager.shutdown_kernel(now=True)
-        await _wait_gone(list(self._known_processes.values()), timeout=5)
         if self.client is not None:
             self.client.stop_channels()
         with contextlib.suppress(Exception):

@@ -1,0 +1,251 @@
+"""Warm kernels, preloading and the fast ways in and out of a kernel: real kernels, real
+local sweeps, processes checked in the process table."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import make_notebook, marked_processes, write_notebook
+
+from nbsweep.errors import UsageError
+from nbsweep.kernel import Kernel
+from nbsweep.preload import Preload, leading_imports
+
+ROOT = Path(__file__).parent.parent
+
+
+def cells(*sources: str):
+    return make_notebook(list(sources))
+
+
+@pytest.mark.parametrize(
+    "sources,expected",
+    [
+        (
+            ["import json\nimport os.path as p\nfrom email import message"],
+            ("json", "os.path", "email", "email.message"),
+        ),
+        (["import json", "x = 1\nimport csv"], ("json",)),
+        (["import json\nx = 1\nimport csv"], ("json",)),
+        (['"""Docs."""\nfrom __future__ import annotations\nimport json'], ("json",)),
+        (["from . import sibling\nimport json"], ("json",)),
+        (["%matplotlib inline\nimport json"], ()),
+        (["!pip install thing", "import thing"], ()),
+        (["from json import *"], ("json",)),
+        (["x = 1", "import json"], ()),
+        ([], ()),
+    ],
+)
+def test_leading_imports(tmp_path, sources, expected):
+    assert leading_imports(cells(*sources), tmp_path) == expected
+
+
+def test_leading_imports_leave_out_the_users_own_modules(tmp_path):
+    (tmp_path / "helpers.py").write_text("")
+    (tmp_path / "package").mkdir()
+    nb = cells("import helpers\nimport package.sub\nimport json")
+    assert leading_imports(nb, tmp_path) == ("json",)
+
+
+def test_preload_option():
+    assert Preload.parse("auto") == Preload("auto")
+    assert Preload.parse("NONE", cuda=True) == Preload("none", (), True)
+    assert Preload.parse("numpy, torch.nn") == Preload("explicit", ("numpy", "torch.nn"))
+    for bad in ("", "num-py", "os;rm", "a,,1b"):
+        with pytest.raises(UsageError, match=r"--preload .* is not a module name"):
+            Preload.parse(bad)
+    nb = cells("import json")
+    assert Preload.parse("none").modules_for(nb, Path()) == ()
+    assert Preload.parse("csv").modules_for(nb, Path()) == ("csv",)
+    assert Preload.parse("none").code(()) is None
+
+
+def run_async(coroutine):
+    return asyncio.run(coroutine)
+
+
+@pytest.mark.kernel
+def test_preload_code_loads_modules_and_binds_no_names(tmp_path):
+    async def check() -> dict:
+        kernel = Kernel()
+        try:
+            await kernel.start(tmp_path, dict(os.environ))
+            assert kernel.info is not None
+            assert kernel.info["language_info"]["name"] == "python"
+            code = Preload("explicit", ("colorsys", "no_such_module_at_all")).code(
+                ("colorsys", "no_such_module_at_all")
+            )
+            assert await kernel.execute_silently(code, 30)
+            reply = await kernel.client.execute_interactive(
+                "",
+                silent=True,
+                user_expressions={
+                    "loaded": "'colorsys' in __import__('sys').modules",
+                    "bound": "[n for n in ('colorsys', 'importlib', 'name') if n in dir()]",
+                },
+                timeout=30,
+            )
+            return {
+                k: v["data"]["text/plain"] for k, v in reply["content"]["user_expressions"].items()
+            }
+        finally:
+            await kernel.stop()
+
+    assert run_async(check()) == {"loaded": "True", "bound": "[]"}
+
+
+@pytest.mark.kernel
+def test_nothing_to_lose_only_when_a_kill_skips_nothing(tmp_path):
+    """A kill replaces a polite exit only while the kernel has nothing a polite exit would
+    do beyond what a fresh kernel does."""
+    work = {
+        "exit handler": "import atexit; atexit.register(print, 'bye')",
+        "file open for writing": f"f = open({str(tmp_path / 'out.txt')!r}, 'w')",
+        "thread": "import threading, time\n"
+        "threading.Thread(target=time.sleep, args=(30,), daemon=False).start()",
+    }
+
+    async def check(code: str | None) -> bool:
+        kernel = Kernel()
+        try:
+            await kernel.start(tmp_path, dict(os.environ))
+            if code:
+                assert await kernel.execute_silently(code, 30)
+            return await kernel.nothing_to_lose()
+        finally:
+            await kernel.stop(graceful=False)
+
+    assert run_async(check(None)) is True
+    assert run_async(check("x = [1, 2, 3]\nimport json")) is True
+    for name, code in work.items():
+        assert run_async(check(code)) is False, name
+
+
+@pytest.mark.kernel
+def test_exit_work_of_a_finished_notebook_is_done(cli, tmp_path):
+    """What a polite exit does (exit handlers, flushing an unclosed file) still happens."""
+    write_notebook(
+        tmp_path / "nb.ipynb",
+        [
+            "import atexit\natexit.register(lambda: open('atexit.txt', 'w').write('ran'))",
+            "log = open('unclosed.txt', 'w')\nlog.write('x' * 100)",
+        ],
+    )
+    result = cli("run", "nb.ipynb")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "atexit.txt").read_text() == "ran"
+    assert (tmp_path / "unclosed.txt").read_text() == "x" * 100
+
+
+# --- warm kernels in the agent (local sweeps) ---------------------------------------------
+
+STAMP_MODULE = "import os\nRUN_AT_IMPORT = os.environ.get('WANDB_RUN_ID')\n"
+
+WARM = [
+    "import stamp_mod",
+    ("x = 0", ["parameters"]),
+    "import os, sys, nbsweep\n"
+    "nbsweep.log({'score': x, 'pid': os.getpid(),\n"
+    "             'preloaded': stamp_mod.RUN_AT_IMPORT is None,\n"
+    "             'colorsys_loaded': 'colorsys' in sys.modules,\n"
+    "             'colorsys_bound': 'colorsys' in globals()})",
+]
+
+
+@pytest.fixture
+def warm_sweep(local, tmp_path):
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "stamp_mod.py").write_text(STAMP_MODULE)
+    local.env["PYTHONPATH"] = str(tmp_path / "lib")
+
+    def new_sweep() -> str:
+        return local.sweep("method: grid\nparameters:\n  x: {values: [0, 1, 2, 3]}\n", WARM)
+
+    return new_sweep
+
+
+@pytest.fixture
+def local(tmp_path, request):
+    pytest.importorskip("sweeps", reason="local sweeps need the engine: nbsweep[local]")
+    from test_local_sweeps import Local
+
+    runner = Local(tmp_path, f"warm-{request.node.name}-{time.time_ns()}")
+    yield runner
+    runner.finish(timeout=10)
+
+
+def summaries(local, sweep_id: str) -> list[dict]:
+    runs = local.status(sweep_id)["runs"]
+    assert [run["state"] for run in runs] == ["finished"] * 4, runs
+    return [run["summary"] for run in runs]
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize(
+    "options,preloaded,colorsys",
+    [
+        ((), True, False),
+        (("--preload", "colorsys"), False, True),
+        (("--preload", "none"), False, False),
+        (("--no-warm-kernels",), False, False),
+    ],
+    ids=["auto", "explicit", "none", "cold"],
+)
+def test_each_trial_gets_a_fresh_kernel_preloaded_as_asked(
+    local, warm_sweep, options, preloaded, colorsys
+):
+    sweep_id = warm_sweep()
+    result = local("agent", f"local:{sweep_id}", "--no-wandb", *options)
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = summaries(local, sweep_id)
+    assert len({summary["pid"] for summary in found}) == 4, "one kernel per trial"
+    assert [summary["preloaded"] for summary in found] == [preloaded] * 4
+    assert [summary["colorsys_loaded"] for summary in found] == [colorsys] * 4
+    assert not any(summary["colorsys_bound"] for summary in found), "preloads bind no names"
+
+
+SLOW = [("seconds = 60", ["parameters"]), "import time\ntime.sleep(seconds)"]
+
+
+def wait_for_kernels(local, agent: subprocess.Popen, count: int) -> None:
+    deadline = time.monotonic() + 60
+    while len([p for p in marked_processes(local.marker) if p.pid != agent.pid]) < count:
+        assert agent.poll() is None, agent.communicate()
+        assert time.monotonic() < deadline, "the warm kernel never started"
+        time.sleep(0.05)
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+def test_the_idle_warm_kernel_goes_with_the_agent(local, signum):
+    sweep_id = local.sweep("method: grid\nparameters:\n  seconds: {values: [60, 60]}\n", SLOW)
+    agent = local.start("agent", f"local:{sweep_id}", "--no-wandb")
+    wait_for_kernels(local, agent, 2)  # the trial's kernel and the next trial's
+    agent.send_signal(signum)
+    agent.communicate(timeout=60)
+    assert not local.leftovers(timeout=10), "no kernel survives the agent"
+    if signum == signal.SIGTERM:
+        assert agent.returncode != 0
+        states = [run["state"] for run in local.status(sweep_id)["runs"]]
+        assert states == ["stopped"], states
+
+
+def test_the_cli_imports_nothing_heavy():
+    """`nbsweep --help` stays fast: kernels, notebooks and W&B load only when used."""
+    code = (
+        "import sys, nbsweep.cli\n"
+        "heavy = ('wandb', 'nbclient', 'nbformat', 'jupyter_client', 'zmq', 'requests',\n"
+        "         'nbconvert', 'sweeps', 'numpy', 'matplotlib')\n"
+        "print(sorted(name for name in heavy if name in sys.modules))"
+    )
+    output = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert output.strip() == "[]"

@@ -115,6 +115,38 @@ def run(
     nbsweep run train.ipynb -p lr 0.01 -f params.yaml
     sweep YAML: command: [nbsweep, run, ${program}, ${args}]
     """
+    from nbsweep.early import EarlyKernel
+
+    early = EarlyKernel(notebook, execution["kernel"], execution["cwd"])
+    try:
+        _run(
+            early,
+            notebook,
+            args,
+            pairs,
+            raw_pairs,
+            files,
+            args_json,
+            output,
+            metrics_json,
+            **execution,
+        )
+    finally:
+        early.close()
+
+
+def _run(
+    early: Any,
+    notebook: Path,
+    args: tuple[str, ...],
+    pairs: tuple,
+    raw_pairs: tuple,
+    files: tuple[str, ...],
+    args_json: tuple[str, ...],
+    output: Path | None,
+    metrics_json: Path | None,
+    **execution: Any,
+) -> None:
     from nbsweep.arguments import PARAM_PATH_ENV, ParameterSources, collect
     from nbsweep.files import ensure_writable_folder, write_json
     from nbsweep.reporting import Reporter, failure_message
@@ -129,9 +161,9 @@ def run(
         ensure_writable_folder(metrics_json.parent, "--metrics-json")
     reporter = Reporter(log_output=execution["log_output"])
     if agent_sweep_path(os.environ) is not None:
-        result = run_under_wandb_agent(spec, reporter, os.environ)
+        result = run_under_wandb_agent(spec, reporter, os.environ, early)
     else:
-        result = run_trial(spec, reporter)
+        result = run_trial(spec, reporter, early=early)
     _print_metrics(result)
     if metrics_json is not None:
         write_json(result.metrics.to_json(), metrics_json)

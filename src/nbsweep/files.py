@@ -42,20 +42,6 @@ def read_notebook(path: Path) -> NotebookNode:
     return nb
 
 
-def kernel_name(path: Path) -> str | None:
-    """The notebook's kernelspec name ("python3" if it names none), from a quick look at
-    the file; None if it is not a notebook nbsweep can read (``read_notebook`` says why)."""
-    if path.suffix != ".ipynb":
-        return None
-    try:
-        metadata = json.loads(path.read_text(encoding="utf-8")).get("metadata", {})
-    except (OSError, ValueError, AttributeError):
-        return None
-    spec = metadata.get("kernelspec") if isinstance(metadata, dict) else None
-    name = spec.get("name") if isinstance(spec, dict) else None
-    return name if isinstance(name, str) and name else "python3"
-
-
 def _structure_problem(nb: NotebookNode) -> str | None:
     if not isinstance(nb.get("metadata"), dict):
         return "no metadata"

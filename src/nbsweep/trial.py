@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nbformat import NotebookNode
 
@@ -33,6 +33,9 @@ from nbsweep.metrics import MetricRecord, Metrics
 from nbsweep.parameters import DEFAULT_CONFIG_VAR, is_parameter_name
 from nbsweep.redaction import Redactor
 from nbsweep.reporting import Reporter
+
+if TYPE_CHECKING:
+    from nbsweep.early import EarlyKernel
 
 RUNS_FOLDER = "nbsweep-runs"
 # Seconds a notebook's own wandb run gets to finish (it may upload) before the kernel goes.
@@ -245,9 +248,10 @@ def run_trial(
     spec: TrialSpec,
     reporter: Reporter,
     on_metric: Callable[[MetricRecord], None] | None = None,
+    early: EarlyKernel | None = None,
 ) -> TrialResult:
     """``run_trial_async`` with Ctrl-C and SIGTERM stopping the trial: interrupt, grace, kill.
-    A second signal kills at once."""
+    A second signal kills at once. ``early``: the kernel launched for this trial, if any."""
 
     async def main() -> TrialResult:
         stop = StopRequest()
@@ -261,30 +265,15 @@ def run_trial(
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, on_signal, signum)
         try:
-            kernel = await _launch_early(spec)
+            kernel = early.take() if early is not None else None
             return await run_trial_async(spec, reporter, stop, kernel, on_metric=on_metric)
         finally:
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(signum)
 
-    return asyncio.run(main())
-
-
-async def _launch_early(spec: TrialSpec) -> Kernel | None:
-    """Launch the trial's kernel before the notebook is even parsed: it boots (~0.3 s) on
-    another core while this process prepares the notebook. None where the notebook cannot
-    be read: the trial then reports that, with no kernel to waste."""
-    name = spec.kernel_name or files.kernel_name(spec.notebook)
-    if name is None:
-        return None
-    kernel = Kernel(name)
-    cwd = spec.cwd or spec.notebook.resolve().parent
-    try:
-        await kernel.launch(cwd, {**os.environ, **spec.env, TRIAL_ENV: "1"})
-    except BaseException:
-        await kernel.stop(graceful=False)
-        raise
-    return kernel
+    if early is None:
+        return asyncio.run(main())
+    return early.loop.run_until_complete(main())
 
 
 def exit_code_for_stop(reason: str) -> int:

@@ -18,6 +18,7 @@ from nbsweep.metrics import MetricRecord
 from nbsweep.parameters import parse_leniently
 
 if TYPE_CHECKING:
+    from nbsweep.early import EarlyKernel
     from nbsweep.reporting import Reporter
     from nbsweep.trial import TrialResult, TrialSpec
     from nbsweep.wandb_api import SweepPath
@@ -225,7 +226,10 @@ def teardown() -> None:
 
 
 def run_under_wandb_agent(
-    spec: TrialSpec, reporter: Reporter, environ: Mapping[str, str]
+    spec: TrialSpec,
+    reporter: Reporter,
+    environ: Mapping[str, str],
+    early: EarlyKernel | None = None,
 ) -> TrialResult:
     """``nbsweep run`` under ``wandb agent``: the trial joins the run the agent announced in
     the environment; nbsweep opens, reports to and closes it if the notebook will not."""
@@ -241,7 +245,7 @@ def run_under_wandb_agent(
         run = from_agent_environment(environ, nest(spec.values), Path.cwd())
     try:
         run = start_or_warn(run, reporter.warn)
-        result = run_trial(spec, reporter, on_metric=run.log if run else None)
+        result = run_trial(spec, reporter, on_metric=run.log if run else None, early=early)
         if run is not None or notebook_owns_run:
             finish_reporting(run, path, environ["WANDB_RUN_ID"], result, reporter.warn)
     finally:

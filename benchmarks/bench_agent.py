@@ -164,6 +164,11 @@ def test_server_module() -> Any:
     return importlib.import_module("wandb_server")
 
 
+# Seconds each trial's work cell sleeps (--trial-seconds): a trial as long as a real one
+# lets the agent's next kernel be ready when the trial ends.
+SLEEP_ENV = "BENCH_TRIAL_SECONDS"
+
+
 def write_bench_notebook(folder: Path) -> Path:
     """The four cells the module docstring describes, as ``folder / NOTEBOOK``."""
     return write_notebook(
@@ -173,7 +178,8 @@ def write_bench_notebook(folder: Path) -> Path:
             f"with open(os.environ[{LOG_ENV!r}], 'a') as _log:\n"
             "    _log.write(f'start {time.time()!r}\\n')",
             ("lr = 0.1", ["parameters"]),
-            "x = sum(i * lr for i in range(100_000))\nprint(x)",
+            "x = sum(i * lr for i in range(100_000))\nprint(x)\n"
+            f"time.sleep(float(os.environ.get({SLEEP_ENV!r}, '0')))",
             f"with open(os.environ[{LOG_ENV!r}], 'a') as _log:\n"
             "    _log.write(f'end {time.time()!r} lr={lr!r}\\n')",
         ],
@@ -541,6 +547,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         help="seconds per agent before it is killed (default 60 + 30 per trial)",
     )
+    parser.add_argument(
+        "--trial-seconds",
+        type=float,
+        default=0.0,
+        help="seconds each trial's work cell sleeps (default 0: a trivial trial)",
+    )
     parser.add_argument("--no-warmup", action="store_true", help="skip the untimed warm-up runs")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the numbers here")
@@ -558,6 +570,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    os.environ[SLEEP_ENV] = str(args.trial_seconds)  # the agents and their kernels inherit it
     module = test_server_module()
     work = Path(tempfile.mkdtemp(prefix="nbsweep-bench-agent-"))
     clock_offset = time.time() - time.monotonic()  # the server stamps requests with monotonic
@@ -586,7 +599,8 @@ def main(argv: list[str] | None = None) -> int:
                 )
         poll = "default" if args.poll is None else f"{args.poll:g}"
         print(
-            f"{args.trials} trials per agent, nbsweep agent --poll {poll}, "
+            f"{args.trials} trials per agent of {args.trial_seconds:g} s sleep + work, "
+            f"nbsweep agent --poll {poll}, "
             f"Python {platform.python_version()}, {os.cpu_count()} CPUs"
         )
         print(tables(results))

@@ -14,7 +14,7 @@ import signal
 import socket
 from collections import deque
 from collections.abc import Awaitable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -121,7 +121,9 @@ class Agent:
         # wandb runs are opened, logged to and finished on one thread of their own, in
         # order, so that W&B's latency never sits between two trials.
         self.wandb_lane = ThreadPoolExecutor(1, thread_name_prefix="nbsweep-wandb")
-        self._notebook: tuple[tuple[int, int], NotebookNode] | None = None
+        self.reporting: Future[None] | None = None
+        """The last offline run's reporting, which the next hand-out waits for."""
+        self._notebook: tuple[tuple[int, int], NotebookNode, KernelRecipe] | None = None
 
     async def run(self) -> int:
         """Run trials until done; the exit code (0 done, 1 failures, 130 interrupted)."""
@@ -172,10 +174,7 @@ class Agent:
         while not self.exit_requested:
             if self.options.count is not None and trials >= self.options.count:
                 break
-            if self.warm is not None:
-                # Take a trial only once a kernel is ready for it: the sweep's clock for
-                # the trial starts when it is handed out.
-                await self.warm.ready()
+            await self._ready_for_a_trial()
             if not self.queue:
                 self._take(await asyncio.to_thread(self.server.heartbeat, agent_id, {}))
             if not self.queue:
@@ -198,6 +197,17 @@ class Agent:
                 failures = 0
         return EXIT_INTERRUPTED if self.interrupted else 0
 
+    async def _ready_for_a_trial(self) -> None:
+        """Take a trial only once a kernel is up for it and the last offline run is written
+        (both on other cores or threads): the trial's clock starts when it is handed out."""
+        waits: list[Awaitable[Any]] = []
+        if self.warm is not None:
+            waits.append(self.warm.ready())
+        if self.reporting is not None:
+            waits.append(asyncio.wrap_future(self.reporting))
+            self.reporting = None
+        await asyncio.gather(*waits, return_exceptions=True)
+
     def _take(self, commands: list[dict[str, Any]]) -> None:
         for command in commands:
             kind = command.get("type")
@@ -219,13 +229,14 @@ class Agent:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.wake.wait(), seconds)
 
-    def _read(self, notebook: Path) -> NotebookNode:
-        """The notebook, parsed once and again only when the file changes."""
+    def _read(self, notebook: Path) -> tuple[NotebookNode, KernelRecipe]:
+        """The notebook and its kernels' recipe, made once and again when the file changes."""
         stat = notebook.stat()
         key = (stat.st_mtime_ns, stat.st_size)
         if self._notebook is None or self._notebook[0] != key:
-            self._notebook = (key, files.read_notebook(notebook))
-        return self._notebook[1]
+            nb = files.read_notebook(notebook)
+            self._notebook = (key, nb, self._recipe(notebook, nb))
+        return self._notebook[1], self._notebook[2]
 
     def _recipe(self, notebook: Path, nb: NotebookNode) -> KernelRecipe:
         spec = self.options.trial
@@ -243,7 +254,7 @@ class Agent:
         if not self.options.warm_kernels or self.exit_requested or self.warm is not None:
             return
         try:
-            self.warm = WarmKernel(self._recipe(notebook, self._read(notebook)))
+            self.warm = WarmKernel(self._read(notebook)[1])
         except NbsweepError:
             self.warm = None  # the trial's own start reports what is wrong
 
@@ -252,7 +263,7 @@ class Agent:
         warm, self.warm = self.warm, None
         if warm is None:
             return None
-        if warm.recipe != self._recipe(notebook, self._read(notebook)):
+        if warm.recipe != self._read(notebook)[1]:
             await warm.discard()
             return None
         return await warm.take()
@@ -282,24 +293,24 @@ class Agent:
             env=self.server.trial_environment(self.path, run_id, param_file),
             output=Path(RUNS_FOLDER) / self.path.sweep / run_id / notebook.name,
         )
-        nb = self._read(notebook)
+        nb = self._read(notebook)[0]
         owns_run = not wandb_run.notebook_opens_run(nb)
         run = None
         lane = self.wandb_lane
+        offline = self.server.offline_runs
+        records: list[MetricRecord] = []
         if owns_run and self.options.report_to_wandb:
             run = wandb_run.TrialRun(
-                self.path,
-                run_id,
-                values,
-                param_file,
-                self.options.wandb_dir,
-                offline=self.server.offline_runs,
+                self.path, run_id, values, param_file, self.options.wandb_dir, offline=offline
             )
-            lane.submit(wandb_run.start_or_warn, run, self.reporter.warn)
+            if not offline:  # a W&B sweep watches the run live (hyperband reads its metrics)
+                lane.submit(wandb_run.start_or_warn, run, self.reporter.warn)
 
         def on_metric(record: MetricRecord) -> None:
             self.server.record_metric(run_id, record)
-            if run is not None:
+            if run is not None and offline:
+                records.append(record)
+            elif run is not None:
                 lane.submit(run.log, record)
 
         self.stop, self.current_run = StopRequest(), run_id
@@ -321,8 +332,6 @@ class Agent:
                 notebook=nb,
                 retire=self._retire,
             )
-            if warming is not None:
-                self._warm_up(notebook)  # a short trial: warm up in the gap instead
         except NbsweepError as error:
             # A trial that cannot even start (a kernel that dies at once, values the notebook
             # refuses) is a failed trial: the sweep hears of it and the failure guard counts it.
@@ -337,11 +346,13 @@ class Agent:
             await asyncio.gather(beating, return_exceptions=True)
             self.stop, self.current_run = None, None
         await asyncio.to_thread(self.server.trial_finished, run_id, result)
-        notebook_run_online = not owns_run and not self.server.offline_runs
-        if self.options.report_to_wandb and (run is not None or notebook_run_online):
-            lane.submit(
-                wandb_run.finish_reporting, run, self.path, run_id, result, self.reporter.warn
-            )
+        if warming is not None:
+            self._warm_up(notebook)  # a short trial: warm up in the gap instead
+        warn = self.reporter.warn
+        if run is not None and offline:
+            self.reporting = lane.submit(wandb_run.report_afterwards, run, records, result, warn)
+        elif self.options.report_to_wandb and (run is not None or not (owns_run or offline)):
+            lane.submit(wandb_run.finish_reporting, run, self.path, run_id, result, warn)
         return result
 
     async def _heartbeat_while_running(self, agent_id: str, run_id: str) -> None:

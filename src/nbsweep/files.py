@@ -65,14 +65,18 @@ def notebook_text(nb: NotebookNode) -> str:
     return nbformat.v4.writes(nb) + "\n"
 
 
-def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
-    """Have ``write`` fill a temp file in ``path``'s folder, then move it over ``path``."""
+def atomic_write(
+    path: Path, write: Callable[[BinaryIO], object], durable: bool = True
+) -> None:
+    """Have ``write`` fill a temp file in ``path``'s folder, then move it over ``path``.
+    ``durable``: on disk before it replaces ``path`` (not needed for a file only read now)."""
     descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(descriptor, "wb") as handle:
             write(handle)
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(temporary, 0o666 & ~umask)
@@ -83,8 +87,8 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
         raise
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
+def atomic_write_text(path: Path, text: str, durable: bool = True) -> None:
+    atomic_write(path, lambda handle: handle.write(text.encode("utf-8")), durable)
 
 
 def write_notebook(nb: NotebookNode, path: Path) -> None:

@@ -14,8 +14,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import nbformat
 from nbformat import NotebookNode
+from nbformat.corpus.words import generate_corpus_id as random_cell_id
 
 from nbsweep.errors import NotebookError, ParameterError
 from nbsweep.literals import to_literal
@@ -150,7 +150,7 @@ def parameterize(
     warnings: list[str] = []
     nested = _coerce(nested, found.tree, "", warnings)
     source = _render(nested, found)
-    cell = nbformat.v4.new_code_cell(source, metadata={"tags": [INJECTED_TAG]})
+    cell = _code_cell(source, INJECTED_TAG)
     position = _insert(nb, found, cell)
     split = found.style == "config-dict" and not found.statement_is_last
     origins[position:position] = [None, origins[found.cell_index]] if split else [None]
@@ -261,7 +261,7 @@ def _insert(nb: NotebookNode, found: ParameterSet, cell: NotebookNode) -> int:
         lines = original.source.split("\n")
         head, tail = lines[: found.statement_end_line], lines[found.statement_end_line :]
         original.source = "\n".join(head)
-        rest = nbformat.v4.new_code_cell("\n".join(tail), metadata={"tags": [CONTINUED_TAG]})
+        rest = _code_cell("\n".join(tail), CONTINUED_TAG)
         _give_id(nb, rest)
         nb.cells.insert(position, rest)
     nb.cells.insert(position, cell)
@@ -274,3 +274,16 @@ def _give_id(nb: NotebookNode, cell: NotebookNode) -> None:
         cell.id = uuid.uuid4().hex[:8]
     else:
         cell.pop("id", None)
+
+
+def _code_cell(source: str, tag: str) -> NotebookNode:
+    """A code cell as ``nbformat.v4.new_code_cell`` makes it, without its schema check: that
+    builds a validator each call, several milliseconds of every trial."""
+    return NotebookNode(
+        id=random_cell_id(),
+        cell_type="code",
+        metadata=NotebookNode(tags=[tag]),
+        execution_count=None,
+        source=source,
+        outputs=[],
+    )

@@ -42,13 +42,37 @@ _EXIT_WORK = (
 )
 
 
+# What ``python -m ipykernel_launcher`` does, less two costs a headless kernel has no use for:
+# ipykernel's debugger support imports debugpy (~60 ms of a ~0.35 s start; no frontend can
+# attach here, and a notebook's own `import debugpy` still works), and the IPython history
+# goes to memory, not to ~/.ipython's SQLite file that every parallel kernel would share.
+_LAUNCH_KERNEL = """\
+import sys
+if sys.path[0] == "":
+    del sys.path[0]
+sys.modules["debugpy"] = None
+from ipykernel.kernelapp import IPKernelApp
+app = IPKernelApp.instance()
+app.initialize()
+del sys.modules["debugpy"]
+app.start()
+"""
+
+
 class _InterpreterKernelSpecs(KernelSpecManager):
     """Resolves ``python3``/``python`` to this interpreter's ipykernel, so a venv just works."""
 
     def get_kernel_spec(self, kernel_name: str) -> KernelSpec:
         if kernel_name.lower() in _PYTHON_KERNEL_NAMES:
             return KernelSpec(
-                argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                argv=[
+                    sys.executable,
+                    "-c",
+                    _LAUNCH_KERNEL,
+                    "-f",
+                    "{connection_file}",
+                    "--HistoryManager.hist_file=:memory:",
+                ],
                 display_name=f"Python {sys.version_info.major}.{sys.version_info.minor}",
                 language="python",
                 metadata={"debugger": False},
@@ -200,9 +224,16 @@ class Kernel:
         from nbsweep.literals import to_literal
 
         code = f"__import__('os').environ.update({to_literal(changed)})"
-        if not await self.execute_silently(code, self.startup_timeout):
-            raise KernelStartError("cannot set the trial's environment in the kernel")
+        # Not waited for: the kernel runs requests in order, so it is done before the first
+        # cell, and a kernel that cannot do this cannot run that cell either.
+        assert self.client is not None
+        self.client.execute(code, silent=True, store_history=False)
         self.env.update(changed)
+
+    async def retire(self, finished: bool) -> None:
+        """Stop a kernel whose trial is over: politely where its notebook ``finished`` and
+        left work for a polite exit to do, else by a kill (which then loses nothing)."""
+        await self.stop(graceful=finished and not await self.nothing_to_lose())
 
     async def execute_silently(self, code: str, timeout: float) -> bool:
         """Run ``code`` outside the notebook (no history, no outputs); True if it succeeded."""

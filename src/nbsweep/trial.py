@@ -179,9 +179,6 @@ async def run_trial_async(
             await kernel.execute_silently(
                 _FINISH_NOTEBOOK_RUN.format(code=code), _FINISH_RUN_TIMEOUT
             )
-        # A finished kernel is asked to exit politely only where that does something a
-        # kill would not (exit handlers, an open wandb run): its exit costs ~0.1 s of CPU.
-        polite = outcome.status == "finished" and not await kernel.nothing_to_lose()
     except BaseException:
         await kernel.stop(graceful=False)
         if started_cells:  # nbsweep itself failed: keep what ran
@@ -193,7 +190,7 @@ async def run_trial_async(
         if result.html is not None:
             files.write_html(nb, result.html)
     finally:
-        stopping = kernel.stop(graceful=polite)
+        stopping = kernel.retire(finished=outcome.status == "finished")
         if retire is None:
             await stopping
         else:

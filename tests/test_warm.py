@@ -223,15 +223,21 @@ def wait_for_kernels(local, agent: subprocess.Popen, count: int) -> None:
 
 
 @pytest.mark.kernel
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
-def test_the_idle_warm_kernel_goes_with_the_agent(local, signum):
+@pytest.mark.parametrize(
+    "signals",
+    [(signal.SIGTERM,), (signal.SIGINT, signal.SIGINT), (signal.SIGKILL,)],
+    ids=["sigterm", "ctrl-c-twice", "sigkill"],
+)
+def test_the_idle_warm_kernel_goes_with_the_agent(local, signals):
     sweep_id = local.sweep("method: grid\nparameters:\n  seconds: {values: [60, 60]}\n", SLOW)
     agent = local.start("agent", f"local:{sweep_id}", "--no-wandb")
     wait_for_kernels(local, agent, 2)  # the trial's kernel and the next trial's
-    agent.send_signal(signum)
+    for signum in signals:
+        agent.send_signal(signum)
+        time.sleep(0.3)
     agent.communicate(timeout=60)
     assert not local.leftovers(timeout=10), "no kernel survives the agent"
-    if signum == signal.SIGTERM:
+    if signals[0] != signal.SIGKILL:
         assert agent.returncode != 0
         states = [run["state"] for run in local.status(sweep_id)["runs"]]
         assert states == ["stopped"], states

@@ -47,6 +47,7 @@ _EXIT_WORK = (
 # attach here, and a notebook's own `import debugpy` still works), and the IPython history
 # goes to memory, not to ~/.ipython's SQLite file that every parallel kernel would share.
 _LAUNCH_KERNEL = """\
+# nbsweep: ipykernel_launcher, headless (the name stays in the command line for ps and pkill)
 import sys
 if sys.path[0] == "":
     del sys.path[0]

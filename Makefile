@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test lint clean
+.PHONY: demo bench test lint clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,12 @@ $(INSTALLED): pyproject.toml
 
 demo: $(INSTALLED)
 	PATH="$(abspath $(BIN)):$$PATH" sh examples/demo.sh
+
+# Per-trial overhead of each way to run a notebook (benchmarks/README.md); about 8 minutes.
+# make bench BENCH_ARGS=--quick for a 30 s smoke run. Rows whose tool (papermill, torch) is not
+# in .venv are skipped with the reason: pip install -e '.[bench]' into it for those.
+bench: $(INSTALLED)
+	$(BIN)/python benchmarks/overhead.py $(BENCH_ARGS)
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check src tests benchmarks examples

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import platform
 import subprocess
@@ -65,6 +66,46 @@ def console_script(name: str, module: str) -> list[str]:
 def without_agent_env() -> dict[str, str]:
     """``os.environ`` without the variables in ``AGENT_ENV``."""
     return {key: value for key, value in os.environ.items() if key not in AGENT_ENV}
+
+
+def isolated_env(home: Path) -> dict[str, str]:
+    """The caller's environment for a benchmark's subprocesses, cut off from its W&B setup.
+
+    None of the caller's ``WANDB_*`` or ``NBSWEEP_STORE`` settings; ``HOME`` is ``home`` (a
+    fresh IPython profile, no wandb settings or netrc); this interpreter's bin folder first
+    on ``PATH``; wandb offline and silent, with no error reports, git or code saving, system
+    metrics or machine probes (they would ask cloud metadata URLs): no account, no network.
+    """
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("WANDB_") and key != "NBSWEEP_STORE"
+    }
+    env.update(
+        HOME=str(home),
+        PATH=str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", ""),
+        PYTHONUNBUFFERED="1",
+        WANDB_MODE="offline",
+        WANDB_SILENT="true",
+        WANDB_ERROR_REPORTING="false",
+        WANDB_DISABLE_GIT="true",
+        WANDB_DISABLE_CODE="true",
+        WANDB__DISABLE_STATS="true",
+        WANDB__DISABLE_MACHINE_INFO="true",
+    )
+    return env
+
+
+def percentile(values: Sequence[float], fraction: float) -> float | None:
+    """Linear interpolation between closest ranks (``statistics.quantiles``' inclusive);
+    None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * fraction
+    low = math.floor(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
 def kill_tree(process: subprocess.Popen[Any]) -> None:

@@ -1,0 +1,47 @@
+"""The benchmark scripts still run: ``benchmarks/overhead.py --quick`` end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+from conftest import MARKER_ENV, wait_until_gone
+
+pytest.importorskip("sweeps", reason="local sweeps need the engine: pip install 'nbsweep[local]'")
+
+pytestmark = pytest.mark.kernel
+
+ROOT = Path(__file__).parent.parent
+
+
+def test_overhead_quick_runs_every_row_and_leaves_no_process(tmp_path: Path) -> None:
+    marker = uuid.uuid4().hex
+    json_path = tmp_path / "overhead.json"
+    result = subprocess.run(
+        [sys.executable, "benchmarks/overhead.py", "--quick", "--json", str(json_path)],
+        cwd=ROOT,
+        env={**os.environ, MARKER_ENV: marker},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert any(line.split()[:3] == ["notebook", "tool", "median"] for line in lines)
+    for tool in ("own compute", "script", "nbconvert", "papermill", "nbsweep run"):
+        assert any(line.startswith("trivial") and tool in line for line in lines), tool
+    assert any(line.split()[:3] == ["notebook", "local", "sweep"] for line in lines)
+    sweep_rows = [line.split() for line in lines if line.split()[:3] == ["trivial", "agent", "3"]]
+    assert len(sweep_rows) == 1 and sweep_rows[0][3] != "failed", result.stdout
+    data = json.loads(json_path.read_text(encoding="utf-8"))
+    assert data["problems"] == []
+    assert [len(sweep["trial_times"]) for sweep in data["sweeps"]] == [3]
+    left = wait_until_gone(marker)
+    for process in left:
+        process.kill()
+    assert not left, f"the benchmark left processes: {[p.cmdline() for p in left]}"

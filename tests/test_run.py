@@ -398,11 +398,24 @@ def test_sigkill_of_nbsweep_takes_the_kernel_with_it(tmp_path):
         (["notes.txt"], "is not a notebook"),
         (["good.ipynb", "--metric", "a.b"], "--metric 'a.b' is not a variable name"),
         (["good.ipynb", "--timeout", "-1"], "Invalid value for '--timeout'"),
+        (["badspec.ipynb"], "'badspec.ipynb' is not a valid notebook: metadata.kernelspec"),
+        (["badtags.ipynb"], "'badtags.ipynb' is not a valid notebook: cell 0 has bad metadata"),
+        (["badcell.ipynb"], "'badcell.ipynb' is not a valid notebook"),
     ],
 )
 def test_usage_errors_are_one_line_exit_2(cli, tmp_path, args, message):
     write_notebook(tmp_path / "good.ipynb", [("lr = 0.1", ["parameters"])])
     (tmp_path / "bad.ipynb").write_text("{not json")
+    # Notebooks nbformat's reader takes but nbsweep cannot use: one line each, no traceback.
+    cell = {"cell_type": "code", "source": "x = 1", "metadata": {}, "outputs": []}
+    broken = {
+        "badspec.ipynb": {"metadata": {"kernelspec": "python3"}, "cells": [cell]},
+        "badtags.ipynb": {"metadata": {}, "cells": [{**cell, "metadata": {"tags": "x"}}]},
+        "badcell.ipynb": {"metadata": {}, "cells": ["abc"]},
+    }
+    for name, body in broken.items():
+        notebook = {"nbformat": 4, "nbformat_minor": 5, **body}
+        (tmp_path / name).write_text(json.dumps(notebook))
     (tmp_path / "notes.txt").write_text("x")
     result = cli("run", *args)
     assert result.returncode == 2, result.stderr

@@ -255,3 +255,29 @@ def test_the_cli_imports_nothing_heavy():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert output.strip() == "[]"
+
+
+@pytest.mark.kernel
+def test_a_signal_while_the_next_kernel_preloads_ends_the_agent(local, tmp_path):
+    """A long preload (a slow import) does not hold the agent: a signal ends the wait, no
+    trial is taken, and the half-warm kernel goes too."""
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "slow_mod.py").write_text(
+        "import pathlib, time\npathlib.Path('importing.flag').touch()\ntime.sleep(60)\n"
+    )
+    local.env["PYTHONPATH"] = str(tmp_path / "lib")
+    sweep_id = local.sweep(
+        "method: grid\nparameters:\n  x: {values: [1, 2]}\n",
+        ["import slow_mod", ("x = 0", ["parameters"]), "print(x)"],
+    )
+    agent = local.start("agent", f"local:{sweep_id}", "--no-wandb")
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "importing.flag").exists():
+        assert agent.poll() is None and time.monotonic() < deadline, agent.communicate()
+        time.sleep(0.05)
+    started = time.monotonic()
+    agent.send_signal(signal.SIGTERM)
+    agent.communicate(timeout=30)
+    assert time.monotonic() - started < 10, "the agent did not wait for the preload"
+    assert not local.leftovers(timeout=10)
+    assert local.status(sweep_id)["runs"] == [], "no trial was handed out"

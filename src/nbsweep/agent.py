@@ -13,7 +13,7 @@ import os
 import signal
 import socket
 from collections import deque
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -175,6 +175,8 @@ class Agent:
             if self.options.count is not None and trials >= self.options.count:
                 break
             await self._ready_for_a_trial()
+            if self.exit_requested:
+                break
             if not self.queue:
                 self._take(await asyncio.to_thread(self.server.heartbeat, agent_id, {}))
             if not self.queue:
@@ -206,7 +208,16 @@ class Agent:
         if self.reporting is not None:
             waits.append(asyncio.wrap_future(self.reporting))
             self.reporting = None
-        await asyncio.gather(*waits, return_exceptions=True)
+        ready = asyncio.ensure_future(asyncio.gather(*waits, return_exceptions=True))
+        self.wake.clear()
+        woken = asyncio.ensure_future(self.wake.wait())
+        # A signal while waiting (a preload can take minutes) ends the wait: the loop then
+        # sees exit_requested and takes no trial.
+        await asyncio.wait({ready, woken}, return_when=asyncio.FIRST_COMPLETED)
+        woken.cancel()
+        if not ready.done():
+            ready.cancel()
+        await asyncio.gather(ready, woken, return_exceptions=True)
 
     def _take(self, commands: list[dict[str, Any]]) -> None:
         for command in commands:
@@ -263,10 +274,26 @@ class Agent:
         warm, self.warm = self.warm, None
         if warm is None:
             return None
-        if warm.recipe != self._read(notebook)[1]:
+        try:
+            if warm.recipe == self._read(notebook)[1]:
+                return await warm.take()
+        except BaseException:
             await warm.discard()
-            return None
-        return await warm.take()
+            raise
+        await warm.discard()
+        return None
+
+    def _on_wandb_lane(self, call: Callable[..., object], *args: Any) -> Future[None]:
+        """Run ``call`` on the wandb thread, after what is queued there; a failure is told,
+        not raised: reporting trouble must not cost a trial."""
+
+        def guarded() -> None:
+            try:
+                call(*args)
+            except Exception as error:  # wandb raises many types
+                self.reporter.warn(f"W&B reporting failed: {type(error).__name__}: {error}")
+
+        return self.wandb_lane.submit(guarded)
 
     def _retire(self, stopping: Awaitable[None]) -> None:
         task = asyncio.ensure_future(stopping)
@@ -296,7 +323,7 @@ class Agent:
         nb = self._read(notebook)[0]
         owns_run = not wandb_run.notebook_opens_run(nb)
         run = None
-        lane = self.wandb_lane
+        lane = self._on_wandb_lane
         offline = self.server.offline_runs
         records: list[MetricRecord] = []
         if owns_run and self.options.report_to_wandb:
@@ -304,14 +331,14 @@ class Agent:
                 self.path, run_id, values, param_file, self.options.wandb_dir, offline=offline
             )
             if not offline:  # a W&B sweep watches the run live (hyperband reads its metrics)
-                lane.submit(wandb_run.start_or_warn, run, self.reporter.warn)
+                lane(wandb_run.start_or_warn, run, self.reporter.warn)
 
         def on_metric(record: MetricRecord) -> None:
             self.server.record_metric(run_id, record)
             if run is not None and offline:
                 records.append(record)
             elif run is not None:
-                lane.submit(run.log, record)
+                lane(run.log, record)
 
         self.stop, self.current_run = StopRequest(), run_id
         self.reporter.line(f"run {run_id}: {_describe(values)}")
@@ -350,9 +377,9 @@ class Agent:
             self._warm_up(notebook)  # a short trial: warm up in the gap instead
         warn = self.reporter.warn
         if run is not None and offline:
-            self.reporting = lane.submit(wandb_run.report_afterwards, run, records, result, warn)
+            self.reporting = lane(wandb_run.report_afterwards, run, records, result, warn)
         elif self.options.report_to_wandb and (run is not None or not (owns_run or offline)):
-            lane.submit(wandb_run.finish_reporting, run, self.path, run_id, result, warn)
+            lane(wandb_run.finish_reporting, run, self.path, run_id, result, warn)
         return result
 
     async def _heartbeat_while_running(self, agent_id: str, run_id: str) -> None:

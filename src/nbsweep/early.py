@@ -10,7 +10,6 @@ import json
 import os
 from pathlib import Path
 
-from nbsweep.errors import NbsweepError
 from nbsweep.kernel import Kernel
 from nbsweep.kernel_api import TRIAL_ENV
 
@@ -26,29 +25,37 @@ class EarlyKernel:
         name = kernel_name or kernelspec_name(notebook)
         if name is None:
             return  # not a notebook nbsweep can read: the trial says so, no kernel wasted
-        kernel = Kernel(name)
         environ = {**os.environ, TRIAL_ENV: "1"}
         try:
+            kernel = Kernel(name)
+            self.kernel = kernel
             self.loop.run_until_complete(kernel.launch(cwd or notebook.resolve().parent, environ))
-        except (NbsweepError, OSError):
+        except Exception:
             # The trial starts its kernel itself, and reports the problem properly.
-            self.loop.run_until_complete(kernel.stop(graceful=False))
-            return
-        self.kernel = kernel
+            self.close(reopen=True)
+        except BaseException:  # Ctrl-C while launching: leave nothing behind
+            self.close()
+            raise
 
     def take(self) -> Kernel | None:
         kernel, self.kernel = self.kernel, None
         return kernel
 
-    def close(self) -> None:
+    def close(self, reopen: bool = False) -> None:
+        """Stop the kernel if no trial took it, then close the loop (``reopen``: and start
+        a fresh one, for a trial that starts its kernel itself)."""
         try:
-            if self.kernel is not None:
-                self.loop.run_until_complete(self.take().stop(graceful=False))  # type: ignore[union-attr]
+            kernel = self.take()
+            if kernel is not None:
+                self.loop.run_until_complete(kernel.stop(graceful=False))
             self.loop.run_until_complete(self.loop.shutdown_asyncgens())
             self.loop.run_until_complete(self.loop.shutdown_default_executor())
         finally:
             asyncio.set_event_loop(None)
             self.loop.close()
+            if reopen:
+                self.loop = asyncio.new_event_loop()
+                asyncio.set_event_loop(self.loop)
 
 
 def kernelspec_name(path: Path) -> str | None:

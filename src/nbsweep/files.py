@@ -35,8 +35,8 @@ def read_notebook(path: Path) -> NotebookNode:
         if nb.get("nbformat") != 4:
             nb = nbformat.convert(nb, 4)
         problem = _structure_problem(nb)
-    except (ValueError, KeyError, AttributeError, TypeError) as error:
-        problem = str(error)
+    except (ValueError, KeyError, AttributeError, TypeError, nbformat.ValidationError) as error:
+        problem = str(error).splitlines()[0] if str(error) else type(error).__name__
     if problem:
         raise NotebookError(f"{str(path)!r} is not a valid notebook: {problem}") from None
     return nb
@@ -45,6 +45,9 @@ def read_notebook(path: Path) -> NotebookNode:
 def _structure_problem(nb: NotebookNode) -> str | None:
     if not isinstance(nb.get("metadata"), dict):
         return "no metadata"
+    kernelspec = nb.metadata.get("kernelspec", {})
+    if not isinstance(kernelspec, dict) or not isinstance(kernelspec.get("name", ""), str):
+        return "metadata.kernelspec is not a mapping with a name"
     if not isinstance(nb.get("cells"), list):
         return "no list of cells"
     for index, cell in enumerate(nb.cells):
@@ -52,8 +55,9 @@ def _structure_problem(nb: NotebookNode) -> str | None:
             return f"cell {index} has no known cell_type"
         if not isinstance(cell.get("source"), str):
             return f"cell {index} has no source"
-        if not isinstance(cell.setdefault("metadata", NotebookNode()), dict):
-            return f"cell {index} has bad metadata"
+        metadata = cell.setdefault("metadata", NotebookNode())
+        if not isinstance(metadata, dict) or not isinstance(metadata.get("tags", []), list):
+            return f"cell {index} has bad metadata (tags must be a list)"
         if cell.cell_type == "code":
             cell.setdefault("outputs", [])
             cell.setdefault("execution_count", None)

@@ -14,9 +14,9 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psutil
 import zmq
@@ -30,6 +30,7 @@ from nbsweep.processes import die_with_parent
 
 _PYTHON_KERNEL_NAMES = ("python3", "python", "")
 FIRST = asyncio.FIRST_COMPLETED
+T = TypeVar("T")
 # How long a kernel asked to shut down may take (atexit handlers, a wandb run finishing
 # its upload) before it is killed.
 SHUTDOWN_GRACE = 10.0
@@ -58,6 +59,10 @@ app.initialize()
 del sys.modules["debugpy"]
 app.start()
 """
+
+
+class _KernelGone(Exception):
+    """The kernel process exited while nbsweep waited for it."""
 
 
 class _InterpreterKernelSpecs(KernelSpecManager):
@@ -151,22 +156,35 @@ class Kernel:
         """Wait until the launched kernel answers on shell and iopub; raise if it cannot."""
         if self.info is not None:
             return
-        ready = asyncio.ensure_future(self._answer())
+        try:
+            await self._while_alive(self._answer(), self.startup_timeout)
+        except (Exception, asyncio.CancelledError) as error:
+            problem = str(error) or type(error).__name__
+            await self.stop(graceful=False)
+            if isinstance(error, asyncio.CancelledError):
+                raise
+            last = " | ".join(self.log_tail(3).splitlines()) or "nothing"
+            raise KernelStartError(
+                f"kernel {self.kernel_name!r} did not start ({problem}); it last wrote: {last}"
+            ) from None
+        self._fresh_exit_work = await self._exit_work()
+
+    async def _while_alive(self, work: Awaitable[T], timeout: float) -> T:
+        """``work``'s result; raises _KernelGone if the kernel exits first, TimeoutError
+        after ``timeout`` seconds. ``work`` is cancelled either way."""
+        task = asyncio.ensure_future(work)
         died = asyncio.ensure_future(self._died())
-        await asyncio.wait({ready, died}, timeout=self.startup_timeout, return_when=FIRST)
-        died.cancel()
-        if ready.done() and ready.exception() is None:
-            self._fresh_exit_work = await self._exit_work()
-            return
-        problem = "it exited" if died.done() and not died.cancelled() else ready.exception()
-        problem = problem or f"no answer in {self.startup_timeout:g} s"
-        ready.cancel()
-        await asyncio.gather(ready, died, return_exceptions=True)
-        await self.stop(graceful=False)
-        last = " | ".join(self.log_tail(3).splitlines()) or "nothing"
-        raise KernelStartError(
-            f"kernel {self.kernel_name!r} did not start ({problem}); it last wrote: {last}"
-        ) from None
+        try:
+            await asyncio.wait({task, died}, timeout=timeout, return_when=FIRST)
+            if task.done():
+                return task.result()
+            if died.done():
+                raise _KernelGone("it exited")
+            raise TimeoutError(f"no answer in {timeout:g} s")
+        finally:
+            for pending in (task, died):
+                pending.cancel()
+            await asyncio.gather(task, died, return_exceptions=True)
 
     async def _answer(self) -> None:
         """Ask for kernel_info until both its reply (shell) and the matching idle status
@@ -234,33 +252,40 @@ class Kernel:
     async def retire(self, finished: bool) -> None:
         """Stop a kernel whose trial is over: politely where its notebook ``finished`` and
         left work for a polite exit to do, else by a kill (which then loses nothing)."""
-        await self.stop(graceful=finished and not await self.nothing_to_lose())
+        polite = finished
+        try:
+            polite = finished and not await self.nothing_to_lose()
+        finally:
+            await self.stop(graceful=polite)
 
     async def execute_silently(self, code: str, timeout: float) -> bool:
-        """Run ``code`` outside the notebook (no history, no outputs); True if it succeeded."""
+        """Run ``code`` outside the notebook (no history, no outputs); True if it succeeded
+        (False also if the kernel died or did not answer in ``timeout`` seconds)."""
         assert self.client is not None
+        request = self.client.execute_interactive(
+            code, silent=True, store_history=False, timeout=timeout
+        )
         try:
-            reply = await self.client.execute_interactive(
-                code, silent=True, store_history=False, timeout=timeout
-            )
-        except (TimeoutError, RuntimeError):
+            reply = await self._while_alive(request, timeout)
+        except (TimeoutError, RuntimeError, _KernelGone):
             return False
         return bool(reply["content"]["status"] == "ok")
 
     async def _exit_work(self) -> tuple[str, frozenset[tuple[str, str]]] | None:
         assert self.client is not None
+        request = self.client.execute_interactive(
+            "",
+            silent=True,
+            store_history=False,
+            user_expressions={"work": _EXIT_WORK},
+            timeout=self.startup_timeout,
+        )
         try:
-            reply = await self.client.execute_interactive(
-                "",
-                silent=True,
-                store_history=False,
-                user_expressions={"work": _EXIT_WORK},
-                timeout=self.startup_timeout,
-            )
+            reply = await self._while_alive(request, self.startup_timeout)
             work = reply["content"]["user_expressions"]["work"]["data"]["text/plain"]
             assert self.pid is not None
             files = psutil.Process(self.pid).open_files()
-        except (TimeoutError, RuntimeError, KeyError, psutil.Error):
+        except (TimeoutError, RuntimeError, KeyError, _KernelGone, psutil.Error):
             return None
         return work, frozenset((f.path, f.mode) for f in files if f.mode != "r")
 

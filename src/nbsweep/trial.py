@@ -138,8 +138,6 @@ async def run_trial_async(
         if kernel is not None:
             await kernel.stop(graceful=False)
         raise
-    for warning in injection.warnings:
-        reporter.warn(warning)
     nb = injection.notebook
     environ = {**os.environ, **spec.env, TRIAL_ENV: "1"}
     redactor = Redactor.from_environ(environ)
@@ -154,10 +152,12 @@ async def run_trial_async(
     kernel = kernel or Kernel(
         spec.kernel_name or nb.metadata.get("kernelspec", {}).get("name", "python3")
     )
-    reporter.trial_started(notebook_path, output)
     stop = stop or StopRequest()
     started_cells = False
     try:
+        for warning in injection.warnings:
+            reporter.warn(warning)
+        reporter.trial_started(notebook_path, output)
         if warm:
             await kernel.wait_ready()
             await kernel.update_environment({**spec.env, TRIAL_ENV: "1"})

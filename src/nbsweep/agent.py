@@ -23,7 +23,7 @@ from nbformat import NotebookNode
 
 from nbsweep import files
 from nbsweep.errors import EXIT_FAILED, EXIT_INTERRUPTED, NbsweepError, UsageError
-from nbsweep.executor import StopRequest
+from nbsweep.executor import StopRequest, prepare_output_handling
 from nbsweep.kernel import Kernel
 from nbsweep.kernel_api import TRIAL_ENV
 from nbsweep.metrics import MetricRecord, Metrics
@@ -171,6 +171,7 @@ class Agent:
         self.reporter.line(f"agent {agent_id} for sweep {self.path}: running {notebook}")
         trials = failures = 0
         self._warm_up(notebook)
+        await asyncio.to_thread(prepare_output_handling)  # while the first kernel starts
         while not self.exit_requested:
             if self.options.count is not None and trials >= self.options.count:
                 break

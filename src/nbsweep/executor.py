@@ -69,6 +69,15 @@ class Outcome:
     missing_variables: list[str] = field(default_factory=list)
 
 
+def prepare_output_handling() -> None:
+    """Build nbformat's output validator now: nbclient checks every output against the schema,
+    and the first check compiles it (~60 ms, once per process). Call it while waiting for
+    a kernel, not on the first cell's time."""
+    from nbformat.v4 import output_from_msg
+
+    output_from_msg({"header": {"msg_type": "stream"}, "content": {"name": "stdout", "text": ""}})
+
+
 class StopRequest:
     """Set from signal handlers or other threads' ``call_soon_threadsafe``: stop this run."""
 

@@ -25,6 +25,7 @@ from nbsweep.executor import (
     Outcome,
     StopRequest,
     execute,
+    prepare_output_handling,
 )
 from nbsweep.injection import Injection, parameterize
 from nbsweep.kernel import Kernel
@@ -158,11 +159,12 @@ async def run_trial_async(
         for warning in injection.warnings:
             reporter.warn(warning)
         reporter.trial_started(notebook_path, output)
-        if warm:
-            await kernel.wait_ready()
-            await kernel.update_environment({**spec.env, TRIAL_ENV: "1"})
-        else:
-            await kernel.start(spec.cwd or notebook_path.resolve().parent, environ)
+        if not warm:
+            await kernel.launch(spec.cwd or notebook_path.resolve().parent, environ)
+        if kernel.info is None:  # while it boots
+            await asyncio.to_thread(prepare_output_handling)
+        await kernel.wait_ready()
+        await kernel.update_environment({**spec.env, TRIAL_ENV: "1"})
         started_cells = True
         hooks = Hooks(
             cell_started=reporter.cell_started,

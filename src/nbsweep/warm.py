@@ -40,6 +40,7 @@ class WarmKernel:
         await self.kernel.start(self.recipe.cwd, self.recipe.env)
         if self.recipe.preload_code:
             await self.kernel.execute_silently(self.recipe.preload_code, PRELOAD_TIMEOUT)
+        await self.kernel.rehearse()
 
     async def ready(self) -> bool:
         """Wait until it is warm; False if it could not start (``take`` says why)."""

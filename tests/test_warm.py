@@ -102,46 +102,55 @@ def test_preload_code_loads_modules_and_binds_no_names(tmp_path):
 
 
 @pytest.mark.kernel
-def test_nothing_to_lose_only_when_a_kill_skips_nothing(tmp_path):
-    """A kill replaces a polite exit only while the kernel has nothing a polite exit would
-    do beyond what a fresh kernel does."""
-    work = {
-        "exit handler": "import atexit; atexit.register(print, 'bye')",
-        "file open for writing": f"f = open({str(tmp_path / 'out.txt')!r}, 'w')",
-        "thread": "import threading, time\n"
-        "threading.Thread(target=time.sleep, args=(30,), daemon=False).start()",
+def test_a_finished_kernel_is_killed_only_where_that_loses_nothing(tmp_path):
+    """A kill replaces a polite exit only while the kernel has nothing more to do at exit
+    than a fresh kernel; with exit handlers or threads but no file open for writing, the
+    polite exit skips the interpreter's teardown; an open file gets the whole of it."""
+    plans = {
+        "x = [1, 2, 3]\nimport json": "kill",
+        "import atexit; atexit.register(print, 'bye')": "polite, no teardown",
+        "import threading, time\n"
+        "threading.Thread(target=time.sleep, args=(30,), daemon=False).start()": (
+            "polite, no teardown"
+        ),
+        f"f = open({str(tmp_path / 'out.txt')!r}, 'w')": "polite",
     }
 
-    async def check(code: str | None) -> bool:
+    async def plan(code: str | None) -> str:
         kernel = Kernel()
         try:
             await kernel.start(tmp_path, dict(os.environ))
             if code:
                 assert await kernel.execute_silently(code, 30)
-            return await kernel.nothing_to_lose()
+            return await kernel.exit_plan()
         finally:
             await kernel.stop(graceful=False)
 
-    assert run_async(check(None)) is True
-    assert run_async(check("x = [1, 2, 3]\nimport json")) is True
-    for name, code in work.items():
-        assert run_async(check(code)) is False, name
+    assert run_async(plan(None)) == "kill"
+    for code, expected in plans.items():
+        assert run_async(plan(code)) == expected, code
 
 
 @pytest.mark.kernel
-def test_exit_work_of_a_finished_notebook_is_done(cli, tmp_path):
-    """What a polite exit does (exit handlers, flushing an unclosed file) still happens."""
-    write_notebook(
-        tmp_path / "nb.ipynb",
-        [
-            "import atexit\natexit.register(lambda: open('atexit.txt', 'w').write('ran'))",
-            "log = open('unclosed.txt', 'w')\nlog.write('x' * 100)",
-        ],
-    )
+@pytest.mark.parametrize("unclosed_file", [False, True], ids=["no-teardown", "and-a-file"])
+def test_exit_work_of_a_finished_notebook_is_done(cli, tmp_path, unclosed_file):
+    """What a polite exit does (exit handlers, a thread's work, flushing an unclosed file)
+    still happens, whichever way the kernel is stopped."""
+    cells = [
+        "import atexit\natexit.register(lambda: open('atexit.txt', 'w').write('ran'))",
+        "import threading, time, pathlib\n"
+        "def later():\n    time.sleep(0.5)\n    pathlib.Path('thread.txt').write_text('done')\n"
+        "threading.Thread(target=later).start()",
+    ]
+    if unclosed_file:
+        cells.append("log = open('unclosed.txt', 'w')\nlog.write('x' * 100)")
+    write_notebook(tmp_path / "nb.ipynb", cells)
     result = cli("run", "nb.ipynb")
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "atexit.txt").read_text() == "ran"
-    assert (tmp_path / "unclosed.txt").read_text() == "x" * 100
+    assert (tmp_path / "thread.txt").read_text() == "done"
+    if unclosed_file:
+        assert (tmp_path / "unclosed.txt").read_text() == "x" * 100
 
 
 # --- warm kernels in the agent (local sweeps) ---------------------------------------------

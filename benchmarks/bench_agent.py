@@ -20,8 +20,9 @@ no account. Each agent gets N scripted trials (``--trials``, default 4), then ``
 The notebook, written to a temporary folder, has four cells: the first appends
 ``start <time.time()>`` to the file named by ``$BENCH_LOG`` (set in the agent's environment;
 the kernel inherits it under every runner), then a ``parameters`` cell ``lr = 0.1``, a small
-work cell that also sleeps ``--trial-seconds`` (default 0), and a last cell that appends ``end <time.time()> lr=<lr>``. A gap is the next
-trial's ``start`` minus the previous trial's ``end``; N trials give N - 1 gaps. Reported per
+work cell that also sleeps ``--trial-seconds`` (default 0), and a last cell that appends
+``end <time.time()> lr=<lr>``. A gap is the next trial's ``start`` minus the previous
+trial's ``end``; N trials give N - 1 gaps. Reported per
 agent: the median, min and max gap, the agent process's total wall time, and both as a
 multiple of the baseline's in the same run.
 

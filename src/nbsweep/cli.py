@@ -117,63 +117,38 @@ def run(
     """
     from nbsweep.early import EarlyKernel
 
+    # The kernel boots while the rest of this command imports and reads the values.
     early = EarlyKernel(notebook, execution["kernel"], execution["cwd"])
     try:
-        _run(
-            early,
-            notebook,
-            args,
-            pairs,
-            raw_pairs,
-            files,
-            args_json,
-            output,
-            metrics_json,
-            **execution,
+        from nbsweep.arguments import PARAM_PATH_ENV, ParameterSources, collect
+        from nbsweep.files import ensure_writable_folder, write_json
+        from nbsweep.reporting import Reporter, failure_message
+        from nbsweep.trial import exit_code_for_stop, run_trial
+        from nbsweep.wandb_run import agent_sweep_path, run_under_wandb_agent
+
+        sources = ParameterSources(
+            args, files, args_json, pairs, raw_pairs, os.environ.get(PARAM_PATH_ENV)
         )
+        spec = _trial_spec(notebook, collect(sources), output, **execution)
+        if metrics_json is not None:
+            ensure_writable_folder(metrics_json.parent, "--metrics-json")
+        reporter = Reporter(log_output=execution["log_output"])
+        if agent_sweep_path(os.environ) is not None:
+            result = run_under_wandb_agent(spec, reporter, os.environ, early)
+        else:
+            result = run_trial(spec, reporter, early=early)
+        _print_metrics(result)
+        if metrics_json is not None:
+            write_json(result.metrics.to_json(), metrics_json)
+        if result.status == "stopped":
+            raise _Failure(
+                f"stopped ({result.reason}); partial notebook saved: {result.output}",
+                exit_code_for_stop(result.reason),
+            )
+        if result.status == "failed":
+            raise _Failure(failure_message(result), EXIT_FAILED)
     finally:
         early.close()
-
-
-def _run(
-    early: Any,
-    notebook: Path,
-    args: tuple[str, ...],
-    pairs: tuple,
-    raw_pairs: tuple,
-    files: tuple[str, ...],
-    args_json: tuple[str, ...],
-    output: Path | None,
-    metrics_json: Path | None,
-    **execution: Any,
-) -> None:
-    from nbsweep.arguments import PARAM_PATH_ENV, ParameterSources, collect
-    from nbsweep.files import ensure_writable_folder, write_json
-    from nbsweep.reporting import Reporter, failure_message
-    from nbsweep.trial import exit_code_for_stop, run_trial
-    from nbsweep.wandb_run import agent_sweep_path, run_under_wandb_agent
-
-    sources = ParameterSources(
-        args, files, args_json, pairs, raw_pairs, os.environ.get(PARAM_PATH_ENV)
-    )
-    spec = _trial_spec(notebook, collect(sources), output, **execution)
-    if metrics_json is not None:
-        ensure_writable_folder(metrics_json.parent, "--metrics-json")
-    reporter = Reporter(log_output=execution["log_output"])
-    if agent_sweep_path(os.environ) is not None:
-        result = run_under_wandb_agent(spec, reporter, os.environ, early)
-    else:
-        result = run_trial(spec, reporter, early=early)
-    _print_metrics(result)
-    if metrics_json is not None:
-        write_json(result.metrics.to_json(), metrics_json)
-    if result.status == "stopped":
-        raise _Failure(
-            f"stopped ({result.reason}); partial notebook saved: {result.output}",
-            exit_code_for_stop(result.reason),
-        )
-    if result.status == "failed":
-        raise _Failure(failure_message(result), EXIT_FAILED)
 
 
 def _trial_spec(

@@ -255,7 +255,7 @@ class Agent:
         cwd = (spec.cwd or notebook.resolve().parent).resolve()
         preload = self.options.preload
         return KernelRecipe(
-            spec.kernel_name or nb.metadata.get("kernelspec", {}).get("name", "python3"),
+            spec.kernel_for(nb),
             cwd,
             {**os.environ, TRIAL_ENV: "1"},
             preload.code(preload.modules_for(nb, cwd)),

@@ -72,6 +72,10 @@ class TrialSpec:
     """Added to this process's environment for the kernel."""
     execution: ExecutionOptions = field(default_factory=ExecutionOptions)
 
+    def kernel_for(self, nb: NotebookNode) -> str:
+        """``kernel_name``, else the notebook's kernelspec (python3 if it names none)."""
+        return self.kernel_name or nb.metadata.get("kernelspec", {}).get("name", "python3")
+
 
 @dataclass
 class TrialResult:
@@ -150,9 +154,7 @@ async def run_trial_async(
 
     metrics = Metrics(on_record=on_record)
     warm = kernel is not None
-    kernel = kernel or Kernel(
-        spec.kernel_name or nb.metadata.get("kernelspec", {}).get("name", "python3")
-    )
+    kernel = kernel or Kernel(spec.kernel_for(nb))
     stop = stop or StopRequest()
     started_cells = False
     try:

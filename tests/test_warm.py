@@ -290,3 +290,15 @@ def test_a_signal_while_the_next_kernel_preloads_ends_the_agent(local, tmp_path)
     assert time.monotonic() - started < 10, "the agent did not wait for the preload"
     assert not local.leftovers(timeout=10)
     assert local.status(sweep_id)["runs"] == [], "no trial was handed out"
+
+
+@pytest.mark.kernel
+def test_a_notebook_removed_mid_sweep_is_a_one_line_error(local, tmp_path):
+    sweep_id = local.sweep(
+        "method: grid\nparameters:\n  x: {values: [1, 2]}\n",
+        [("x = 0", ["parameters"]), "import os\nos.remove('nb.ipynb')"],
+    )
+    result = local("agent", f"local:{sweep_id}", "--no-wandb")
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "cannot read notebook 'nb.ipynb'" in result.stderr

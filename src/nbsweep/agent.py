@@ -243,7 +243,11 @@ class Agent:
 
     def _read(self, notebook: Path) -> tuple[NotebookNode, KernelRecipe]:
         """The notebook and its kernels' recipe, made once and again when the file changes."""
-        stat = notebook.stat()
+        try:
+            stat = notebook.stat()
+        except OSError:
+            files.read_notebook(notebook)  # raises NotebookError: says what is wrong
+            raise
         key = (stat.st_mtime_ns, stat.st_size)
         if self._notebook is None or self._notebook[0] != key:
             nb = files.read_notebook(notebook)

@@ -77,7 +77,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from common import aligned, console_script, kill_tree, machine, versions, write_json, write_notebook
+from common import (
+    aligned,
+    console_script,
+    isolated_env,
+    kill_tree,
+    machine,
+    percentile,
+    versions,
+    write_json,
+    write_notebook,
+)
 
 from nbsweep.local_store import AgentIdentity, RunRecord, RunState, Store
 
@@ -101,19 +111,6 @@ VERSIONS = (
 # --------------------------------------------------------------------------- helpers
 
 
-def percentile(values: list[float], fraction: float) -> float | None:
-    """Linear interpolation between closest ranks (``statistics.quantiles``' inclusive)."""
-    if not values:
-        return None
-    if len(values) == 1:
-        return values[0]
-    ordered = sorted(values)
-    position = (len(ordered) - 1) * fraction
-    low = math.floor(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
-
-
 def run_command(
     command: list[str], cwd: Path, env: dict[str, str], log: Path, timeout: float
 ) -> float:
@@ -134,28 +131,6 @@ def run_command(
         why = f"still running after {timeout:.0f}s, killed" if code is None else f"exit {code}"
         raise SystemExit(f"{' '.join(command)}: {why}\n{tail}")
     return elapsed
-
-
-def base_env(home: Path) -> dict[str, str]:
-    """The caller's environment without W&B or store settings, with a home of its own."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith("WANDB_") and key != "NBSWEEP_STORE"
-    }
-    env.update(
-        HOME=str(home),
-        PATH=str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", ""),
-        PYTHONUNBUFFERED="1",
-        WANDB_SILENT="true",
-        WANDB_ERROR_REPORTING="false",
-        WANDB_DISABLE_GIT="true",
-        WANDB_DISABLE_CODE="true",
-        # No system metrics or machine probes (they would also ask cloud metadata URLs).
-        WANDB__DISABLE_STATS="true",
-        WANDB__DISABLE_MACHINE_INFO="true",
-    )
-    return env
 
 
 def write_trivial_notebook(folder: Path) -> Path:
@@ -630,7 +605,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.hand_out_only:
             home = work / "home"
             home.mkdir()
-            env = base_env(home)
+            env = isolated_env(home, offline=False)
             print("warming up", file=sys.stderr, flush=True)
             warm_up(work, env)
             variants = [

@@ -68,13 +68,14 @@ def without_agent_env() -> dict[str, str]:
     return {key: value for key, value in os.environ.items() if key not in AGENT_ENV}
 
 
-def isolated_env(home: Path) -> dict[str, str]:
+def isolated_env(home: Path, offline: bool = True) -> dict[str, str]:
     """The caller's environment for a benchmark's subprocesses, cut off from its W&B setup.
 
     None of the caller's ``WANDB_*`` or ``NBSWEEP_STORE`` settings; ``HOME`` is ``home`` (a
     fresh IPython profile, no wandb settings or netrc); this interpreter's bin folder first
-    on ``PATH``; wandb offline and silent, with no error reports, git or code saving, system
-    metrics or machine probes (they would ask cloud metadata URLs): no account, no network.
+    on ``PATH``; wandb silent (and ``WANDB_MODE=offline`` with ``offline``), with no error
+    reports, git or code saving, system metrics or machine probes (they would ask cloud
+    metadata URLs): no account, no network.
     """
     env = {
         key: value
@@ -85,7 +86,6 @@ def isolated_env(home: Path) -> dict[str, str]:
         HOME=str(home),
         PATH=str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", ""),
         PYTHONUNBUFFERED="1",
-        WANDB_MODE="offline",
         WANDB_SILENT="true",
         WANDB_ERROR_REPORTING="false",
         WANDB_DISABLE_GIT="true",
@@ -93,6 +93,8 @@ def isolated_env(home: Path) -> dict[str, str]:
         WANDB__DISABLE_STATS="true",
         WANDB__DISABLE_MACHINE_INFO="true",
     )
+    if offline:
+        env["WANDB_MODE"] = "offline"
     return env
 
 

@@ -29,19 +29,40 @@ def test_plain_lines_without_a_terminal():
 def test_metrics_capture_in_order_and_non_finite_values():
     seen = []
     metrics = Metrics(on_record=seen.append)
-    mime = "application/vnd.nbsweep.metrics+json"
-    assert metrics.capture({"text/plain": "x"}) is None
-    metrics.capture({mime: {"step": 0, "metrics": {"loss": "NaN", "acc": 0.5}}})
-    metrics.capture({mime: {"step": 1, "metrics": {"loss": 0.25}}})
+    assert metrics.take({"w": 1}) is None and metrics.used_wandb
+    metrics.take({"h": {"loss": "NaN", "acc": 0.5}, "s": 0, "o": "nbsweep"})
+    metrics.take({"u": {"acc": 0.75}})  # a summary write overrides what was logged before
+    metrics.take({"h": {"loss": 0.25}, "s": 1, "o": "wandb"})
     metrics.final["best"] = "Infinity"
-    assert [r.step for r in seen] == [0, 1]
-    assert metrics.summary() == {"loss": 0.25, "acc": 0.5, "best": "Infinity"}
+    assert [(r.step, r.source) for r in seen] == [(0, "nbsweep"), (1, "wandb")]
+    assert metrics.summary() == {"loss": 0.25, "acc": 0.75, "best": "Infinity"}
     assert metrics.to_json()["history"][0] == {"step": 0, "loss": "NaN", "acc": 0.5}
+
+
+def test_the_channel_hands_over_complete_lines_in_order(tmp_path, monkeypatch):
+    from nbsweep import kernel_hooks
+    from nbsweep.metrics import MetricsChannel
+
+    channel = MetricsChannel()
+    monkeypatch.setitem(__import__("os").environ, "NBSWEEP_METRICS_FILE", str(channel.path))
+    metrics = Metrics()
+    for i in range(3):
+        kernel_hooks.emit({"h": {"i": i}, "s": i, "o": "nbsweep"})
+    with channel.path.open("ab") as file:
+        file.write(b'{"h": {"i": 3}')  # a line still being written is not read yet
+    assert channel.read(metrics) == 3
+    with channel.path.open("ab") as file:
+        file.write(b', "s": 3}\n')
+    channel.read(metrics)
+    assert [r.values["i"] for r in metrics.history] == [0, 1, 2, 3]
+    channel.close()
+    assert not channel.folder.exists()
 
 
 def test_log_outside_nbsweep_prints(capsys, monkeypatch):
     import nbsweep
 
     monkeypatch.delenv("NBSWEEP_TRIAL", raising=False)
+    monkeypatch.delenv("NBSWEEP_METRICS_FILE", raising=False)
     nbsweep.log({"loss": 0.5}, step=3)
     assert capsys.readouterr().out == "nbsweep.log step 3: loss=0.5\n"

@@ -29,8 +29,8 @@ from nbsweep.kernel_api import TRIAL_ENV
 from nbsweep.metrics import MetricRecord, Metrics
 from nbsweep.preload import Preload
 from nbsweep.reporting import Reporter
+from nbsweep.sweep_path import SweepPath
 from nbsweep.trial import RUNS_FOLDER, TrialResult, TrialSpec, run_trial_async
-from nbsweep.wandb_api import SweepPath
 from nbsweep.warm import KernelRecipe, WarmKernel
 
 # A trial that runs this long has the next trial's kernel started beside it. Sooner, the
@@ -124,6 +124,8 @@ class Agent:
         self.reporting: Future[None] | None = None
         """The last offline run's reporting, which the next hand-out waits for."""
         self._notebook: tuple[tuple[int, int], NotebookNode, KernelRecipe] | None = None
+        self.sweep_config: dict[str, Any] | None = None
+        """The sweep's config as its server holds it (the notebook's wandb.sweep sees it)."""
 
     async def run(self) -> int:
         """Run trials until done; the exit code (0 done, 1 failures, 130 interrupted)."""
@@ -164,6 +166,7 @@ class Agent:
 
     async def _loop(self) -> int:
         sweep = await asyncio.to_thread(self.server.sweep, self.path)
+        self.sweep_config = sweep.get("config") or None
         notebook = resolve_notebook(self.options.notebook, sweep.get("config", {}).get("program"))
         agent_id = await asyncio.to_thread(
             self.server.create_agent, self.path, socket.gethostname()
@@ -309,6 +312,7 @@ class Agent:
         self, agent_id: str, notebook: Path, command: dict[str, Any], warm_next: bool = True
     ) -> TrialResult:
         from nbsweep import wandb_run
+        from nbsweep.run_reporter import RunMode, RunReporter
 
         run_id = str(command["run_id"])
         values = {
@@ -324,26 +328,29 @@ class Agent:
             values=list(values.items()),
             env=self.server.trial_environment(self.path, run_id, param_file),
             output=Path(RUNS_FOLDER) / self.path.sweep / run_id / notebook.name,
+            sweep_id=self.path.sweep,
+            sweep_config=self.sweep_config,
         )
         nb = self._read(notebook)[0]
-        owns_run = not wandb_run.notebook_opens_run(nb)
-        run = None
-        lane = self._on_wandb_lane
-        offline = self.server.offline_runs
-        records: list[MetricRecord] = []
-        if owns_run and self.options.report_to_wandb:
-            run = wandb_run.TrialRun(
-                self.path, run_id, values, param_file, self.options.wandb_dir, offline=offline
-            )
-            if not offline:  # a W&B sweep watches the run live (hyperband reads its metrics)
-                lane(wandb_run.start_or_warn, run, self.reporter.warn)
+        mode = RunMode.choose(
+            nb, enabled=self.options.report_to_wandb, offline=self.server.offline_runs
+        )
+        wandb = RunReporter(
+            mode,
+            self.path,
+            run_id,
+            values,
+            param_file,
+            self.options.wandb_dir,
+            self._on_wandb_lane,
+            self.reporter.warn,
+            offline=self.server.offline_runs,
+        )
+        wandb.started()
 
         def on_metric(record: MetricRecord) -> None:
             self.server.record_metric(run_id, record)
-            if run is not None and offline:
-                records.append(record)
-            elif run is not None:
-                lane(run.log, record)
+            wandb.record(record)
 
         self.stop, self.current_run = StopRequest(), run_id
         self.reporter.line(f"run {run_id}: {_describe(values)}")
@@ -380,11 +387,9 @@ class Agent:
         await asyncio.to_thread(self.server.trial_finished, run_id, result)
         if warming is not None:
             self._warm_up(notebook)  # a short trial: warm up in the gap instead
-        warn = self.reporter.warn
-        if run is not None and offline:
-            self.reporting = lane(wandb_run.report_afterwards, run, records, result, warn)
-        elif self.options.report_to_wandb and (run is not None or not (owns_run or offline)):
-            lane(wandb_run.finish_reporting, run, self.path, run_id, result, warn)
+        reporting = wandb.finished(result)
+        if mode is RunMode.OWNED_OFFLINE:
+            self.reporting = reporting  # the next hand-out waits for it, beside the kernel
         return result
 
     async def _heartbeat_while_running(self, agent_id: str, run_id: str) -> None:

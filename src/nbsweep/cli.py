@@ -123,8 +123,9 @@ def run(
         from nbsweep.arguments import PARAM_PATH_ENV, ParameterSources, collect
         from nbsweep.files import ensure_writable_folder, write_json
         from nbsweep.reporting import Reporter, failure_message
+        from nbsweep.run_reporter import run_under_wandb_agent
+        from nbsweep.sweep_path import agent_sweep_path
         from nbsweep.trial import exit_code_for_stop, run_trial
-        from nbsweep.wandb_run import agent_sweep_path, run_under_wandb_agent
 
         sources = ParameterSources(
             args, files, args_json, pairs, raw_pairs, os.environ.get(PARAM_PATH_ENV)
@@ -252,7 +253,8 @@ def agent(
     from nbsweep.local_sweep import LocalSweepServer, local_sweep_id, open_store
     from nbsweep.preload import Preload
     from nbsweep.reporting import Reporter
-    from nbsweep.wandb_api import Credentials, SweepPath, SweepService
+    from nbsweep.sweep_path import SweepPath
+    from nbsweep.wandb_api import Credentials, SweepService
 
     preloading = Preload.parse(preload, preload_cuda)
     if gpus is not None or workers is not None:

@@ -11,7 +11,7 @@ import ast
 import asyncio
 import json
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -47,7 +47,6 @@ class Hooks:
     """(cell index, number among code cells starting at 1, number of code cells)."""
     cell_finished: Callable[[int, float], None] = lambda index, seconds: None
     stream: Callable[[str, str], None] = lambda name, text: None
-    display: Callable[[Mapping[str, Any]], None] = lambda data: None
 
 
 @dataclass(frozen=True)
@@ -119,8 +118,6 @@ class _TrialClient(NotebookClient):
         kind, content = msg["msg_type"], msg["content"]
         if kind == "stream":
             self.hooks.stream(content.get("name", "stdout"), content.get("text", ""))
-        elif kind in ("display_data", "execute_result", "update_display_data"):
-            self.hooks.display(content.get("data", {}))
         return super().process_message(msg, cell, cell_index)
 
     def _remember_error(self, cell: NotebookNode, cell_index: int, execute_reply: dict) -> None:

@@ -265,9 +265,13 @@ class Kernel:
         code = f"__import__('os').environ.update({to_literal(changed)})"
         # Not waited for: the kernel runs requests in order, so it is done before the first
         # cell, and a kernel that cannot do this cannot run that cell either.
+        self.send_silently(code)
+        self.env.update(changed)
+
+    def send_silently(self, code: str) -> None:
+        """Queue ``code`` to run before whatever is sent next, without waiting for it."""
         assert self.client is not None
         self.client.execute(code, silent=True, store_history=False)
-        self.env.update(changed)
 
     async def retire(self, finished: bool) -> None:
         """Stop a kernel whose trial is over: politely where its notebook ``finished`` and

@@ -15,8 +15,8 @@ from nbsweep.local_store import AgentIdentity, RunState, Store
 
 if TYPE_CHECKING:
     from nbsweep.metrics import MetricRecord
+    from nbsweep.sweep_path import SweepPath
     from nbsweep.trial import TrialResult
-    from nbsweep.wandb_api import SweepPath
 
 DEFAULT_STORE = Path(".nbsweep") / "sweeps.db"
 STORE_ENV = "NBSWEEP_STORE"

@@ -30,7 +30,9 @@ from nbsweep.executor import (
 from nbsweep.injection import Injection, parameterize
 from nbsweep.kernel import Kernel
 from nbsweep.kernel_api import TRIAL_ENV
-from nbsweep.metrics import MetricRecord, Metrics
+from nbsweep.kernel_hooks import TRIAL_FILE_ENV
+from nbsweep.literals import to_literal
+from nbsweep.metrics import MetricRecord, Metrics, MetricsChannel
 from nbsweep.parameters import DEFAULT_CONFIG_VAR, is_parameter_name
 from nbsweep.redaction import Redactor
 from nbsweep.reporting import Reporter
@@ -49,6 +51,18 @@ if _nbsweep_wandb is not None and getattr(_nbsweep_wandb, "run", None) is not No
     _nbsweep_wandb.finish(exit_code={code})
 del _nbsweep_sys, _nbsweep_wandb
 """
+# Patches wandb in the kernel (now, or when the notebook imports it); a kernel without
+# nbsweep installed runs the notebook as it is.
+_INSTALL_HOOKS = """\
+try:
+    __import__("nbsweep.kernel_hooks").kernel_hooks.install()
+except ImportError:
+    pass
+"""
+_FLUSH_PENDING_ROWS = "__import__('nbsweep.kernel_hooks').kernel_hooks.flush_pending()"
+# How often the metrics channel is read while cells run (hyperband and progress see a
+# record this late at most); it is read once more at the end, so nothing is lost.
+_CHANNEL_POLL = 0.05
 
 
 @dataclass(frozen=True)
@@ -71,6 +85,10 @@ class TrialSpec:
     env: Mapping[str, str] = field(default_factory=dict)
     """Added to this process's environment for the kernel."""
     execution: ExecutionOptions = field(default_factory=ExecutionOptions)
+    sweep_id: str | None = None
+    """The sweep this trial belongs to: what the notebook's ``wandb.sweep`` returns."""
+    sweep_config: Mapping[str, Any] | None = None
+    """The running sweep's config, compared with the one the notebook passes to wandb.sweep."""
 
     def kernel_for(self, nb: NotebookNode) -> str:
         """``kernel_name``, else the notebook's kernelspec (python3 if it names none)."""
@@ -144,7 +162,14 @@ async def run_trial_async(
             await kernel.stop(graceful=False)
         raise
     nb = injection.notebook
-    environ = {**os.environ, **spec.env, TRIAL_ENV: "1"}
+    channel = MetricsChannel()
+    trial_env = {
+        **spec.env,
+        TRIAL_ENV: "1",
+        **channel.environment(),
+        **_trial_file(spec, injection, channel),
+    }
+    environ = {**os.environ, **trial_env}
     redactor = Redactor.from_environ(environ)
 
     def on_record(record: MetricRecord) -> None:
@@ -166,16 +191,27 @@ async def run_trial_async(
         if kernel.info is None:  # while it boots
             await asyncio.to_thread(prepare_output_handling)
         await kernel.wait_ready()
-        await kernel.update_environment({**spec.env, TRIAL_ENV: "1"})
+        await kernel.update_environment(trial_env)
+        kernel.send_silently(_INSTALL_HOOKS)
         started_cells = True
         hooks = Hooks(
             cell_started=reporter.cell_started,
             cell_finished=reporter.cell_finished,
             stream=lambda name, text: reporter.stream(name, redactor.text(text)),
-            display=metrics.capture,
         )
-        outcome = await execute(nb, kernel, spec.execution, hooks, stop, spec.metric_variables)
+        following = asyncio.ensure_future(_follow(channel, metrics))
+        try:
+            outcome = await execute(
+                nb, kernel, spec.execution, hooks, stop, spec.metric_variables
+            )
+        finally:
+            following.cancel()
+            await asyncio.gather(following, return_exceptions=True)
+        channel.read(metrics)
         kernel_lost = not await kernel.is_alive()
+        if metrics.used_wandb and not kernel_lost:
+            # Rows the notebook left uncommitted are W&B's at its run's end: nbsweep's now.
+            await kernel.execute_silently(_FLUSH_PENDING_ROWS, _FINISH_RUN_TIMEOUT)
         if outcome.status != "finished" and not kernel_lost:
             # A kernel shut down with the notebook's own wandb run open would finish it
             # with exit code 0: end it as what it was first.
@@ -183,11 +219,15 @@ async def run_trial_async(
             await kernel.execute_silently(
                 _FINISH_NOTEBOOK_RUN.format(code=code), _FINISH_RUN_TIMEOUT
             )
+        channel.read(metrics)  # every record is in the file before its cell's reply
     except BaseException:
         await kernel.stop(graceful=False)
+        channel.read(metrics)
+        channel.close()
         if started_cells:  # nbsweep itself failed: keep what ran
             _save(nb, output, "failed", "error", None, None, started, redactor)
         raise
+    channel.close()
     try:
         result = _result(spec, injection, outcome, kernel, kernel_lost, metrics, output, started)
         _save(nb, output, *_record(result), started, redactor)
@@ -201,6 +241,30 @@ async def run_trial_async(
             retire(stopping)
     reporter.trial_finished(result)
     return result
+
+
+async def _follow(channel: MetricsChannel, metrics: Metrics) -> None:
+    """Read the channel as it grows, so that progress and hyperband see records live."""
+    while True:
+        channel.read(metrics)
+        await asyncio.sleep(_CHANNEL_POLL)
+
+
+def _trial_file(spec: TrialSpec, injection: Injection, channel: MetricsChannel) -> dict[str, str]:
+    """What the kernel's wandb needs of the trial: its values (for ``wandb.config``) and
+    its sweep (for ``wandb.sweep``), as a Python literal the kernel reads with ``ast``."""
+    trial = {
+        "values": injection.values,
+        "sweep_id": spec.sweep_id,
+        "sweep_config": dict(spec.sweep_config) if spec.sweep_config else None,
+    }
+    try:
+        text = to_literal(trial)
+    except ParameterError:  # a sweep config with a value no literal holds: values only
+        text = to_literal({**trial, "sweep_config": None})
+    path = channel.folder / "trial-values.py"
+    path.write_text(text, encoding="utf-8")
+    return {TRIAL_FILE_ENV: str(path)}
 
 
 def _result(

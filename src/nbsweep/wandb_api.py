@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from nbsweep.errors import NbsweepError, UsageError
+from nbsweep.sweep_path import SweepPath, trial_environment
 
 if TYPE_CHECKING:
     import requests
@@ -64,28 +65,6 @@ class WandbServerError(NbsweepError):
 
 class SweepNotFound(WandbServerError):
     """The sweep does not exist (any more)."""
-
-
-@dataclass(frozen=True)
-class SweepPath:
-    """``id``, ``project/id`` or ``entity/project/id``, as ``wandb agent`` accepts."""
-
-    sweep: str
-    project: str | None = None
-    entity: str | None = None
-
-    @classmethod
-    def parse(cls, text: str, environ: Mapping[str, str] = os.environ) -> SweepPath:
-        parts = text.strip().strip("/").split("/")
-        if not all(parts) or len(parts) > 3:
-            raise UsageError(f"sweep id {text!r} is not ID, PROJECT/ID or ENTITY/PROJECT/ID")
-        sweep = parts[-1]
-        project = parts[-2] if len(parts) >= 2 else environ.get("WANDB_PROJECT")
-        entity = parts[-3] if len(parts) == 3 else environ.get("WANDB_ENTITY")
-        return cls(sweep, project or None, entity or None)
-
-    def __str__(self) -> str:
-        return "/".join(part for part in (self.entity, self.project, self.sweep) if part)
 
 
 @dataclass(frozen=True)
@@ -218,8 +197,6 @@ class SweepService:
         return list(parsed or [])
 
     def trial_environment(self, path: SweepPath, run_id: str, param_file: Any) -> dict[str, str]:
-        from nbsweep.wandb_run import trial_environment
-
         return trial_environment(path, run_id, param_file)
 
     def record_metric(self, run_id: str, record: Any) -> None:

@@ -16,12 +16,10 @@ from nbformat import NotebookNode
 from nbsweep import files
 from nbsweep.metrics import MetricRecord
 from nbsweep.parameters import parse_leniently
+from nbsweep.sweep_path import SweepPath
 
 if TYPE_CHECKING:
-    from nbsweep.early import EarlyKernel
-    from nbsweep.reporting import Reporter
-    from nbsweep.trial import TrialResult, TrialSpec
-    from nbsweep.wandb_api import SweepPath
+    from nbsweep.trial import TrialResult
 
 # wandb records these; what a stopped trial exits with, like a process stopped by Ctrl-C.
 EXIT_CODES = {"finished": 0, "failed": 1, "stopped": 130}
@@ -54,41 +52,6 @@ def write_param_file(wandb_dir: Path, sweep: str, run_id: str, values: Mapping[s
     # Read once, at once, by the trial: a crash loses nothing if it never reaches the disk.
     files.atomic_write_text(path, "wandb_version: 1\n\n" + body, durable=False)
     return path
-
-
-def trial_environment(path: SweepPath, run_id: str, param_file: Path) -> dict[str, str]:
-    """What the kernel needs so that a notebook's own ``wandb.init()`` joins the run."""
-    env = {
-        "WANDB_SWEEP_ID": path.sweep,
-        "WANDB_RUN_ID": run_id,
-        "WANDB_SWEEP_PARAM_PATH": str(param_file),
-    }
-    if path.project:
-        env["WANDB_PROJECT"] = path.project
-    if path.entity:
-        env["WANDB_ENTITY"] = path.entity
-    return env
-
-
-def agent_sweep_path(environ: Mapping[str, str]) -> SweepPath | None:
-    """The sweep ``wandb agent`` set in the environment, if any."""
-    from nbsweep.wandb_api import SweepPath
-
-    sweep = environ.get("WANDB_SWEEP_ID")
-    if not (sweep and environ.get("WANDB_RUN_ID")):
-        return None
-    return SweepPath(sweep, environ.get("WANDB_PROJECT"), environ.get("WANDB_ENTITY"))
-
-
-def from_agent_environment(
-    environ: Mapping[str, str], values: Mapping[str, Any], wandb_dir: Path
-) -> TrialRun | None:
-    """Under ``wandb agent`` (``WANDB_SWEEP_ID`` and ``WANDB_RUN_ID`` set): the trial's run."""
-    path = agent_sweep_path(environ)
-    if path is None:
-        return None
-    param_file = Path(environ.get("WANDB_SWEEP_PARAM_PATH", ""))
-    return TrialRun(path, environ["WANDB_RUN_ID"], values, param_file, wandb_dir)
 
 
 class TrialRun:
@@ -239,31 +202,3 @@ def teardown() -> None:
     wandb = sys.modules.get("wandb")
     if wandb is not None:
         wandb.teardown()
-
-
-def run_under_wandb_agent(
-    spec: TrialSpec,
-    reporter: Reporter,
-    environ: Mapping[str, str],
-    early: EarlyKernel | None = None,
-) -> TrialResult:
-    """``nbsweep run`` under ``wandb agent``: the trial joins the run the agent announced in
-    the environment; nbsweep opens, reports to and closes it if the notebook will not."""
-    from nbsweep.files import read_notebook
-    from nbsweep.injection import nest
-    from nbsweep.trial import run_trial
-
-    path = agent_sweep_path(environ)
-    assert path is not None, "only under wandb agent"
-    notebook_owns_run = notebook_opens_run(read_notebook(spec.notebook))
-    run = None
-    if not notebook_owns_run:
-        run = from_agent_environment(environ, nest(spec.values), Path.cwd())
-    try:
-        run = start_or_warn(run, reporter.warn)
-        result = run_trial(spec, reporter, on_metric=run.log if run else None, early=early)
-        if run is not None or notebook_owns_run:
-            finish_reporting(run, path, environ["WANDB_RUN_ID"], result, reporter.warn)
-    finally:
-        teardown()
-    return result

@@ -27,6 +27,7 @@ from nbsweep.parameters import (
     Leaf,
     ParameterSet,
     find_parameters,
+    find_parameters_or_none,
     is_parameter_name,
 )
 
@@ -144,9 +145,11 @@ def parameterize(
             f"nbsweep injects Python, but this notebook's language is {language!r}: "
             "run it without parameters or use a Python kernel"
         )
-    found = find_parameters(nb, config_var)
+    found = find_parameters_or_none(nb, config_var)
+    if found is None:
+        return _for_wandb_config(nb, nested, origins, config_var, allow_unknown)
     if not allow_unknown:
-        _check_known(nested, found)
+        _check_known(nested, found.tree, found.names(), "the notebook's parameters are")
     warnings: list[str] = []
     nested = _coerce(nested, found.tree, "", warnings)
     source = _render(nested, found)
@@ -163,11 +166,31 @@ def _language(nb: NotebookNode) -> str:
     return (language or "python").lower()
 
 
-def _check_known(nested: dict[str, Any], found: ParameterSet) -> None:
-    unknown = _unknown_names(nested, found.tree, "")
+def _for_wandb_config(
+    nb: NotebookNode,
+    nested: dict[str, Any],
+    origins: list[int | None],
+    config_var: str,
+    allow_unknown: bool,
+) -> Injection:
+    """A notebook with no parameters cell and no config dict that reads ``wandb.config``
+    (W&B's tutorials): nothing is injected; the kernel's ``wandb.init`` gets the values."""
+    from nbsweep.notebook_sweep import analyse
+
+    shape = analyse(nb)
+    if not shape.reads_wandb_config:
+        find_parameters(nb, config_var)  # raises: says how to declare parameters
+    names = [name for name in shape.parameter_names() if is_parameter_name(name)]
+    if names and not allow_unknown:
+        tree = nest([(name, OPAQUE) for name in names])
+        _check_known(nested, tree, names, "the notebook's sweep parameters are")
+    return Injection(nb, nested, (), None, None, tuple(origins))
+
+
+def _check_known(nested: dict[str, Any], tree: Any, known: list[str], listing: str) -> None:
+    unknown = _unknown_names(nested, tree, "")
     if not unknown:
         return
-    known = found.names()
     hints = []
     for name in unknown:
         close = difflib.get_close_matches(name, known, n=1)
@@ -175,7 +198,7 @@ def _check_known(nested: dict[str, Any], found: ParameterSet) -> None:
     listed = ", ".join(known) if known else "none"
     raise ParameterError(
         f"unknown parameter{'s' if len(unknown) > 1 else ''} {', '.join(hints)}; "
-        f"the notebook's parameters are: {listed}. Pass --allow-unknown to inject anyway"
+        f"{listing}: {listed}. Pass --allow-unknown to inject anyway"
     )
 
 

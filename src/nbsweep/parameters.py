@@ -98,7 +98,8 @@ def find_parameters(nb: NotebookNode, config_var: str = DEFAULT_CONFIG_VAR) -> P
         raise NotebookError(
             "no parameters found: tag the cell that sets the defaults with 'parameters' "
             "(Jupyter: View > Cell Toolbar > Tags) or define them in a top-level "
-            f"`{config_var} = {{...}}` dict (--config-var names another variable)"
+            f"`{config_var} = {{...}}` dict (--config-var names another variable), or read "
+            "them from wandb.config after wandb.init()"
         )
     return found
 

@@ -1,0 +1,100 @@
+"""Reading the W&B way of writing a sweep notebook with `ast`: no kernel."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+from conftest import make_notebook
+
+from nbsweep.notebook_sweep import analyse, sweep_parameter_names
+
+ROOT = Path(__file__).parent.parent
+
+
+def test_the_tutorial_dict_built_over_cells_is_resolved():
+    found = analyse(nbformat.read(ROOT / "notebooks" / "wandb_tutorial.ipynb", as_version=4))
+    assert found.config_name == "sweep_config" and found.sweep_cell == 8
+    assert found.config["method"] == "random"
+    assert found.config["metric"] == {"name": "loss", "goal": "minimize"}
+    assert found.parameter_names() == [
+        "optimizer", "hidden_units", "epochs", "learning_rate", "batch_size"
+    ]  # fmt: skip
+    assert found.project == "digits-sweeps-demo"
+    assert (found.agent_function, found.agent_cell, found.agent_count) == ("train", 11, 5)
+    assert found.reads_wandb_config and not found.problems
+
+
+def test_aliases_updates_nested_keys_and_inline_sweeps():
+    nb = make_notebook(
+        [
+            "import wandb as wb",
+            "params = dict(lr={'min': 0.1, 'max': 1.0})\ncfg = {'method': 'grid'}",
+            "cfg['parameters'] = params\nparams.update(depth={'values': [1, 2]})",
+            "params['lr']['distribution'] = 'uniform'\nparams.update({'opt': {'parameters': "
+            "{'beta1': {'value': 0.9}}}})",
+            "sweep_id = wb.sweep(sweep=cfg, entity='me')\nwb.agent(sweep_id, function=run)",
+        ]
+    )
+    found = analyse(nb)
+    assert found.config["parameters"]["lr"] == {"min": 0.1, "max": 1.0, "distribution": "uniform"}
+    assert found.parameter_names() == ["lr", "depth", "opt.beta1"]
+    assert found.entity == "me" and found.agent_function == "run" and found.agent_count is None
+
+
+def test_a_step_that_is_not_a_literal_names_its_cell():
+    nb = make_notebook(
+        [
+            "import math, wandb",
+            "sweep_config = {'method': 'random'}",
+            "sweep_config['parameters'] = {'lr': {'min': math.log(1e-4), 'max': 0.0}}",
+            "sweep_id = wandb.sweep(sweep_config)",
+        ]
+    )
+    found = analyse(nb)
+    assert found.config is None
+    assert len(found.problems) == 1
+    assert found.problems[0].startswith("cell 2 line 1: math.log(")
+    assert "nbsweep sweep SWEEP.yaml" in found.problems[0]
+
+
+def test_the_config_defaults_patterns():
+    keras = make_notebook(
+        [
+            "import wandb",
+            "def sweep_train(config_defaults={'lr': 0.1, 'layers': 2}):\n"
+            "    with wandb.init(config=config_defaults):\n        pass",
+            "wandb.agent('x', sweep_train, count=10)",
+        ]
+    )
+    assert analyse(keras).defaults == {"lr": 0.1, "layers": 2}
+    tensorflow = make_notebook(
+        [
+            "import wandb",
+            "def sweep_train(config_defaults=None):\n    config_defaults = {'lr': 0.1}\n"
+            "    wandb.init(config=config_defaults)\n    wandb.config.epochs = 2",
+            "wandb.agent('x', sweep_train)",
+        ]
+    )
+    assert analyse(tensorflow).defaults == {"lr": 0.1, "epochs": 2}
+    pyg = make_notebook(
+        [
+            "import wandb",
+            "def train():\n    wandb.init(project='p')\n    config = wandb.config\n"
+            "    config.hidden = 64\n    config.model = model_name()",
+            "wandb.agent('x', function=train)",
+        ]
+    )
+    assert analyse(pyg).defaults == {"hidden": 64}
+
+
+def test_a_notebook_without_wandb():
+    found = analyse(make_notebook([("x = 1", ["parameters"]), "print(x)", "!pip list"]))
+    assert found.config is None and found.agent_function is None
+    assert not found.reads_wandb_config and not found.problems
+
+
+def test_sweep_parameter_names_of_nested_groups():
+    config = {"parameters": {"a": {"value": 1}, "g": {"parameters": {"b": {"values": [1]}}}}}
+    assert sweep_parameter_names(config) == ["a", "g.b"]
+    assert sweep_parameter_names({}) == []

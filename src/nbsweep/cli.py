@@ -167,6 +167,7 @@ def _trial_spec(
     metrics: tuple[str, ...],
     log_output: bool,
     html: bool,
+    run_install_cells: bool,
 ) -> Any:
     from nbsweep.executor import ExecutionOptions
     from nbsweep.trial import TrialSpec
@@ -182,6 +183,7 @@ def _trial_spec(
         kernel_name=kernel,
         cwd=cwd,
         metric_variables=metrics,
+        run_install_cells=run_install_cells,
         execution=ExecutionOptions(cell_timeout, trial_timeout, stop_grace),
     )
 

@@ -52,6 +52,12 @@ def execution_options(command: Callable) -> Callable:
             help="Stop the notebook after this long. Default: no limit.",
         ),
         click.option(
+            "--run-install-cells",
+            is_flag=True,
+            help="Run install lines (!pip install, %pip install, %conda install ...) in "
+            "trials. Default: skip them, saying so once.",
+        ),
+        click.option(
             "--stop-grace",
             type=click.FloatRange(min=0),
             default=10.0,

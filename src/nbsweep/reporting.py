@@ -33,6 +33,7 @@ class Reporter:
         self.tty = self.out.isatty() if tty is None else tty
         self.prefix = prefix
         self._started = time.monotonic()
+        self._said: set[str] = set()
         self._status_shown = False
 
     def line(self, text: str) -> None:
@@ -61,6 +62,12 @@ class Reporter:
 
     def warn(self, message: str) -> None:
         self._line(f"warning: {message}")
+
+    def warn_once(self, message: str) -> None:
+        """``warn``, unless this reporter said it already (an agent reports many trials)."""
+        if message not in self._said:
+            self._said.add(message)
+            self.warn(message)
 
     def trial_started(self, notebook: Path, output: Path) -> None:
         self._started = time.monotonic()

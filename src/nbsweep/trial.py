@@ -28,6 +28,7 @@ from nbsweep.executor import (
     prepare_output_handling,
 )
 from nbsweep.injection import Injection, parameterize
+from nbsweep.install_cells import describe, skip_install_lines
 from nbsweep.kernel import Kernel
 from nbsweep.kernel_api import TRIAL_ENV
 from nbsweep.kernel_hooks import TRIAL_FILE_ENV
@@ -85,6 +86,8 @@ class TrialSpec:
     env: Mapping[str, str] = field(default_factory=dict)
     """Added to this process's environment for the kernel."""
     execution: ExecutionOptions = field(default_factory=ExecutionOptions)
+    run_install_cells: bool = False
+    """Run ``!pip install`` and like lines; by default a trial skips them (and says so)."""
     sweep_id: str | None = None
     """The sweep this trial belongs to: what the notebook's ``wandb.sweep`` returns."""
     sweep_config: Mapping[str, Any] | None = None
@@ -123,13 +126,18 @@ def default_output(notebook: Path, environ: Mapping[str, str]) -> Path:
     return folder / notebook.name
 
 
-def prepare(spec: TrialSpec, nb: NotebookNode) -> Injection:
+def prepare(spec: TrialSpec, nb: NotebookNode) -> tuple[Injection, str | None]:
+    """The notebook as the trial runs it, and what to say once of the install lines it skips."""
     bad = [name for name in spec.metric_variables if not is_parameter_name(name) or "." in name]
     if bad:
         raise ParameterError(f"--metric {bad[0]!r} is not a variable name")
-    return parameterize(
+    injection = parameterize(
         nb, spec.values, config_var=spec.config_var, allow_unknown=spec.allow_unknown
     )
+    if spec.run_install_cells:
+        return injection, None
+    skipped = skip_install_lines(injection.notebook)
+    return injection, describe(skipped, list(injection.origins)) if skipped else None
 
 
 async def run_trial_async(
@@ -154,7 +162,7 @@ async def run_trial_async(
     started = time.monotonic()
     notebook_path = spec.notebook
     try:
-        injection = prepare(spec, notebook or files.read_notebook(notebook_path))
+        injection, install_note = prepare(spec, notebook or files.read_notebook(notebook_path))
         output = spec.output or default_output(notebook_path, {**os.environ, **spec.env})
         files.ensure_writable_folder(output.parent)
     except BaseException:
@@ -185,6 +193,8 @@ async def run_trial_async(
     try:
         for warning in injection.warnings:
             reporter.warn(warning)
+        if install_note is not None:
+            reporter.warn_once(install_note)  # an agent says it once, not per trial
         reporter.trial_started(notebook_path, output)
         if not warm:
             await kernel.launch(spec.cwd or notebook_path.resolve().parent, environ)

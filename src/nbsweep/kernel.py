@@ -15,6 +15,7 @@ import signal
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,9 +29,11 @@ from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.kernelspec import KernelSpec, KernelSpecManager, NoSuchKernel
 
 from nbsweep.errors import KernelStartError
-from nbsweep.processes import die_with_parent
+from nbsweep.processes import become_subreaper, die_with_parent, marked_children, reap
 
 _PYTHON_KERNEL_NAMES = ("python3", "python", "")
+# Set in each kernel's environment, so that whatever it starts carries it, detached or not.
+KERNEL_MARK_ENV = "NBSWEEP_KERNEL_MARK"
 FIRST = asyncio.FIRST_COMPLETED
 T = TypeVar("T")
 # How long a kernel asked to shut down may take (atexit handlers, a wandb run finishing
@@ -138,6 +141,7 @@ class Kernel:
         self._fresh_exit_work: _ExitWork | None = None
         self.env: dict[str, str] = {}
         """The kernel's environment as far as nbsweep set it."""
+        self.mark = uuid.uuid4().hex
 
     async def start(self, cwd: Path, env: Mapping[str, str]) -> None:
         """Start the kernel in ``cwd`` with exactly ``env`` and wait until it answers."""
@@ -149,10 +153,11 @@ class Kernel:
 
         The process boots on another core while the caller prepares the notebook."""
         self.env = dict(env)
+        become_subreaper()
         try:
             await self.manager.start_kernel(
                 cwd=str(cwd),
-                env=dict(env),
+                env={**env, KERNEL_MARK_ENV: self.mark},
                 stdout=self._log,
                 stderr=self._log,
                 preexec_fn=die_with_parent(signal.SIGKILL),
@@ -373,12 +378,19 @@ class Kernel:
         for process in self._known_processes.values():
             with contextlib.suppress(psutil.Error):
                 process.kill()
+        # Orphans the kernel's processes left (re-parented to us, the subreaper) carry its mark.
+        orphans = marked_children(KERNEL_MARK_ENV, self.mark)
+        for process in orphans:
+            with contextlib.suppress(psutil.Error):
+                process.kill()
         # Until they are gone the kernel still looks alive to anyone who asks. /proc shows a
         # killed multi-threaded process as a zombie before waitpid() can reap it, so ask both.
-        await _wait_gone(list(self._known_processes.values()), timeout=5)
+        await _wait_gone([*self._known_processes.values(), *orphans], timeout=5)
         deadline = time.monotonic() + 5
         while await self.is_alive() and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
+        # The kernel is reaped by its manager; what it started is now ours to reap.
+        reap([p for p in [*self._known_processes.values(), *orphans] if p.pid != self.pid])
 
     async def stop(self, graceful: bool = True, grace: float = SHUTDOWN_GRACE) -> None:
         """Shut down (politely if ``graceful``: up to ``grace`` seconds for the kernel's own

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import psutil
 
 _PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
 # Two reads of a process's start time can differ by a clock tick or a boot-time adjustment; a
 # PID reused within a second of the original start would need the PID space to wrap that fast.
 _START_TIME_TOLERANCE = 1.0
@@ -33,6 +34,41 @@ def die_with_parent(signum: int = signal.SIGKILL) -> Callable[[], None] | None:
             ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signum)
 
     return preexec
+
+
+def become_subreaper() -> bool:
+    """Have orphans of our descendants re-parented to us instead of init (Linux, as tini
+    and container inits do): a kernel's daemon that detached itself (``setsid``, a double
+    fork) then stays where ``kill_marked_children`` finds it. False where unsupported."""
+    if not sys.platform.startswith("linux"):
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    return bool(libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
+
+
+def marked_children(name: str, value: str) -> list[psutil.Process]:
+    """Our children whose environment has ``name=value``, with their descendants. As a
+    subreaper, that includes every orphan of a process that carried the mark."""
+    found: dict[int, psutil.Process] = {}
+    for child in psutil.Process().children():
+        try:
+            if child.environ().get(name) != value:
+                continue
+            for process in [child, *child.children(recursive=True)]:
+                found.setdefault(process.pid, process)
+        except (psutil.Error, OSError):
+            continue
+    return list(found.values())
+
+
+def reap(processes: list[psutil.Process]) -> None:
+    """Collect the exit status of those that are our children (killed orphans), so that no
+    zombie is left in the process table; others are their parents' to reap."""
+    ours = os.getpid()
+    for process in processes:
+        with contextlib.suppress(psutil.Error, ChildProcessError, OSError):
+            if process.ppid() == ours:
+                os.waitpid(process.pid, os.WNOHANG)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,86 @@
+"""Nothing a notebook starts outlives its trial: daemons that detach themselves (setsid, a
+double fork, a detach some time after their cell returned, a detached holder of the kernel's
+stdout) are found through nbsweep being their subreaper, killed and reaped. Checked in the
+process table, after `nbsweep run`, after each agent trial, and after SIGTERM of the agent."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+from conftest import CliRun, write_notebook
+
+pytestmark = pytest.mark.kernel
+
+ESCAPES = [
+    ("trial = 0", ["parameters"]),
+    "import os, subprocess, sys, time, pathlib",
+    # A daemon in a session of its own.
+    "subprocess.Popen(['sleep', '777'], start_new_session=True)",
+    # A double fork whose intermediate exits at once: its child is an orphan immediately.
+    "pid = os.fork()\nif pid == 0:\n    os.setsid()\n    if os.fork() == 0:\n"
+    "        os.execvp('sleep', ['sleep', '778'])\n    os._exit(0)\nos.waitpid(pid, 0)",
+    # A detached holder of the kernel's own stdout, through a shell that exits.
+    "subprocess.Popen('setsid sleep 779 &', shell=True).wait()",
+    # Detaches itself a second after its cell returned.
+    "subprocess.Popen([sys.executable, '-c', 'import os, time\\ntime.sleep(1)\\n"
+    "if os.fork() == 0:\\n    os.setsid()\\n    os.execvp(\"sleep\", [\"sleep\", \"780\"])\\n'])",
+    "pathlib.Path(f'daemons-{trial}.flag').touch()\ntime.sleep(2.5)",
+]
+
+
+def test_nbsweep_run_leaves_no_daemon(cli, tmp_path):
+    write_notebook(tmp_path / "escape.ipynb", ESCAPES)
+    result = cli("run", "escape.ipynb", "-o", "out.ipynb")
+    assert result.returncode == 0, result.stderr
+    assert not cli.leftovers(timeout=3), [p.cmdline() for p in cli.leftovers(0)]
+
+
+@pytest.fixture
+def local(tmp_path, request):
+    pytest.importorskip("sweeps", reason="local sweeps need the engine: nbsweep[local]")
+    runner = CliRun(tmp_path, f"escapes-{request.node.name}-{time.time_ns()}")
+    runner.env["NBSWEEP_STORE"] = str(tmp_path / "s.db")
+    yield runner
+    runner.finish(timeout=10)
+
+
+def _local_sweep(local, tmp_path, trials: int) -> str:
+    write_notebook(tmp_path / "escape.ipynb", ESCAPES)
+    values = list(range(trials))
+    (tmp_path / "s.yaml").write_text(
+        f"program: escape.ipynb\nmethod: grid\nparameters:\n  trial: {{values: {values}}}\n"
+    )
+    created = local("sweep", "--local", "s.yaml")
+    assert created.returncode == 0, created.stderr
+    return created.stdout.split()[3]
+
+
+def test_each_agent_trial_leaves_no_daemon(local, tmp_path):
+    sweep = _local_sweep(local, tmp_path, 2)
+    process = local.start("agent", f"local:{sweep}", "--no-wandb")
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "daemons-1.flag").exists():
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    # The second trial runs: the first trial's daemons must be gone already.
+    sleepers = [p for p in local.leftovers(0) if p.name() == "sleep"]
+    assert len(sleepers) <= 4, [p.cmdline() for p in sleepers]
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err
+    assert not local.leftovers(timeout=3)
+
+
+def test_sigterm_of_the_agent_leaves_no_daemon(local, tmp_path):
+    sweep = _local_sweep(local, tmp_path, 1)
+    process = local.start("agent", f"local:{sweep}", "--no-wandb")
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "daemons-0.flag").exists():
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(1.2)  # the late detacher has detached
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=60)
+    assert process.returncode == 130, process.returncode
+    assert not local.leftovers(timeout=3), [p.cmdline() for p in local.leftovers(0)]

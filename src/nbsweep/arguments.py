@@ -28,6 +28,7 @@ from typing import Any
 
 from nbsweep import yamlfile
 from nbsweep.errors import UsageError
+from nbsweep.textfile import read_text
 
 PARAM_PATH_ENV = "WANDB_SWEEP_PARAM_PATH"
 
@@ -108,7 +109,7 @@ def _parse_tokens(tokens: Sequence[str]) -> tuple[list[str], Pairs]:
             name, _, value = token.partition("=")
             pairs.append((name.lstrip("+"), parse_value(value)))  # hydra's +k=v and ++k=v
         elif token.endswith(".json") and Path(token).is_file():
-            json_tokens.append(Path(token).read_text(encoding="utf-8"))
+            json_tokens.append(read_text(token, "--args-json file"))
         else:
             raise UsageError(
                 f"unexpected argument {token!r}: pass parameters as --name=value, name=value "

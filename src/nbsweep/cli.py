@@ -122,6 +122,7 @@ def run(
     try:
         from nbsweep.arguments import PARAM_PATH_ENV, ParameterSources, collect
         from nbsweep.files import ensure_writable_folder, write_json
+        from nbsweep.outputs import check_outputs
         from nbsweep.reporting import Reporter, failure_message
         from nbsweep.run_reporter import run_under_wandb_agent
         from nbsweep.sweep_path import agent_sweep_path
@@ -131,6 +132,10 @@ def run(
             args, files, args_json, pairs, raw_pairs, os.environ.get(PARAM_PATH_ENV)
         )
         spec = _trial_spec(notebook, collect(sources), output, **execution)
+        html_path = output.with_suffix(".html") if output and execution["html"] else None
+        check_outputs(
+            notebook, {"--output": output, "--html": html_path, "--metrics-json": metrics_json}
+        )
         if metrics_json is not None:
             ensure_writable_folder(metrics_json.parent, "--metrics-json")
         reporter = Reporter(log_output=execution["log_output"])

@@ -17,6 +17,7 @@ import nbformat.v4
 from nbformat import NotebookNode
 
 from nbsweep.errors import NotebookError, UsageError
+from nbsweep.textfile import read_text
 
 _CELL_TYPES = ("code", "markdown", "raw")
 
@@ -26,11 +27,11 @@ def read_notebook(path: Path) -> NotebookNode:
     costs tens of milliseconds per trial and a cell nbsweep never looks at cannot hurt."""
     if path.suffix != ".ipynb":
         raise NotebookError(f"{str(path)!r} is not a notebook: nbsweep runs .ipynb files")
+    text = read_text(path, "notebook", NotebookError)
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise NotebookError(f"cannot read notebook {str(path)!r}: {error.strerror}") from None
-    try:
+        if not text.lstrip().startswith("{"):
+            kind = type(json.loads(text)).__name__  # a JSON error says what is wrong instead
+            raise ValueError(f"it holds a JSON {kind}, not a notebook object")
         nb = nbformat.reader.reads(text)
         if nb.get("nbformat") != 4:
             nb = nbformat.convert(nb, 4)

@@ -22,7 +22,13 @@ from typing import Any, Protocol
 from nbformat import NotebookNode
 
 from nbsweep import files
-from nbsweep.errors import EXIT_FAILED, EXIT_INTERRUPTED, NbsweepError, UsageError
+from nbsweep.errors import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    NbsweepError,
+    OutputError,
+    UsageError,
+)
 from nbsweep.executor import StopRequest, prepare_output_handling
 from nbsweep.kernel import Kernel
 from nbsweep.kernel_api import TRIAL_ENV
@@ -319,9 +325,17 @@ class Agent:
             name: entry.get("value") if isinstance(entry, dict) else entry
             for name, entry in (command.get("args") or {}).items()
         }
-        param_file = wandb_run.write_param_file(
-            self.options.wandb_dir, self.path.sweep, run_id, values
-        )
+        try:
+            param_file = wandb_run.write_param_file(
+                self.options.wandb_dir, self.path.sweep, run_id, values
+            )
+        except OutputError as error:  # a full disk fails this trial, not the agent
+            self.reporter.warn(f"run {run_id}: {error}")
+            result = TrialResult(
+                "failed", "cannot-save", Path(), None, Metrics(), 0.0, save_error=str(error)
+            )
+            await asyncio.to_thread(self.server.trial_finished, run_id, result)
+            return result
         spec = dataclasses.replace(
             self.options.trial,
             notebook=notebook,

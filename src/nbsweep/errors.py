@@ -32,6 +32,13 @@ class KernelStartError(UsageError):
     """The kernel could not be found or started."""
 
 
+class OutputError(NbsweepError):
+    """A result could not be written (disk full, quota, read-only, I/O error). Nothing
+    half-written replaced a good file: writes are atomic."""
+
+    exit_code = EXIT_FAILED
+
+
 class TrialFailed(NbsweepError):
     """A trial ran but did not succeed: a cell raised, the kernel died, or a timeout fired."""
 

@@ -16,7 +16,7 @@ import nbformat.reader
 import nbformat.v4
 from nbformat import NotebookNode
 
-from nbsweep.errors import NotebookError, UsageError
+from nbsweep.errors import NotebookError, OutputError, UsageError
 from nbsweep.textfile import read_text
 
 _CELL_TYPES = ("code", "markdown", "raw")
@@ -75,7 +75,10 @@ def atomic_write(
 ) -> None:
     """Have ``write`` fill a temp file in ``path``'s folder, then move it over ``path``.
     ``durable``: on disk before it replaces ``path`` (not needed for a file only read now)."""
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as error:
+        raise _output_error(path, error) from None
     try:
         with os.fdopen(descriptor, "wb") as handle:
             write(handle)
@@ -86,10 +89,16 @@ def atomic_write(
         os.umask(umask)
         os.chmod(temporary, 0o666 & ~umask)
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
+        if isinstance(error, OSError):
+            raise _output_error(path, error) from None
         raise
+
+
+def _output_error(path: Path, error: OSError) -> OutputError:
+    return OutputError(f"cannot write {str(path)!r}: {error.strerror or error}")
 
 
 def atomic_write_text(path: Path, text: str, durable: bool = True) -> None:

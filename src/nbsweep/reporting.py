@@ -104,6 +104,8 @@ def _format(value: object) -> str:
 def failure_message(result: TrialResult) -> str:
     """Which cell failed and how, the end of its traceback, and where the notebook is."""
     failure = result.failure
+    if result.save_error is not None:
+        return f"trial ran, but its notebook was not saved: {result.save_error}"
     if failure is None:
         return f"trial failed ({result.reason}); notebook saved: {result.output}"
     where = (

@@ -4,6 +4,8 @@ executed notebook (also when it failed or was stopped), and leave no process beh
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import os
 import secrets
 import signal
@@ -17,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from nbformat import NotebookNode
 
 from nbsweep import files
-from nbsweep.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, ParameterError
+from nbsweep.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, OutputError, ParameterError
 from nbsweep.executor import (
     CellFailure,
     ExecutionOptions,
@@ -113,6 +115,8 @@ class TrialResult:
     warnings: tuple[str, ...] = ()
     kernel_lost: bool = False
     """The kernel died or was killed before the trial ended: nothing in it could clean up."""
+    save_error: str | None = None
+    """Why the executed notebook could not be saved (a full disk, a read-only folder)."""
 
 
 def default_output(notebook: Path, environ: Mapping[str, str]) -> Path:
@@ -235,14 +239,22 @@ async def run_trial_async(
         channel.read(metrics)
         channel.close()
         if started_cells:  # nbsweep itself failed: keep what ran
-            _save(nb, output, "failed", "error", None, None, started, redactor)
+            with contextlib.suppress(OutputError):  # the first error is the one to tell
+                _save(nb, output, "failed", "error", None, None, started, redactor)
         raise
     channel.close()
     try:
         result = _result(spec, injection, outcome, kernel, kernel_lost, metrics, output, started)
-        _save(nb, output, *_record(result), started, redactor)
-        if result.html is not None:
-            files.write_html(nb, result.html)
+        try:
+            _save(nb, output, *_record(result), started, redactor)
+            if result.html is not None:
+                files.write_html(nb, result.html)
+        except OutputError as error:
+            # The trial ran; what it measured is still reported. It failed all the same:
+            # its notebook is not where it should be.
+            result = dataclasses.replace(
+                result, status="failed", reason="cannot-save", save_error=str(error)
+            )
     finally:
         stopping = kernel.retire(finished=outcome.status == "finished")
         if retire is None:

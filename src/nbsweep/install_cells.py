@@ -1,75 +1,147 @@
-"""Install lines (``!pip install``, ``%pip install``, ``%conda install`` ...) do not run in a
-trial: re-installing per trial wastes it, and on an offline cluster it hangs until pip times
-out. W&B's tutorials start with one. The line stays visible in the saved notebook as a
-comment; the rest of its cell runs. Pure: no kernel.
+"""Install lines (``!pip install``, ``%pip install``, ``!conda install``, ...) made inert
+for trials: re-installing per trial wastes the trial, and on an offline cluster it hangs
+until pip times out. The lines stay visible in the saved notebook as comments; the rest
+of their cell still runs. Pure: no kernel, no IPython.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from nbformat import NotebookNode
 
-SKIPPED = "# nbsweep skipped:"
-# `!pip install`, `%pip install`, `!python -m pip install`, `!pip3 install`, conda, mamba,
-# uv pip, with anything before `install` that is an option (`!pip -q install x`).
+OPTION = "--run-install-cells"
+MARK = "# nbsweep skipped: "
+
+_INSTALLER = r"(?:\S*/)?(?:pip[\d.]*|conda|mamba|micromamba)"
+_PYTHON_M_PIP = r"(?:\S*/)?(?:python[\d.]*|\{sys\.executable\})\s+-m\s+pip"
+# An escape (! or !! for the shell, % for the magic), the installer, options, then install.
 _INSTALL = re.compile(
-    r"""^(?P<indent>\s*)(?P<line>
-        [!%]\s*(?:(?:\S*python[\d.]*|\S*py)\s+-m\s+)?
-        (?:pip[\d.]*|conda|mamba|micromamba|uv\s+pip)
-        (?:\s+-\S+)*\s+install\b.*)$""",
-    re.VERBOSE,
+    rf"^(?:!!?\s*(?:{_PYTHON_M_PIP}|uv\s+pip|{_INSTALLER})|%(?:pip|conda|mamba|micromamba))"
+    r"(?:\s+-\S+)*\s+install(?:\s|$)"
 )
+# Cell magics whose body is Python that runs once: their install lines are skipped too.
+_PYTHON_CELL_MAGICS = frozenset({"capture", "time"})
+_TRIPLE_QUOTE = re.compile(r'"""|\'\'\'')
+_MESSAGE_EXAMPLES = 3
 
 
 @dataclass(frozen=True)
 class SkippedLine:
     cell_index: int
+    """Index in the notebook given to ``skip_install_lines``."""
     line: str
+    """The install command as the kernel would have run it (continuations joined)."""
 
 
 def skip_install_lines(nb: NotebookNode) -> list[SkippedLine]:
-    """Turn every install line of ``nb``'s code cells into a comment, in place; what was
-    skipped. Safe to run twice: a skipped line is a comment, which matches nothing."""
+    """Replace the install lines of ``nb``'s code cells, in place, with comments; return
+    what was skipped. Running it again skips nothing more."""
     skipped: list[SkippedLine] = []
     for index, cell in enumerate(nb.cells):
-        if cell.cell_type != "code" or "install" not in cell.source:
+        if cell.cell_type != "code":
             continue
-        lines = cell.source.split("\n")
-        changed = False
-        number = 0
-        while number < len(lines):
-            match = _INSTALL.match(lines[number])
-            if match is None:
-                number += 1
-                continue
-            end = number
-            while lines[end].rstrip().endswith("\\") and end + 1 < len(lines):
-                end += 1  # a continued command is one command
-            parts = lines[number : end + 1]
-            command = " ".join(line.strip().rstrip("\\").strip() for line in parts)
-            indent = match.group("indent")
-            # `pass` keeps an indented block (`if not installed:`) valid Python.
-            statement = "pass  " if indent else ""
-            lines[number : end + 1] = [
-                f"{indent}{statement}{SKIPPED} {command} (--run-install-cells runs it)"
-            ]
-            skipped.append(SkippedLine(index, command))
-            changed = True
-            number += 1
-        if changed:
-            cell.source = "\n".join(lines)
+        source = "".join(cell.source) if isinstance(cell.source, list) else cell.source
+        new_source, lines = _skip_in_source(source)
+        if lines:
+            cell.source = new_source
+            skipped.extend(SkippedLine(index, line) for line in lines)
     return skipped
 
 
-def describe(skipped: list[SkippedLine], cell_number: list[int | None]) -> str:
-    """One line for the user; ``cell_number`` maps the trial's cells to the user's."""
-    first = skipped[0]
-    where = cell_number[first.cell_index] if first.cell_index < len(cell_number) else None
-    more = f" and {len(skipped) - 1} more" if len(skipped) > 1 else ""
-    count = f"{len(skipped)} install line{'s' if len(skipped) > 1 else ''}"
-    return (
-        f"skipped {count} (cell {where if where is not None else first.cell_index}: "
-        f"{first.line}{more}); --run-install-cells runs them"
-    )
+def _skip_in_source(source: str) -> tuple[str, list[str]]:
+    lines = source.split("\n")
+    start = _body_start(lines)
+    if start is None:
+        return source, []
+    skipped: list[str] = []
+    open_quote: str | None = None
+    row = start
+    while row < len(lines):
+        end = _logical_end(lines, row)
+        command = _joined(lines[row : end + 1])
+        if open_quote is None and _INSTALL.match(command):
+            lines[row : end + 1] = _replacement(lines[row : end + 1], command)
+            skipped.append(command)
+        else:
+            for line in lines[row : end + 1]:
+                open_quote = _quote_state(line, open_quote)
+        row = end + 1
+    return "\n".join(lines), skipped
+
+
+def _body_start(lines: list[str]) -> int | None:
+    """Where the Python starts: after a ``%%capture``-like first line; None for cells
+    in another language (``%%bash``, ``%%writefile``), whose lines are not Python's."""
+    first = lines[0].strip() if lines else ""
+    if not first.startswith("%%"):
+        return 0
+    name = first[2:].split(maxsplit=1)[0] if first[2:].strip() else ""
+    return 1 if name in _PYTHON_CELL_MAGICS else None
+
+
+def _logical_end(lines: list[str], row: int) -> int:
+    """The last physical line of the logical line starting at ``row`` (``\\`` continues)."""
+    end = row
+    while lines[end].endswith("\\") and end + 1 < len(lines):
+        end += 1
+    return end
+
+
+def _joined(physical: list[str]) -> str:
+    parts = [line.strip().removesuffix("\\").strip() for line in physical]
+    return " ".join(part for part in parts if part)
+
+
+def _replacement(physical: list[str], command: str) -> list[str]:
+    """As many lines as were there (tracebacks keep their line numbers). An indented line
+    is in a block, which a comment alone would leave empty: ``pass`` keeps it valid."""
+    indent = physical[0][: len(physical[0]) - len(physical[0].lstrip())]
+    statement = "pass  " if indent else ""
+    first = f"{indent}{statement}{MARK}{command} ({OPTION} runs it)"
+    return [first] + [f"{indent}#"] * (len(physical) - 1)
+
+
+def _quote_state(line: str, open_quote: str | None) -> str | None:
+    """Whether a triple-quoted string is open after ``line``: an install-looking line in
+    one is text, not a command (IPython reads it so too). Triple quotes only: enough for
+    lines that start with ``!`` or ``%``."""
+    for match in _TRIPLE_QUOTE.finditer(line):
+        quote = match.group()
+        if open_quote is None:
+            open_quote = quote
+        elif quote == open_quote:
+            open_quote = None
+    return open_quote
+
+
+def skipped_message(
+    skipped: Sequence[SkippedLine], source_index: Callable[[int], int | None]
+) -> str | None:
+    """One line naming what was skipped, cells numbered as ``nbsweep inspect`` and failure
+    messages number them (the user's notebook, markdown included); None if nothing was.
+    ``source_index``: the trial's cell index -> the user's."""
+    if not skipped:
+        return None
+    shown = [
+        f"cell {_user_number(item.cell_index, source_index)}: {item.line}"
+        for item in skipped[:_MESSAGE_EXAMPLES]
+    ]
+    if len(skipped) > _MESSAGE_EXAMPLES:
+        shown.append(f"and {len(skipped) - _MESSAGE_EXAMPLES} more")
+    count = len(skipped)
+    noun = "line" if count == 1 else "lines"
+    return f"skipped {count} install {noun} ({'; '.join(shown)}); {OPTION} runs them"
+
+
+def is_skipped_message(message: str) -> bool:
+    """Whether a trial warning is ``skipped_message``'s, the same for every trial of a
+    notebook, so an agent says it once."""
+    return message.startswith("skipped ") and message.endswith(f"; {OPTION} runs them")
+
+
+def _user_number(index: int, source_index: Callable[[int], int | None]) -> int:
+    origin = source_index(index)
+    return index if origin is None else origin

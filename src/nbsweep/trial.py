@@ -30,7 +30,7 @@ from nbsweep.executor import (
     prepare_output_handling,
 )
 from nbsweep.injection import Injection, parameterize
-from nbsweep.install_cells import describe, skip_install_lines
+from nbsweep.install_cells import is_skipped_message, skip_install_lines, skipped_message
 from nbsweep.kernel import Kernel
 from nbsweep.kernel_api import TRIAL_ENV
 from nbsweep.kernel_hooks import TRIAL_FILE_ENV
@@ -130,8 +130,9 @@ def default_output(notebook: Path, environ: Mapping[str, str]) -> Path:
     return folder / notebook.name
 
 
-def prepare(spec: TrialSpec, nb: NotebookNode) -> tuple[Injection, str | None]:
-    """The notebook as the trial runs it, and what to say once of the install lines it skips."""
+def prepare(spec: TrialSpec, nb: NotebookNode) -> Injection:
+    """The notebook as the trial runs it: values injected, install lines skipped (unless
+    ``run_install_cells``), with one warning naming them."""
     bad = [name for name in spec.metric_variables if not is_parameter_name(name) or "." in name]
     if bad:
         raise ParameterError(f"--metric {bad[0]!r} is not a variable name")
@@ -139,9 +140,11 @@ def prepare(spec: TrialSpec, nb: NotebookNode) -> tuple[Injection, str | None]:
         nb, spec.values, config_var=spec.config_var, allow_unknown=spec.allow_unknown
     )
     if spec.run_install_cells:
-        return injection, None
-    skipped = skip_install_lines(injection.notebook)
-    return injection, describe(skipped, list(injection.origins)) if skipped else None
+        return injection
+    message = skipped_message(skip_install_lines(injection.notebook), injection.source_index)
+    if message is None:
+        return injection
+    return dataclasses.replace(injection, warnings=(*injection.warnings, message))
 
 
 async def run_trial_async(
@@ -166,7 +169,7 @@ async def run_trial_async(
     started = time.monotonic()
     notebook_path = spec.notebook
     try:
-        injection, install_note = prepare(spec, notebook or files.read_notebook(notebook_path))
+        injection = prepare(spec, notebook or files.read_notebook(notebook_path))
         output = spec.output or default_output(notebook_path, {**os.environ, **spec.env})
         files.ensure_writable_folder(output.parent)
     except BaseException:
@@ -196,9 +199,8 @@ async def run_trial_async(
     started_cells = False
     try:
         for warning in injection.warnings:
-            reporter.warn(warning)
-        if install_note is not None:
-            reporter.warn_once(install_note)  # an agent says it once, not per trial
+            # The same skipped install lines every trial: an agent says so once.
+            (reporter.warn_once if is_skipped_message(warning) else reporter.warn)(warning)
         reporter.trial_started(notebook_path, output)
         if not warm:
             await kernel.launch(spec.cwd or notebook_path.resolve().parent, environ)

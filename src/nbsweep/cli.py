@@ -410,12 +410,14 @@ def status(
     from nbsweep.local_sweep import local_sweep_id, open_store
     from nbsweep.plots import plot as write_plot
 
-    with open_store(store) as opened:
+    with open_store(store, read=True) as opened:
         chosen = (local_sweep_id(sweep_id) or sweep_id) if sweep_id else _newest(opened)
         while True:
             opened.reap(chosen)
             record = opened.sweep(chosen)
-            runs = opened.runs(chosen, with_history=plot is not None)
+            # With history: a run that never finished (its agent was killed) shows what it
+            # recorded, its metric included.
+            runs = opened.runs(chosen, with_history=True)
             if plot is not None:
                 write_plot(record, runs, plot)
             if as_json:

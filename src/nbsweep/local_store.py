@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import secrets
 import sqlite3
@@ -118,6 +119,32 @@ class Store:
         self.path = path
         self._busy_timeout = busy_timeout
         self._thread_lock = threading.RLock()
+        self.read_only = False
+
+    @classmethod
+    def open_for_reading(cls, path: Path) -> Store:
+        """The store at ``path`` to read: as ``open`` where it may be written (a reader also
+        reaps dead agents' runs), else read-only and taken as it is (a finished sweep on a
+        read-only share): nothing is written, and ``reap`` does nothing."""
+        path = Path(path)
+        if os.access(path, os.W_OK) and os.access(path.parent, os.W_OK):
+            return cls.open(path)
+        try:
+            connection = sqlite3.connect(
+                f"{path.resolve().as_uri()}?immutable=1", uri=True, check_same_thread=False
+            )
+        except sqlite3.Error as error:
+            raise StoreError(f"cannot read sweep store {str(path)!r}: {error}") from None
+        store = cls(connection, path, DEFAULT_BUSY_TIMEOUT)
+        store.read_only = True
+        store._db.row_factory = sqlite3.Row
+        try:
+            with store._transaction("DEFERRED") as db:
+                store._check_schema(db)
+        except BaseException:
+            store.close()
+            raise
+        return store
 
     @classmethod
     def open(cls, path: Path, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> Store:
@@ -223,6 +250,8 @@ class Store:
         again with ``requeue_crashed`` (same id and values, history cleared), or stopped when
         a stop was requested for it. A pending run whose stop was requested becomes stopped.
         """
+        if self.read_only:
+            return []
         with self._transaction():
             self._require_sweep(sweep_id)
             return self._reap_locked(sweep_id, time.time(), requeue_crashed, heartbeat_grace)
@@ -412,24 +441,27 @@ class Store:
                 f"sweep store {str(self.path)!r} cannot use WAL mode; put it on a local disk"
             )
         with self._transaction() as db:
-            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
-            if tables and "meta" not in tables:
-                raise StoreError(
-                    f"{str(self.path)!r} is an SQLite file but not an nbsweep sweep store; "
-                    "choose another path"
-                )
-            if not tables:
+            if not {row[0] for row in db.execute("SELECT name FROM sqlite_master")}:
                 for statement in _SCHEMA:
                     db.execute(statement)
                 db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
-            version = int(
-                db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
+            self._check_schema(db)
+
+    def _check_schema(self, db: sqlite3.Connection) -> None:
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+        if "meta" not in tables:
+            raise StoreError(
+                f"{str(self.path)!r} is an SQLite file but not an nbsweep sweep store; "
+                "choose another path"
             )
-            if version > SCHEMA_VERSION:
-                raise StoreError(
-                    f"sweep store {str(self.path)!r} has schema version {version}, newer than "
-                    f"this nbsweep reads ({SCHEMA_VERSION}); upgrade nbsweep"
-                )
+        version = int(
+            db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
+        )
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"sweep store {str(self.path)!r} has schema version {version}, newer than "
+                f"this nbsweep reads ({SCHEMA_VERSION}); upgrade nbsweep"
+            )
 
     @contextlib.contextmanager
     def _transaction(self, mode: str = "IMMEDIATE") -> Iterator[sqlite3.Connection]:

@@ -120,11 +120,12 @@ class LocalSweepServer:
         }
 
 
-def open_store(option: Path | None) -> Store:
+def open_store(option: Path | None, *, read: bool = False) -> Store:
+    """The store to use; ``read``: only to read (a read-only store can be shown)."""
     path = store_path(option)
     if not path.exists():
         raise UsageError(
             f"no local sweep store at {str(path)!r}: create a sweep with "
             "`nbsweep sweep --local SWEEP.yaml` (or pass --store / set NBSWEEP_STORE)"
         )
-    return Store.open(path)
+    return Store.open_for_reading(path) if read else Store.open(path)

@@ -63,3 +63,47 @@ def test_config_dict_and_config_var(cli, tmp_path):
 def test_version(cli):
     result = cli("--version")
     assert result.returncode == 0 and result.stdout.startswith("nbsweep, version ")
+
+
+def test_a_notebook_written_the_wandb_way(cli):
+    from pathlib import Path
+
+    tutorial = Path(__file__).parent.parent / "notebooks" / "wandb_tutorial.ipynb"
+    table = cli("inspect", tutorial)
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[0] == (
+        "wandb.sweep gets sweep_config (cell 8), method random, metric loss (minimize), "
+        "project digits-sweeps-demo"
+    )
+    assert lines[1].split() == ["name", "distribution", "source"]
+    assert lines[2].split()[:3] == ["optimizer", "values:", "adam,"]
+    assert "log_uniform_values: min 0.0005, max 0.05" in lines[5]
+    assert lines[-1].startswith("wandb.agent calls train (cell 11, count=5): nbsweep runs it")
+    data = json.loads(cli("inspect", tutorial, "--json").stdout)
+    assert data["style"] == "wandb"
+    assert data["wandb"]["agent_function"] == "train" and data["wandb"]["agent_count"] == 5
+    assert data["wandb"]["parameters"] == [
+        "optimizer", "hidden_units", "epochs", "learning_rate", "batch_size"
+    ]  # fmt: skip
+    template = yaml.safe_load(cli("inspect", tutorial, "--sweep-template").stdout)
+    assert template["program"] == str(tutorial) and template["method"] == "random"
+    assert template["command"] == ["nbsweep", "run", "${program}", "${args}"]
+
+
+def test_non_literal_steps_and_defaults_are_shown(cli, tmp_path):
+    nb = write_notebook(
+        tmp_path / "nb.ipynb",
+        [
+            "import math, wandb",
+            "cfg = {'method': 'grid', 'parameters': {'lr': {'value': math.pi}}}",
+            "def train(config_defaults={'lr': 0.1}):\n    wandb.init(config=config_defaults)",
+            "wandb.sweep(cfg)\nwandb.agent('x', train)",
+        ],
+    )
+    result = cli("inspect", nb)
+    assert result.returncode == 0, result.stderr
+    assert "defaults given to wandb.init / wandb.config: lr=0.1" in result.stdout
+    assert "problem: cell 1 line 1: math.pi is not a literal" in result.stdout
+    failed = cli("inspect", nb, "--sweep-template")
+    assert failed.returncode == 2 and "cannot read the dict passed to wandb.sweep" in failed.stderr

@@ -3,10 +3,12 @@ on the W&B-protocol test server."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
 import pytest
+import yaml
 from conftest import write_notebook
 from wandb_server import WandbTestServer, wandb_env
 
@@ -114,3 +116,95 @@ def test_repository_sweeps_are_valid(tmp_path):
     for path in sorted((root / "sweeps").glob("*.yaml")):
         result = nbsweep(root, "sweep", path, "--dry-run")
         assert result.returncode == 0, (path, result.stderr)
+
+
+TUTORIAL_SHAPE = [
+    "!pip install wandb -Uq",
+    "import wandb\nwandb.login()",
+    "sweep_config = {'method': 'random'}\nsweep_config['metric'] = {'name': 'loss', "
+    "'goal': 'minimize'}",
+    "parameters_dict = {'optimizer': {'values': ['adam', 'sgd']}}\n"
+    "sweep_config['parameters'] = parameters_dict",
+    "parameters_dict.update({'epochs': {'value': 1}})",
+    "sweep_id = wandb.sweep(sweep_config, project='demo')",
+    "def train(config=None):\n    with wandb.init(config=config):\n"
+    "        wandb.log({'loss': 1.0 if wandb.config.optimizer == 'adam' else 0.5})",
+    "wandb.agent(sweep_id, train, count=5)",
+]
+
+
+def test_a_sweep_from_the_notebook_itself(server, tmp_path):
+    write_notebook(tmp_path / "tutorial.ipynb", TUTORIAL_SHAPE)
+    env = wandb_env(server, tmp_path, WANDB_PROJECT=None)
+    shown = nbsweep(tmp_path, "sweep", "tutorial.ipynb", "--print-yaml", env=env)
+    assert shown.returncode == 0, shown.stderr
+    config = yaml.safe_load(shown.stdout)
+    assert config["program"] == "tutorial.ipynb" and config["project"] == "demo"
+    assert config["command"] == ["nbsweep", "run", "${program}", "${args}"]
+    expected = {"optimizer": {"values": ["adam", "sgd"]}, "epochs": {"value": 1}}
+    assert config["parameters"] == expected
+    assert not server.sweeps, "--print-yaml creates nothing"
+    created = nbsweep(tmp_path, "sweep", "tutorial.ipynb", env=env)
+    assert created.returncode == 0, created.stderr
+    (sweep,) = server.sweeps.values()
+    assert sweep.project == "demo" and sweep.config["parameters"] == config["parameters"]
+    # A YAML whose program is such a notebook validates against the notebook's own sweep.
+    (tmp_path / "s.yaml").write_text(
+        "program: tutorial.ipynb\nmethod: grid\nparameters:\n  optimizer: {values: [adam]}\n"
+        "  optimiser: {value: 1}\n"
+    )
+    checked = nbsweep(tmp_path, "sweep", "s.yaml", "--dry-run", env=env)
+    assert checked.returncode == 2
+    assert "the notebook has no parameter 'optimiser' (did you mean 'optimizer'?)" in checked.stderr
+
+
+@pytest.mark.parametrize(
+    "cells,message",
+    [
+        (["import wandb", "def train():\n    wandb.init()"], "calls no wandb.sweep with a dict"),
+        (
+            ["import wandb, math", "cfg = {'parameters': {'lr': {'min': math.exp(-3)}}}",
+             "wandb.sweep(cfg)"],
+            "cell 1 line 1: math.exp(-3) is not a literal",
+        ),
+    ],
+    ids=["no-sweep", "not-a-literal"],
+)  # fmt: skip
+def test_a_notebook_without_a_readable_sweep_is_one_line(tmp_path, cells, message):
+    write_notebook(tmp_path / "nb.ipynb", cells)
+    result = nbsweep(tmp_path, "sweep", "nb.ipynb", "--dry-run")
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_run_needs_local(tmp_path):
+    write_notebook(tmp_path / "nb.ipynb", TUTORIAL_SHAPE)
+    result = nbsweep(tmp_path, "sweep", "nb.ipynb", "--run")
+    assert result.returncode == 2 and "--run runs local sweeps: add --local" in result.stderr
+
+
+@pytest.mark.kernel
+def test_one_command_from_a_notebook_to_results(tmp_path):
+    pytest.importorskip("sweeps", reason="local sweeps need the engine: nbsweep[local]")
+    from test_wandb_way import fake_installers
+
+    write_notebook(tmp_path / "tutorial.ipynb", TUTORIAL_SHAPE)
+    folder, marker = fake_installers(tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update(PATH=f"{folder}:{env['PATH']}", HOME=str(tmp_path), WANDB_SILENT="true")
+    result = subprocess.run(
+        [sys.executable, "-m", "nbsweep", "sweep", "--local", "tutorial.ipynb", "--store",
+         "s.db", "--run", "--workers", "2", "--count", "2"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("created local sweep")
+    board = lines[lines.index("") + 1 :]
+    assert board[0].endswith(": loss (minimize)")
+    assert "4 runs: 4 finished" in result.stdout
+    ranks = [line.split() for line in board[2:6]]
+    assert [row[3] for row in ranks] == sorted(row[3] for row in ranks), "ranked by loss"
+    assert {row[3] for row in ranks} <= {"0.5", "1"}
+    assert not marker.exists()

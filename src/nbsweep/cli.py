@@ -209,19 +209,41 @@ def _print_metrics(result: TrialResult) -> None:
     "--sweep-template", is_flag=True, help="Print a starter sweep YAML for this notebook."
 )
 def inspect(notebook: Path, config_var: str, as_json: bool, sweep_template: bool) -> None:
-    """Show the parameters NOTEBOOK declares and how nbsweep found them."""
+    """Show the parameters NOTEBOOK declares and how nbsweep found them: a parameters cell,
+    a config dict, or the notebook's own wandb.sweep / wandb.agent calls (W&B's tutorials)."""
+    from nbsweep import inspection
     from nbsweep.files import read_notebook
-    from nbsweep.inspection import parameters_json, parameters_table, sweep_template_yaml
-    from nbsweep.parameters import find_parameters
+    from nbsweep.notebook_sweep import analyse
+    from nbsweep.parameters import find_parameters, find_parameters_or_none
 
     nb = read_notebook(notebook)
-    found = find_parameters(nb, config_var)
+    found = find_parameters_or_none(nb, config_var)
+    shape = analyse(nb)
+    own_sweep = inspection.shows_wandb_sweep(shape)
+    if found is None and not own_sweep:
+        find_parameters(nb, config_var)  # raises: says how to declare parameters
     if sweep_template:
-        click.echo(sweep_template_yaml(notebook, found, nb), nl=False)
+        if own_sweep:
+            config = inspection.with_command(inspection.notebook_sweep_config(notebook, shape))
+            click.echo(yaml_text(config), nl=False)
+        else:
+            click.echo(inspection.sweep_template_yaml(notebook, found, nb), nl=False)
     elif as_json:
-        click.echo(json.dumps(parameters_json(found), indent=2))
+        data = inspection.parameters_json(found) if found is not None else {"style": "wandb"}
+        if own_sweep:
+            data["wandb"] = inspection.wandb_sweep_json(shape)
+        click.echo(json.dumps(data, indent=2))
     else:
-        click.echo(parameters_table(found), nl=False)
+        parts = [inspection.parameters_table(found)] if found is not None else []
+        if own_sweep:
+            parts.append(inspection.wandb_sweep_table(shape))
+        click.echo("\n".join(parts), nl=False)
+
+
+def yaml_text(config: dict) -> str:
+    import yaml
+
+    return yaml.safe_dump(config, sort_keys=False, default_flow_style=None)
 
 
 @cli.command(context_settings={"ignore_unknown_options": False})
@@ -308,63 +330,67 @@ def agent(
 @click.option("--entity", help="W&B entity (else the YAML's entity:, or WANDB_ENTITY).")
 @config_var_option
 @click.option("--dry-run", is_flag=True, help="Validate only; create nothing.")
+@click.option(
+    "--print-yaml", is_flag=True, help="Print the sweep config as created (YAML); create nothing."
+)
 @click.option("--local", is_flag=True, help="Create a local sweep (no W&B server) in the store.")
 @store_option
+@click.option(
+    "--run",
+    "run_it",
+    is_flag=True,
+    help="With --local: then run agents on it (--workers, --count) and print the leaderboard.",
+)
+@click.option(
+    "--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Agents for --run."
+)
+@click.option("--count", type=click.IntRange(min=1), help="Trials per agent for --run.")
 def sweep(
     sweep_file: Path,
     project: str | None,
     entity: str | None,
     config_var: str,
     dry_run: bool,
+    print_yaml: bool,
     local: bool,
     store: Path | None,
+    run_it: bool,
+    workers: int,
+    count: int | None,
 ) -> None:
     """Validate SWEEP_FILE against W&B's rules and its notebook, then create the sweep on
     W&B, or with --local in a local store (no server; agents on this machine share it).
 
-    Every problem is reported at once. A missing command: becomes
-    [nbsweep, run, ${program}, ${args}].
+    SWEEP_FILE is a sweep YAML, or a notebook that calls wandb.sweep itself (W&B's
+    tutorials): its sweep config is that dict, with program: the notebook. Every problem
+    is reported at once. A missing command: becomes [nbsweep, run, ${program}, ${args}].
     """
-    import yaml
+    from nbsweep.sweep_config import SweepConfigError, load_sweep, with_default_command
 
-    from nbsweep.inspection import program_parameter_names
-    from nbsweep.sweep_config import (
-        SweepConfigError,
-        find_warnings,
-        load_sweep_file,
-        validate,
-        with_default_command,
-    )
-
-    loaded = load_sweep_file(sweep_file)
+    if run_it and not local:
+        raise click.UsageError("--run runs local sweeps: add --local")
+    loaded = load_sweep(sweep_file)
     for fix in loaded.enotation_fixes:
         click.echo(f"note: {fix} (PyYAML alone would have read a string)", err=True)
     config = loaded.config
-    names, program_problems = program_parameter_names(config, config_var)
-    problems = program_problems + validate(config, names)
-    engine = None
-    if local and not problems:
-        from nbsweep.local_engine import Engine
-
-        engine = Engine(config)  # the engine's own schema, so local means what W&B means
-        problems += [f"engine: {problem}" for problem in engine.problems()]
+    if project:
+        config["project"] = project
+    problems = _sweep_problems(config, config_var, local)
     if problems:
         raise SweepConfigError(problems)
+    from nbsweep.sweep_config import find_warnings
+
     for warning in find_warnings(config):
         click.echo(f"warning: {warning}", err=True)
     config = with_default_command(config)
+    if print_yaml:
+        click.echo(yaml_text(config), nl=False)
+        return
     if dry_run:
         click.echo(f"{sweep_file}: valid; command: {config['command']}")
         return
     if local:
-        from nbsweep.local_store import Store
-        from nbsweep.local_sweep import store_path
-
-        with Store.open(store_path(store)) as opened:
-            sweep_id = opened.create_sweep(config, name=sweep_file.stem)
-        store_flag = f" --store {store}" if store is not None else ""
-        click.echo(f"created local sweep {sweep_id} in {store_path(store)}")
-        click.echo(f"run it with: nbsweep agent local:{sweep_id}{store_flag} [--workers N]")
+        _create_local(config, sweep_file.stem, store, run_it, workers, count)
         return
     from nbsweep.wandb_api import Credentials, SweepService
 
@@ -374,12 +400,50 @@ def sweep(
         on_retry=lambda message: click.echo(f"warning: {message}", err=True),
     )
     path = service.create_sweep(
-        yaml.safe_dump(config, sort_keys=False),
+        yaml_text(config),
         entity or config.get("entity") or environ.get("WANDB_ENTITY"),
-        project or config.get("project") or environ.get("WANDB_PROJECT"),
+        config.get("project") or environ.get("WANDB_PROJECT"),
     )
     click.echo(f"created sweep {path}")
     click.echo(f"run it with: nbsweep agent {path}")
+
+
+def _sweep_problems(config: dict, config_var: str, local: bool) -> list[str]:
+    from nbsweep.inspection import program_parameter_names
+    from nbsweep.sweep_config import validate
+
+    names, program_problems = program_parameter_names(config, config_var)
+    problems = program_problems + validate(config, names)
+    if local and not problems:
+        from nbsweep.local_engine import Engine
+
+        engine = Engine(config)  # the engine's own schema, so local means what W&B means
+        problems += [f"engine: {problem}" for problem in engine.problems()]
+    return problems
+
+
+def _create_local(
+    config: dict, name: str, store: Path | None, run_it: bool, workers: int, count: int | None
+) -> None:
+    from nbsweep.local_store import Store
+    from nbsweep.local_sweep import store_path
+
+    with Store.open(store_path(store)) as opened:
+        sweep_id = opened.create_sweep(config, name=name)
+    store_flag = f" --store {store}" if store is not None else ""
+    click.echo(f"created local sweep {sweep_id} in {store_path(store)}")
+    if not run_it:
+        click.echo(f"run it with: nbsweep agent local:{sweep_id}{store_flag} [--workers N]")
+        return
+    from nbsweep.workers import cpu_workers, run_workers
+
+    argv = ["agent", f"local:{sweep_id}", "--store", str(store_path(store))]
+    if count is not None:
+        argv += ["--count", str(count)]
+    code = run_workers(cpu_workers(workers), argv)
+    click.echo()
+    _print_status(sweep_id, store)
+    sys.exit(code)
 
 
 @cli.command()
@@ -433,6 +497,20 @@ def status(
             if not watch or not busy:
                 return
             time.sleep(watch)
+
+
+def _print_status(sweep_id: str, store: Path | None) -> None:
+    import shutil
+
+    from nbsweep import leaderboard
+    from nbsweep.local_sweep import open_store
+
+    with open_store(store, read=True) as opened:
+        opened.reap(sweep_id)
+        width = shutil.get_terminal_size((120, 24)).columns
+        runs = opened.runs(sweep_id, with_history=True)
+        table = leaderboard.table(opened.sweep(sweep_id), runs, width=width)
+        click.echo(table, nl=False)
 
 
 def _newest(store: Any) -> str:

@@ -12,7 +12,14 @@ from nbformat import NotebookNode
 
 from nbsweep.errors import UsageError
 from nbsweep.files import read_notebook
-from nbsweep.parameters import Parameter, ParameterSet, find_parameters, parse_leniently
+from nbsweep.notebook_sweep import NotebookSweep, analyse
+from nbsweep.parameters import (
+    Parameter,
+    ParameterSet,
+    find_parameters,
+    find_parameters_or_none,
+    parse_leniently,
+)
 
 
 def _source(found: ParameterSet, parameter: Parameter) -> str:
@@ -141,7 +148,126 @@ def program_parameter_names(config: Any, config_var: str) -> tuple[list[str] | N
     if notebook.suffix != ".ipynb":
         return None, [f"program: {program!r} is not a notebook (.ipynb); nbsweep runs notebooks"]
     try:
-        found = find_parameters(read_notebook(notebook), config_var)
+        nb = read_notebook(notebook)
     except UsageError as error:
         return None, [f"program: {error}"]
-    return found.names(), []
+    found = find_parameters_or_none(nb, config_var)
+    if found is not None:
+        return found.names(), []
+    shape = analyse(nb)
+    if shape.reads_wandb_config:
+        # Values go to wandb.config: the notebook's own sweep names them, if it has one.
+        return shape.parameter_names() or None, []
+    try:
+        find_parameters(nb, config_var)
+    except UsageError as error:
+        return None, [f"program: {error}"]
+    return None, []
+
+
+def shows_wandb_sweep(shape: NotebookSweep) -> bool:
+    """The notebook calls ``wandb.sweep`` or ``wandb.agent`` itself (W&B's tutorials)."""
+    return shape.sweep_cell is not None or shape.agent_cell is not None
+
+
+def wandb_sweep_table(shape: NotebookSweep) -> str:
+    """What the notebook's own ``wandb.sweep``/``wandb.agent`` calls say, for a person."""
+    lines: list[str] = []
+    if shape.sweep_cell is not None:
+        config = shape.config or {}
+        metric = config.get("metric") if isinstance(config.get("metric"), dict) else {}
+        described = [
+            f"wandb.sweep gets {shape.config_name or 'a dict'} (cell {shape.sweep_cell})",
+            f"method {config.get('method', '?')}",
+        ]
+        if metric:
+            described.append(f"metric {metric.get('name')} ({metric.get('goal', 'minimize')})")
+        if shape.project:
+            described.append(f"project {shape.project}")
+        lines.append(", ".join(described))
+    if shape.config is not None:
+        rows = [("name", "distribution", "source")]
+        for name, spec in _leaf_specs(shape.config.get("parameters") or {}, ""):
+            rows.append((name, _describe_spec(spec), f"sweep config (cell {shape.sweep_cell})"))
+        widths = [max(len(row[column]) for row in rows) for column in range(2)]
+        lines.extend(
+            f"{row[0].ljust(widths[0])}  {row[1].ljust(widths[1])}  {row[2]}".rstrip()
+            for row in rows
+        )
+    if shape.agent_cell is not None:
+        count = f", count={shape.agent_count}" if shape.agent_count is not None else ""
+        lines.append(
+            f"wandb.agent calls {shape.agent_function or '?'} (cell {shape.agent_cell}{count}): "
+            "nbsweep runs it once per trial, each trial in a fresh kernel"
+        )
+    if shape.defaults:
+        listed = ", ".join(f"{name}={value!r}" for name, value in shape.defaults.items())
+        lines.append(f"defaults given to wandb.init / wandb.config: {listed}")
+    lines.extend(f"problem: {problem}" for problem in shape.problems)
+    return "\n".join(lines) + "\n"
+
+
+def wandb_sweep_json(shape: NotebookSweep) -> dict[str, Any]:
+    return {
+        "sweep_config": shape.config,
+        "config_name": shape.config_name,
+        "sweep_cell": shape.sweep_cell,
+        "project": shape.project,
+        "entity": shape.entity,
+        "agent_function": shape.agent_function,
+        "agent_cell": shape.agent_cell,
+        "agent_count": shape.agent_count,
+        "parameters": shape.parameter_names(),
+        "defaults": shape.defaults,
+        "problems": list(shape.problems),
+    }
+
+
+def notebook_sweep_config(notebook: Path, shape: NotebookSweep) -> dict[str, Any]:
+    """The notebook's own sweep as a sweep config: ``program:`` the notebook, the project of
+    its ``wandb.sweep`` call where the config names none. Raises UsageError if it has none."""
+    if shape.config is None:
+        if shape.problems:
+            raise UsageError(
+                f"{notebook}: cannot read the dict passed to wandb.sweep: "
+                + "; ".join(shape.problems)
+            )
+        raise UsageError(
+            f"{notebook} calls no wandb.sweep with a dict: write a sweep YAML (`nbsweep "
+            "inspect --sweep-template` starts one) and pass that instead"
+        )
+    config: dict[str, Any] = {"program": str(notebook), **shape.config}
+    config["program"] = str(notebook)
+    for key in ("project", "entity"):
+        value = getattr(shape, key)
+        if value and not config.get(key):
+            config[key] = value
+    return config
+
+
+def _leaf_specs(parameters: dict[str, Any], prefix: str) -> list[tuple[str, Any]]:
+    leaves: list[tuple[str, Any]] = []
+    for name, spec in parameters.items():
+        inner = spec.get("parameters") if isinstance(spec, dict) else None
+        if isinstance(inner, dict):
+            leaves.extend(_leaf_specs(inner, f"{prefix}{name}."))
+        else:
+            leaves.append((f"{prefix}{name}", spec))
+    return leaves
+
+
+def _describe_spec(spec: Any) -> str:
+    if not isinstance(spec, dict):
+        return repr(spec)
+    if "value" in spec:
+        return f"value: {spec['value']!r}"
+    if "values" in spec:
+        return "values: " + ", ".join(map(str, spec["values"]))
+    bounds = ", ".join(f"{key} {spec[key]}" for key in ("min", "max", "mu", "sigma") if key in spec)
+    return f"{spec.get('distribution', 'uniform')}: {bounds}".rstrip(": ")
+
+
+def with_command(config: dict[str, Any]) -> dict[str, Any]:
+    from nbsweep.sweep_config import with_default_command
+
+    return with_default_command(config)

@@ -106,6 +106,19 @@ def load_sweep_file(path: str | Path) -> LoadedSweep:
     return LoadedSweep(config, text, list(_differences(as_pyyaml_reads_it, config, "")))
 
 
+def load_sweep(path: Path) -> LoadedSweep:
+    """A sweep YAML, or a notebook that calls ``wandb.sweep`` itself: its dict, with
+    ``program:`` the notebook (UsageError, one line, if it has none it can be read from)."""
+    if path.suffix != ".ipynb":
+        return load_sweep_file(path)
+    from nbsweep.files import read_notebook
+    from nbsweep.inspection import notebook_sweep_config
+    from nbsweep.notebook_sweep import analyse
+
+    config = notebook_sweep_config(path, analyse(read_notebook(path)))
+    return LoadedSweep(config, yaml.safe_dump(config, sort_keys=False), [])
+
+
 def validate(config: Any, notebook_parameters: Collection[str] | None = None) -> list[str]:
     """Every problem W&B would have with ``config`` (and, given its parameter names, the
     notebook), one line each; empty when there is none."""

@@ -98,3 +98,10 @@ def test_sweep_parameter_names_of_nested_groups():
     config = {"parameters": {"a": {"value": 1}, "g": {"parameters": {"b": {"values": [1]}}}}}
     assert sweep_parameter_names(config) == ["a", "g.b"]
     assert sweep_parameter_names({}) == []
+
+
+def test_the_config_is_what_it_was_when_the_sweep_was_made():
+    nb = make_notebook(
+        ["import wandb", "c = {'method': 'grid'}\nsid = wandb.sweep(c)", "c['method'] = 'bayes'"]
+    )
+    assert analyse(nb).config == {"method": "grid"}

@@ -220,8 +220,14 @@ def inspect(notebook: Path, config_var: str, as_json: bool, sweep_template: bool
     found = find_parameters_or_none(nb, config_var)
     shape = analyse(nb)
     own_sweep = inspection.shows_wandb_sweep(shape)
-    if found is None and not own_sweep:
+    if found is None and not own_sweep and not shape.reads_wandb_config:
         find_parameters(nb, config_var)  # raises: says how to declare parameters
+    if found is None and not own_sweep:
+        click.echo(
+            "no parameters cell or config dict: the notebook reads wandb.config, where "
+            "nbsweep puts each trial's values; the sweep YAML names them"
+        )
+        return
     if sweep_template:
         if own_sweep:
             config = inspection.with_command(inspection.notebook_sweep_config(notebook, shape))
@@ -369,6 +375,8 @@ def sweep(
 
     if run_it and not local:
         raise click.UsageError("--run runs local sweeps: add --local")
+    if not run_it and (workers != 1 or count is not None):
+        raise click.UsageError("--workers and --count go with --run")
     loaded = load_sweep(sweep_file)
     for fix in loaded.enotation_fixes:
         click.echo(f"note: {fix} (PyYAML alone would have read a string)", err=True)

@@ -10,6 +10,7 @@ as everywhere in nbsweep.
 from __future__ import annotations
 
 import ast
+import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -215,7 +216,7 @@ class _Reader:
             self.problems.append(f"{self.where(index, node)}: the sweep config {error}")
             return
         if isinstance(config, dict):
-            self.found["config"] = config
+            self.found["config"] = copy.deepcopy(config)  # as it was when the sweep was made
         else:
             self.problems.append(
                 f"{self.where(index, node)}: wandb.sweep is not given a dict; {_WHAT_TO_DO}"

@@ -105,3 +105,32 @@ def test_the_config_is_what_it_was_when_the_sweep_was_made():
         ["import wandb", "c = {'method': 'grid'}\nsid = wandb.sweep(c)", "c['method'] = 'bayes'"]
     )
     assert analyse(nb).config == {"method": "grid"}
+
+
+def test_changes_nbsweep_does_not_follow_are_problems_not_silent():
+    for step in ("del c['parameters']['b']", "c['parameters'].pop('a')",
+                 "for k in ('a', 'b'):\n    c['parameters'][k]['value'] = 2"):  # fmt: skip
+        nb = make_notebook(
+            [
+                "import wandb",
+                "c = {'parameters': {'a': {'value': 1}, 'b': {'value': 1}}}",
+                step,
+                "print(c)\nwandb.sweep(c)",
+            ]
+        )
+        found = analyse(nb)
+        assert found.config is None, step
+        assert found.problems and found.problems[0].startswith("cell 2 line 1: c is changed")
+
+
+def test_reading_a_dict_is_not_changing_it_and_from_imports_count():
+    nb = make_notebook(
+        [
+            "from wandb import sweep, agent\nimport pprint",
+            "c = {'method': 'grid'}\npprint.pprint(c)\nfor key in c:\n    print(key)",
+            "P = 'proj'\nN = 3\nsid = sweep(c, project=P)\nagent(sid, function=f, count=N)",
+        ]
+    )
+    found = analyse(nb)
+    assert found.config == {"method": "grid"} and not found.problems
+    assert (found.project, found.agent_function, found.agent_count) == ("proj", "f", 3)

@@ -66,6 +66,9 @@ def _names(parameters: Mapping[str, Any], prefix: str) -> list[str]:
     return names
 
 
+_MUTATING = frozenset({"pop", "popitem", "clear", "setdefault", "update", "__setitem__"})
+
+
 class _Unresolved(Exception):
     """An expression that is not a literal nor a dict the reader tracks."""
 
@@ -81,6 +84,9 @@ class _Reader:
         self.problems: list[str] = []
         self.functions: dict[str, ast.FunctionDef] = {}
         self.found: dict[str, Any] = {}
+        self.imported: dict[str, str] = {}
+        """Names bound by ``from wandb import sweep, agent``: local name -> wandb's."""
+        self.literals: dict[str, Any] = {}
 
     def cell(self, index: int, module: ast.Module) -> None:
         for statement in module.body:
@@ -91,12 +97,54 @@ class _Reader:
             for alias in node.names:
                 if alias.name == "wandb":
                     self.wandb_names.add(alias.asname or "wandb")
+        elif isinstance(node, ast.ImportFrom) and node.module == "wandb":
+            for alias in node.names:
+                self.imported[alias.asname or alias.name] = alias.name
         elif isinstance(node, ast.FunctionDef):
             self.functions[node.name] = node
         elif isinstance(node, ast.Assign):
+            self.remember_literal(node)
             self.assign(index, node)
         elif isinstance(node, ast.Expr) and isinstance(node.value, ast.Call):
             self.call(index, node.value, None)
+        else:
+            self.unfollowed(index, node)
+
+    def remember_literal(self, node: ast.Assign) -> None:
+        """Plain literals (``PROJECT = 'demo'``, ``N = 5``) that wandb.sweep/agent may name."""
+        for target in node.targets:
+            if isinstance(target, ast.Name):
+                try:
+                    self.literals[target.id] = ast.literal_eval(node.value)
+                except (ValueError, SyntaxError, TypeError):
+                    self.literals.pop(target.id, None)
+
+    def mutated(self, node: ast.AST) -> set[str]:
+        """Tracked dicts that ``node`` may change: stores and deletes into them, their
+        mutating methods, or the name bound anew. Reading them (``print(d)``) changes none."""
+        names: set[str] = set()
+        for part in ast.walk(node):
+            if isinstance(part, ast.Subscript) and isinstance(part.ctx, (ast.Store, ast.Del)):
+                names.add(self.root(part) or "")
+            elif isinstance(part, ast.Name) and isinstance(part.ctx, (ast.Store, ast.Del)):
+                names.add(part.id)
+            elif (
+                isinstance(part, ast.Call)
+                and isinstance(part.func, ast.Attribute)
+                and part.func.attr in _MUTATING
+            ):
+                names.add(self.root(part.func.value) or "")
+        return names & set(self.dicts)
+
+    def unfollowed(self, index: int, node: ast.stmt) -> None:
+        """A statement the reader does not replay (``del``, a loop, a ``with`` block ...)
+        that touches a tracked dict: its value is then unknown, and the notebook is told."""
+        for name in self.mutated(node):
+            self.lose(
+                ast.Name(id=name),
+                f"{self.where(index, node)}: {name} is changed by a statement nbsweep does not "
+                f"follow ({type(node).__name__.lower()}); {_WHAT_TO_DO}",
+            )
 
     def where(self, index: int, node: ast.AST) -> str:
         return f"cell {index} line {getattr(node, 'lineno', 1)}"
@@ -189,8 +237,12 @@ class _Reader:
                 self.value(func.value).update(updates)
             except (_Unresolved, ValueError, TypeError, AttributeError, KeyError) as error:
                 self.lose(func.value, f"{self.where(index, node)}: {_described(error)}")
+        else:
+            self.unfollowed(index, ast.Expr(value=node, lineno=node.lineno))
 
     def is_wandb(self, func: ast.expr, *names: str) -> bool:
+        if isinstance(func, ast.Name):
+            return self.imported.get(func.id) in names
         return (
             isinstance(func, ast.Attribute)
             and func.attr in names
@@ -201,7 +253,9 @@ class _Reader:
     def sweep_call(self, index: int, node: ast.Call, target: ast.expr | None) -> None:
         keywords = {kw.arg: kw.value for kw in node.keywords if kw.arg}
         argument = node.args[0] if node.args else keywords.get("sweep")
-        self.found.update(sweep_cell=index, **_literal_keywords(keywords, "project", "entity"))
+        self.found.update(
+            sweep_cell=index, **_literal_keywords(keywords, self.literals, "project", "entity")
+        )
         if isinstance(argument, ast.Name):
             self.found["config_name"] = argument.id
         if argument is None:
@@ -229,8 +283,11 @@ class _Reader:
         self.found["agent_cell"] = index
         if isinstance(function, ast.Name):
             self.found["agent_function"] = function.id
+        known = self.literals.get(count.id) if isinstance(count, ast.Name) else None
         if isinstance(count, ast.Constant) and isinstance(count.value, int):
             self.found["agent_count"] = count.value
+        elif isinstance(known, int):
+            self.found["agent_count"] = known
 
 
 def analyse(nb: NotebookNode) -> NotebookSweep:
@@ -335,10 +392,15 @@ def _is_dict_call(node: ast.expr) -> bool:
     )
 
 
-def _literal_keywords(keywords: dict[str | None, ast.expr], *names: str) -> dict[str, Any]:
+def _literal_keywords(
+    keywords: dict[str | None, ast.expr], literals: dict[str, Any], *names: str
+) -> dict[str, Any]:
     found: dict[str, Any] = {}
     for name in names:
         node = keywords.get(name)
-        if isinstance(node, ast.Constant) and isinstance(node.value, str):
-            found[name] = node.value
+        value = literals.get(node.id) if isinstance(node, ast.Name) else None
+        if isinstance(node, ast.Constant):
+            value = node.value
+        if isinstance(value, str):
+            found[name] = value
     return found

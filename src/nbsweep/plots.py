@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nbsweep.errors import UsageError
+from nbsweep.errors import OutputError, UsageError
 from nbsweep.files import atomic_write, atomic_write_text
 from nbsweep.leaderboard import (
     Metric,
@@ -47,6 +47,8 @@ def plot(sweep: SweepLike, runs: Iterable[RunLike], path: Path) -> None:
             atomic_write_text(path, _html(sweep, runs, panels))
     except OSError as error:
         raise UsageError(f"cannot write {str(path)!r}: {error.strerror or error}") from None
+    except OutputError as error:  # a plot the user asked for: a usage error, exit 2
+        raise UsageError(str(error)) from None
 
 
 # The pictures are laid out once, in pixels, as shapes and texts; the HTML writes them as SVG

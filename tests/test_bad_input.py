@@ -126,3 +126,16 @@ def test_100000_records_in_a_tight_loop_all_arrive(cli, tmp_path):
     assert history[-1] == {"step": 99_999, "loss": 1.0 / 100_000, "i": 99_999}
     assert "last line" in (tmp_path / "out.ipynb").read_text()
     assert signal.SIGTERM  # the agent's store is checked in test_local_sweeps
+
+
+@pytest.mark.kernel
+def test_progress_and_errors_name_a_cell_alike(cli, tmp_path):
+    write_notebook(
+        tmp_path / "slow.ipynb",
+        ["# md: a title", ("x = 1", ["parameters"]), "print(x)", "import time\ntime.sleep(30)"],
+    )
+    result = cli("run", "slow.ipynb", "--x=2", "--timeout", "1", "--stop-grace", "1")
+    assert result.returncode == 1, result.stderr
+    assert "cell 3 started (4/4)" in result.stderr
+    assert "the injected parameters started (2/4)" in result.stderr
+    assert "Error: cell 3 failed" in result.stderr

@@ -11,7 +11,7 @@ def test_terminal_progress_updates_one_line():
     reporter.cell_finished(3, 0.25)
     reporter.warn("careful")
     text = out.getvalue()
-    assert text.startswith("\r\x1b[2Kcell 2/5 started [")
+    assert text.startswith("\r\x1b[2Kcell 3 started (2/5) [")
     assert "cell done in 0.25s" in text
     assert text.endswith("\r\x1b[2Kwarning: careful\n")
 

@@ -292,7 +292,7 @@ def test_html_and_log_output(cli, tmp_path):
     result = cli("run", nb, "-o", "out.ipynb", "--html", "--log-output")
     assert result.returncode == 0, result.stderr
     assert "to stdout" in result.stdout and "to stderr" in result.stderr
-    assert "cell 2/2" in result.stderr
+    assert "cell 1 started (2/2)" in result.stderr
     assert "to stdout" in (tmp_path / "out.html").read_text()
 
 

@@ -73,8 +73,11 @@ class Reporter:
         self._started = time.monotonic()
         self._line(f"running {notebook} -> {output}")
 
-    def cell_started(self, index: int, number: int, total: int) -> None:
-        self._status(f"cell {number}/{total} started [{self.elapsed()}]")
+    def cell_started(self, index: int | None, number: int, total: int) -> None:
+        """``index``: the cell in the notebook as the user wrote it, as errors name it (None:
+        the injected parameters); ``number`` of ``total``: its place among the code cells."""
+        which = "the injected parameters" if index is None else f"cell {index}"
+        self._status(f"{which} started ({number}/{total}) [{self.elapsed()}]")
 
     def cell_finished(self, index: int, seconds: float) -> None:
         if self.tty:

@@ -211,7 +211,9 @@ async def run_trial_async(
         kernel.send_silently(_INSTALL_HOOKS)
         started_cells = True
         hooks = Hooks(
-            cell_started=reporter.cell_started,
+            cell_started=lambda index, number, total: reporter.cell_started(
+                injection.source_index(index), number, total
+            ),
             cell_finished=reporter.cell_finished,
             stream=lambda name, text: reporter.stream(name, redactor.text(text)),
         )

@@ -110,6 +110,7 @@ class _TrialClient(NotebookClient):
         self.hooks = hooks
         self.current_index = -1
         self.last_error: tuple[int, dict[str, Any]] | None = None
+        self.liveness_polls: set[asyncio.Task[Any]] = set()
         self.on_cell_error = self._remember_error
 
     def process_message(
@@ -119,6 +120,22 @@ class _TrialClient(NotebookClient):
         if kind == "stream":
             self.hooks.stream(content.get("name", "stdout"), content.get("text", ""))
         return super().process_message(msg, cell, cell_index)
+
+    async def _async_poll_kernel_alive(self) -> None:
+        # nbclient starts this per cell and forgets it when the cell is cancelled (a stop
+        # that kills the kernel): remembered here, so that it is cancelled and awaited.
+        task = asyncio.current_task()
+        if task is not None:
+            self.liveness_polls.add(task)
+            task.add_done_callback(self.liveness_polls.discard)
+        await super()._async_poll_kernel_alive()
+
+    async def cancel_leftovers(self) -> None:
+        """Cancel and await what nbclient left running, so nothing is destroyed pending."""
+        leftovers = [task for task in self.liveness_polls if not task.done()]
+        for task in leftovers:
+            task.cancel()
+        await asyncio.gather(*leftovers, return_exceptions=True)
 
     def _remember_error(self, cell: NotebookNode, cell_index: int, execute_reply: dict) -> None:
         self.last_error = (cell_index, execute_reply["content"])
@@ -188,6 +205,7 @@ async def execute(
             continue
         await _interrupt_then_kill(kernel, running, options.stop_grace, stop)
 
+    await client.cancel_leftovers()
     outcome = _outcome(running, client, aborted)
     if outcome.status == "finished" and variables:
         await _read_variables(client, kernel, variables, outcome)
@@ -216,6 +234,7 @@ async def _interrupt_then_kill(
         now = asyncio.ensure_future(stop.now.wait())
         await asyncio.wait({running, now}, timeout=grace, return_when=asyncio.FIRST_COMPLETED)
         now.cancel()
+        await asyncio.gather(now, return_exceptions=True)
     if not running.done():
         await kernel.kill()
         running.cancel()

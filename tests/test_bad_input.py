@@ -139,3 +139,22 @@ def test_progress_and_errors_name_a_cell_alike(cli, tmp_path):
     assert "cell 3 started (4/4)" in result.stderr
     assert "the injected parameters started (2/4)" in result.stderr
     assert "Error: cell 3 failed" in result.stderr
+
+
+@pytest.mark.kernel
+def test_a_huge_cell_output_goes_to_a_side_file(cli, tmp_path):
+    write_notebook(
+        tmp_path / "loud.ipynb",
+        ["import os\nline = 'x' * 999 + '\\n'\nfor _ in range(3000):\n    print(line, end='')\n"
+         "print('THE END')", "print('next cell')"],
+    )  # fmt: skip
+    result = cli("run", "loud.ipynb", "-o", "out/loud.ipynb")
+    assert result.returncode == 0, result.stderr
+    saved = (tmp_path / "out" / "loud.ipynb").read_text()
+    assert len(saved) < 1_200_000, "at most 1 Mi characters of a cell's stdout are kept"
+    assert "stdout past 1,048,576 characters is not kept in the notebook; the rest is in " \
+        "loud.cell0.stdout.txt" in saved
+    assert "next cell" in saved
+    side = (tmp_path / "out" / "loud.cell0.stdout.txt").read_text()
+    assert side.endswith("THE END\n")
+    assert len(side) + 1_048_576 == 3000 * 1000 + len("THE END\n")

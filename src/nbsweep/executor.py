@@ -37,6 +37,9 @@ class ExecutionOptions:
     """Seconds the whole notebook may run; None: no limit."""
     stop_grace: float = 10.0
     """Seconds between the interrupt and the kill when a trial is stopped or times out."""
+    stream_limit: int = 1 << 20
+    """Characters of a cell's stdout (and of its stderr) kept in the saved notebook; the rest
+    goes to ``Hooks.overflow`` (a side file), so a cell that prints 200 MB costs no memory."""
 
 
 @dataclass
@@ -47,6 +50,8 @@ class Hooks:
     """(cell index, number among code cells starting at 1, number of code cells)."""
     cell_finished: Callable[[int, float], None] = lambda index, seconds: None
     stream: Callable[[str, str], None] = lambda name, text: None
+    overflow: Callable[[int, str, str], str] = lambda index, name, text: "nowhere"
+    """(cell index, stream name, text past the limit) -> where that text was put."""
 
 
 @dataclass(frozen=True)
@@ -97,7 +102,9 @@ class StopRequest:
 class _TrialClient(NotebookClient):
     """nbclient's client, reporting live messages and cell progress through ``Hooks``."""
 
-    def __init__(self, nb: NotebookNode, kernel: Kernel, hooks: Hooks) -> None:
+    def __init__(
+        self, nb: NotebookNode, kernel: Kernel, hooks: Hooks, stream_limit: int = 1 << 20
+    ) -> None:
         super().__init__(
             nb,
             km=kernel.manager,
@@ -111,6 +118,8 @@ class _TrialClient(NotebookClient):
         self.current_index = -1
         self.last_error: tuple[int, dict[str, Any]] | None = None
         self.liveness_polls: set[asyncio.Task[Any]] = set()
+        self.stream_limit = stream_limit
+        self.stream_kept: dict[tuple[int, str], int] = {}
         self.on_cell_error = self._remember_error
 
     def process_message(
@@ -118,8 +127,32 @@ class _TrialClient(NotebookClient):
     ) -> NotebookNode | None:
         kind, content = msg["msg_type"], msg["content"]
         if kind == "stream":
-            self.hooks.stream(content.get("name", "stdout"), content.get("text", ""))
+            name, text = content.get("name", "stdout"), content.get("text", "")
+            self.hooks.stream(name, text)
+            return self._keep_stream(msg, cell, cell_index, name, text)
         return super().process_message(msg, cell, cell_index)
+
+    def _keep_stream(
+        self, msg: dict[str, Any], cell: NotebookNode, cell_index: int, name: str, text: str
+    ) -> NotebookNode | None:
+        """Keep up to ``stream_limit`` characters of the stream in the notebook; hand the
+        rest to ``Hooks.overflow`` and say once, in the cell's output, where it went."""
+        kept = self.stream_kept.get((cell_index, name), 0)
+        if kept + len(text) <= self.stream_limit:
+            self.stream_kept[(cell_index, name)] = kept + len(text)
+            return super().process_message(msg, cell, cell_index)
+        room = max(0, self.stream_limit - kept)
+        self.stream_kept[(cell_index, name)] = self.stream_limit + 1
+        where = self.hooks.overflow(cell_index, name, text[room:])
+        if kept > self.stream_limit:  # cut before: its marker is there already
+            return None
+        marker = (
+            f"{text[:room]}\n[nbsweep: {name} past {self.stream_limit:,} characters is not kept "
+            f"in the notebook; the rest is in {where}]\n"
+        )
+        return super().process_message(
+            {**msg, "content": {**msg["content"], "text": marker}}, cell, cell_index
+        )
 
     async def _async_poll_kernel_alive(self) -> None:
         # nbclient starts this per cell and forgets it when the cell is cancelled (a stop
@@ -155,7 +188,7 @@ async def execute(
     """
     hooks = hooks or Hooks()
     stop = stop or StopRequest()
-    client = _TrialClient(nb, kernel, hooks)
+    client = _TrialClient(nb, kernel, hooks, options.stream_limit)
     code_cells = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and c.source.strip()]
     cell_started_at: list[float] = [time.monotonic()]
     aborted: list[str] = []

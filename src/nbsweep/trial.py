@@ -193,6 +193,7 @@ async def run_trial_async(
             on_metric(record)
 
     metrics = Metrics(on_record=on_record)
+    overflow = _StreamOverflow(output, injection, redactor)
     warm = kernel is not None
     kernel = kernel or Kernel(spec.kernel_for(nb))
     stop = stop or StopRequest()
@@ -216,6 +217,7 @@ async def run_trial_async(
             ),
             cell_finished=reporter.cell_finished,
             stream=lambda name, text: reporter.stream(name, redactor.text(text)),
+            overflow=overflow.write,
         )
         following = asyncio.ensure_future(_follow(channel, metrics))
         try:
@@ -242,11 +244,13 @@ async def run_trial_async(
         await kernel.stop(graceful=False)
         channel.read(metrics)
         channel.close()
+        overflow.close()
         if started_cells:  # nbsweep itself failed: keep what ran
             with contextlib.suppress(OutputError):  # the first error is the one to tell
                 _save(nb, output, "failed", "error", None, None, started, redactor)
         raise
     channel.close()
+    overflow.close()
     try:
         result = _result(spec, injection, outcome, kernel, kernel_lost, metrics, output, started)
         try:
@@ -267,6 +271,35 @@ async def run_trial_async(
             retire(stopping)
     reporter.trial_finished(result)
     return result
+
+
+class _StreamOverflow:
+    """Where a cell's stream goes past what the notebook keeps: one side file per cell and
+    stream beside the executed notebook (``x.cell3.stdout.txt``), secrets redacted."""
+
+    def __init__(self, output: Path, injection: Injection, redactor: Redactor) -> None:
+        self.output = output
+        self.injection = injection
+        self.redactor = redactor
+        self.files: dict[Path, Any] = {}
+
+    def write(self, index: int, name: str, text: str) -> str:
+        cell = self.injection.source_index(index)
+        path = self.output.with_name(f"{self.output.stem}.cell{cell}.{name}.txt")
+        file = self.files.get(path)
+        if file is None:
+            file = self.files[path] = path.open("w", encoding="utf-8")
+        try:
+            file.write(self.redactor.text(text))
+        except OSError:
+            return f"{path.name} (cut short: {len(text):,} characters could not be written)"
+        return path.name
+
+    def close(self) -> None:
+        for file in self.files.values():
+            with contextlib.suppress(OSError):
+                file.close()
+        self.files.clear()
 
 
 async def _follow(channel: MetricsChannel, metrics: Metrics) -> None:

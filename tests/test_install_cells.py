@@ -107,12 +107,24 @@ def test_an_indented_install_line_leaves_its_block_valid():
     runs_in_ipython(source)
 
 
-def test_running_it_twice_skips_nothing_more():
-    nb = make_notebook(["%%capture\n!pip install a", "if True:\n    %pip install b\n", "x = 1"])
-    assert len(skip_install_lines(nb)) == 2
+def test_running_it_twice_changes_nothing_and_says_the_same():
+    cells = ["%%capture\n!pip install a", "if True:\n    %pip install b\n", "!pip install c \\\n d"]
+    nb = make_notebook([*cells, "x = 1"])
+    first = skip_install_lines(nb)
+    assert [s.line for s in first] == ["!pip install a", "%pip install b", "!pip install c d"]
     once = [cell.source for cell in nb.cells]
-    assert skip_install_lines(nb) == []
+    assert skip_install_lines(nb) == first
     assert [cell.source for cell in nb.cells] == once
+
+
+def test_run_install_cells_on_an_executed_notebook_runs_what_its_trial_skipped():
+    spec = TrialSpec(Path("nb.ipynb"), [("x", 2)])
+    executed = prepare(spec, make_notebook(NOTEBOOK)).notebook
+    again = prepare(spec, executed)
+    # Said again, numbered in the executed notebook (its injected cell comes first).
+    assert SAID.replace("cell 1", "cell 2") in again.warnings
+    kept = prepare(TrialSpec(Path("nb.ipynb"), [("x", 3)], run_install_cells=True), executed)
+    assert kept.notebook.cells[-1].source == NOTEBOOK[-1]
 
 
 def test_the_message_names_the_users_cells_in_one_line():

@@ -24,6 +24,9 @@ _INSTALL = re.compile(
 )
 # Cell magics whose body is Python that runs once: their install lines are skipped too.
 _PYTHON_CELL_MAGICS = frozenset({"capture", "time"})
+_SKIPPED = re.compile(
+    rf"^(?P<indent>[ \t]*)(?:pass  )?{re.escape(MARK)}(?P<command>.*) \({OPTION} runs it\)$"
+)
 _TRIPLE_QUOTE = re.compile(r'"""|\'\'\'')
 _MESSAGE_EXAMPLES = 3
 
@@ -38,17 +41,37 @@ class SkippedLine:
 
 def skip_install_lines(nb: NotebookNode) -> list[SkippedLine]:
     """Replace the install lines of ``nb``'s code cells, in place, with comments; return
-    what was skipped. Running it again skips nothing more."""
+    what was skipped. Safe to run twice: lines an earlier run skipped (an executed notebook
+    run again) are restored and skipped again, so they are reported again, same source."""
     skipped: list[SkippedLine] = []
     for index, cell in enumerate(nb.cells):
         if cell.cell_type != "code":
             continue
-        source = "".join(cell.source) if isinstance(cell.source, list) else cell.source
-        new_source, lines = _skip_in_source(source)
+        new_source, lines = _skip_in_source(_restored(_source(cell)))
         if lines:
             cell.source = new_source
             skipped.extend(SkippedLine(index, line) for line in lines)
     return skipped
+
+
+def restore_install_lines(nb: NotebookNode) -> None:
+    """Undo an earlier ``skip_install_lines``, in place: ``--run-install-cells`` on an
+    executed notebook runs what its trial skipped."""
+    for cell in nb.cells:
+        if cell.cell_type == "code" and MARK in _source(cell):
+            cell.source = _restored(_source(cell))
+
+
+def _source(cell: NotebookNode) -> str:
+    return "".join(cell.source) if isinstance(cell.source, list) else cell.source
+
+
+def _restored(source: str) -> str:
+    """The commands back in place of their comments; a continued command comes back as one
+    line, its ``#`` lines kept (IPython joins the lines anyway; line numbers stay)."""
+    if MARK not in source:
+        return source
+    return "\n".join(_SKIPPED.sub(r"\g<indent>\g<command>", line) for line in source.split("\n"))
 
 
 def _skip_in_source(source: str) -> tuple[str, list[str]]:

@@ -30,7 +30,12 @@ from nbsweep.executor import (
     prepare_output_handling,
 )
 from nbsweep.injection import Injection, parameterize
-from nbsweep.install_cells import is_skipped_message, skip_install_lines, skipped_message
+from nbsweep.install_cells import (
+    is_skipped_message,
+    restore_install_lines,
+    skip_install_lines,
+    skipped_message,
+)
 from nbsweep.kernel import Kernel
 from nbsweep.kernel_api import TRIAL_ENV
 from nbsweep.kernel_hooks import TRIAL_FILE_ENV
@@ -140,6 +145,7 @@ def prepare(spec: TrialSpec, nb: NotebookNode) -> Injection:
         nb, spec.values, config_var=spec.config_var, allow_unknown=spec.allow_unknown
     )
     if spec.run_install_cells:
+        restore_install_lines(injection.notebook)  # an executed notebook run again
         return injection
     message = skipped_message(skip_install_lines(injection.notebook), injection.source_index)
     if message is None:

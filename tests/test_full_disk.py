@@ -13,9 +13,11 @@ from conftest import CliRun, write_notebook
 
 pytestmark = pytest.mark.kernel
 
+# Two cells under the 1 Mi characters a notebook keeps of each: a notebook over 1 MiB.
 BIG_OUTPUT = [
-    ("size = 3_000_000", ["parameters"]),
+    ("size = 700_000", ["parameters"]),
     "import nbsweep\nnbsweep.log({'loss': 0.25})\nprint('x' * size)",
+    "print('y' * size)",
 ]
 
 
@@ -56,7 +58,7 @@ def test_the_agent_fails_the_trial_and_goes_on(tmp_path, tiny_disk, request):
     try:
         write_notebook(tiny_disk / "big.ipynb", BIG_OUTPUT)
         (tiny_disk / "s.yaml").write_text(
-            "program: big.ipynb\nmethod: grid\nparameters:\n  size: {values: [3000000, 10]}\n"
+            "program: big.ipynb\nmethod: grid\nparameters:\n  size: {values: [700000, 10]}\n"
         )
         created = runner("sweep", "--local", "s.yaml")
         assert created.returncode == 0, created.stderr
@@ -68,7 +70,7 @@ def test_the_agent_fails_the_trial_and_goes_on(tmp_path, tiny_disk, request):
         import json
 
         runs = {run["values"]["size"]: run for run in json.loads(status.stdout)["runs"]}
-        assert runs[3000000]["state"] == "failed"
+        assert runs[700000]["state"] == "failed"
         assert runs[10]["state"] == "finished", "the next trial ran"
         assert Path(runs[10]["notebook"]).name == "big.ipynb"
     finally:

@@ -134,3 +134,18 @@ def test_reading_a_dict_is_not_changing_it_and_from_imports_count():
     found = analyse(nb)
     assert found.config == {"method": "grid"} and not found.problems
     assert (found.project, found.agent_function, found.agent_count) == ("proj", "f", 3)
+
+
+def test_values_for_a_wandb_config_notebook_are_checked_against_its_sweep():
+    import pytest
+
+    from nbsweep.errors import ParameterError
+    from nbsweep.injection import parameterize
+
+    nb = nbformat.read(ROOT / "notebooks" / "wandb_tutorial.ipynb", as_version=4)
+    injection = parameterize(nb, [("optimizer", "sgd"), ("epochs", 2)])
+    assert injection.values == {"optimizer": "sgd", "epochs": 2}
+    assert injection.injected_cell_index is None, "nothing injected: wandb.config gets them"
+    with pytest.raises(ParameterError, match=r"'optimiser' \(did you mean 'optimizer'\?\)"):
+        parameterize(nb, [("optimiser", "sgd")])
+    assert parameterize(nb, [("optimiser", "sgd")], allow_unknown=True).values

@@ -71,3 +71,21 @@ def test_status_reads_a_read_only_store(local, tmp_path):
         assert [run["metric"] for run in runs] == [2, 1]
     finally:
         subprocess.run(["umount", "-l", str(share)], check=False)
+
+
+def test_100000_records_reach_the_store_through_the_agent(local, tmp_path):
+    sweep = local.sweep(
+        "method: grid\nmetric: {name: loss, goal: minimize}\n"
+        "parameters:\n  n: {values: [100000]}\n",
+        [("n = 1", ["parameters"]),
+         "import nbsweep\nfor i in range(n):\n    nbsweep.log({'loss': 1.0 / (i + 1), 'i': i})"],
+    )  # fmt: skip
+    result = local("agent", f"local:{sweep}", "--no-wandb")
+    assert result.returncode == 0, result.stderr[-2000:]
+    import sqlite3
+
+    db = sqlite3.connect(tmp_path / "store.db")
+    count, last = db.execute("SELECT count(*), max(step) FROM history").fetchone()
+    assert (count, last) == (100_000, 99_999)
+    (run,) = local.status(sweep)["runs"]
+    assert run["metric"] == 1.0 / 100_000 and run["summary"]["i"] == 99_999

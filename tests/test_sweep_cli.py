@@ -208,3 +208,25 @@ def test_one_command_from_a_notebook_to_results(tmp_path):
     assert [row[3] for row in ranks] == sorted(row[3] for row in ranks), "ranked by loss"
     assert {row[3] for row in ranks} <= {"0.5", "1"}
     assert not marker.exists()
+
+
+@pytest.mark.kernel
+def test_run_takes_a_yaml_too(tmp_path):
+    pytest.importorskip("sweeps", reason="local sweeps need the engine: nbsweep[local]")
+    write_notebook(
+        tmp_path / "nb.ipynb", [("x = 0", ["parameters"]), "import nbsweep\nnbsweep.log({'s': x})"]
+    )
+    (tmp_path / "s.yaml").write_text(
+        "program: nb.ipynb\nmethod: grid\nmetric: {name: s, goal: maximize}\n"
+        "parameters:\n  x: {values: [1, 3, 2]}\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update(HOME=str(tmp_path), WANDB_SILENT="true", WANDB_MODE="offline")
+    result = subprocess.run(
+        [sys.executable, "-m", "nbsweep", "sweep", "--local", "s.yaml", "--store", "s.db", "--run"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    board = result.stdout.split("\n\n", 1)[1].splitlines()
+    assert [line.split()[3] for line in board[2:5]] == ["3", "2", "1"]
+    assert "3 runs: 3 finished" in result.stdout

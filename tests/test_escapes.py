@@ -57,13 +57,18 @@ def _local_sweep(local, tmp_path, trials: int) -> str:
     return created.stdout.split()[3]
 
 
+def _wait_for(process, flag) -> None:
+    """Until the trial has started its daemons (``flag``), the agent still running."""
+    deadline = time.monotonic() + 120
+    while not flag.exists():
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+
+
 def test_each_agent_trial_leaves_no_daemon(local, tmp_path):
     sweep = _local_sweep(local, tmp_path, 2)
     process = local.start("agent", f"local:{sweep}", "--no-wandb")
-    deadline = time.monotonic() + 120
-    while not (tmp_path / "daemons-1.flag").exists():
-        assert process.poll() is None and time.monotonic() < deadline
-        time.sleep(0.05)
+    _wait_for(process, tmp_path / "daemons-1.flag")
     # The second trial runs: the first trial's daemons must be gone already.
     sleepers = [p for p in local.leftovers(0) if p.name() == "sleep"]
     assert len(sleepers) <= 4, [p.cmdline() for p in sleepers]
@@ -75,10 +80,7 @@ def test_each_agent_trial_leaves_no_daemon(local, tmp_path):
 def test_sigterm_of_the_agent_leaves_no_daemon(local, tmp_path):
     sweep = _local_sweep(local, tmp_path, 1)
     process = local.start("agent", f"local:{sweep}", "--no-wandb")
-    deadline = time.monotonic() + 120
-    while not (tmp_path / "daemons-0.flag").exists():
-        assert process.poll() is None and time.monotonic() < deadline
-        time.sleep(0.05)
+    _wait_for(process, tmp_path / "daemons-0.flag")
     time.sleep(1.2)  # the late detacher has detached
     process.send_signal(signal.SIGTERM)
     process.communicate(timeout=60)

@@ -67,6 +67,14 @@ def test_preload_option():
     assert Preload.parse("none").code(()) is None
 
 
+def test_install_lines_a_trial_skips_do_not_stop_the_preload():
+    nb = cells("!pip install wandb -Uq", "import wandb\nwandb.login()")
+    auto = Preload.parse("auto")
+    assert auto.modules_for(nb, Path()) == ("wandb",)
+    assert auto.modules_for(nb, Path(), installs_run=True) == ()
+    assert nb.cells[0].source == "!pip install wandb -Uq", "the agent's notebook is not changed"
+
+
 def run_async(coroutine):
     return asyncio.run(coroutine)
 

@@ -271,7 +271,7 @@ class Agent:
             spec.kernel_for(nb),
             cwd,
             {**os.environ, TRIAL_ENV: "1"},
-            preload.code(preload.modules_for(nb, cwd)),
+            preload.code(preload.modules_for(nb, cwd, installs_run=spec.run_install_cells)),
         )
 
     def _warm_up(self, notebook: Path) -> None:

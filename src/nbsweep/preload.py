@@ -11,12 +11,14 @@ raises in the trial, as it would have.
 from __future__ import annotations
 
 import ast
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 
 from nbformat import NotebookNode
 
 from nbsweep.errors import UsageError
+from nbsweep.install_cells import skip_install_lines
 from nbsweep.parameters import parse_leniently
 
 AUTO = "auto"
@@ -48,10 +50,18 @@ class Preload:
             )
         return cls("explicit", names, cuda)
 
-    def modules_for(self, nb: NotebookNode, folder: Path) -> tuple[str, ...]:
+    def modules_for(
+        self, nb: NotebookNode, folder: Path, *, installs_run: bool = False
+    ) -> tuple[str, ...]:
+        """``installs_run``: the trial runs the notebook's install lines; else they are
+        skipped there, so they do not stop the leading imports here either (W&B's
+        tutorials start with `!pip install wandb` and `import wandb`)."""
         if self.mode == NONE:
             return ()
         if self.mode == AUTO:
+            if not installs_run:
+                nb = copy.deepcopy(nb)
+                skip_install_lines(nb)
             return leading_imports(nb, folder)
         return self.modules
 

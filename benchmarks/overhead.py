@@ -35,7 +35,9 @@ worker, warm kernels, its preloading), as rows:
 
 * ``agent``: every trial also an offline wandb run;
 * ``agent --no-wandb``: no wandb run;
-* ``agent --preload none``: only where ``nbsweep agent --help`` offers ``--preload``.
+* ``agent --preload none``: only where ``nbsweep agent --help`` offers ``--preload``;
+* ``agent --kernel-start exec``: each kernel a fresh interpreter, not forked from a template
+  (only where the agent offers ``--kernel-start``; fork is its default).
 
 From the store (``Store.open(S).runs(ID)``: ``started_at`` is the hand-out, ``finished_at``
 the result recorded) the mean and p95 trial; the median gap from one result to the next
@@ -493,6 +495,7 @@ class Variant:
 AGENT = Variant("agent")
 NO_WANDB = Variant("agent --no-wandb", ("--no-wandb",), wandb=False)
 NO_PRELOAD = Variant("agent --preload none", ("--preload", "none"))
+EXEC_KERNELS = Variant("agent --kernel-start exec", ("--kernel-start", "exec"))
 # Where the torch notebook runs on a GPU: CUDA initialised in the waiting kernel too.
 PRELOAD_CUDA = Variant("agent --preload-cuda", ("--preload", "auto", "--preload-cuda"))
 
@@ -884,10 +887,14 @@ def probe_torch(env: dict[str, str], cwd: Path) -> tuple[str | None, str | None]
     return completed.stdout.split()[-1], None
 
 
-def agent_offers_preload(env: dict[str, str], cwd: Path) -> bool:
+def agent_offers(env: dict[str, str], cwd: Path, option: str) -> bool:
     command = [*console_script("nbsweep", "nbsweep"), "agent", "--help"]
     _, completed = run_process(command, cwd, env, TOOL_TIMEOUT)
-    return completed.returncode == 0 and "--preload" in completed.stdout
+    return completed.returncode == 0 and option in completed.stdout
+
+
+def agent_offers_preload(env: dict[str, str], cwd: Path) -> bool:
+    return agent_offers(env, cwd, "--preload")
 
 
 def warm_up_imports(env: dict[str, str], cwd: Path) -> None:
@@ -960,6 +967,8 @@ def main(argv: list[str] | None = None) -> int:
             variants.append(NO_WANDB)
             if agent_offers_preload(env, work):
                 variants.append(NO_PRELOAD)
+            if agent_offers(env, work, "--kernel-start"):
+                variants.append(EXEC_KERNELS)
         if args.warmup:
             try:
                 warm_up_imports(env, work)

@@ -15,6 +15,7 @@ import pytest
 from conftest import make_notebook, marked_processes, write_notebook
 
 from nbsweep.errors import UsageError
+from nbsweep.fork_kernels import TEMPLATE_NAME
 from nbsweep.kernel import Kernel
 from nbsweep.preload import Preload, leading_imports
 
@@ -233,7 +234,15 @@ SLOW = [("seconds = 60", ["parameters"]), "import time\ntime.sleep(seconds)"]
 
 def wait_for_kernels(local, agent: subprocess.Popen, count: int) -> None:
     deadline = time.monotonic() + 60
-    while len([p for p in marked_processes(local.marker) if p.pid != agent.pid]) < count:
+    def kernels() -> list:
+        # Not the agent, nor the template that forks kernels.
+        return [
+            p
+            for p in marked_processes(local.marker)
+            if p.pid != agent.pid and p.name() != TEMPLATE_NAME
+        ]
+
+    while len(kernels()) < count:
         assert agent.poll() is None, agent.communicate()
         assert time.monotonic() < deadline, "the warm kernel never started"
         time.sleep(0.05)

@@ -274,6 +274,7 @@ def agent(
     preload: str,
     preload_cuda: bool,
     no_warm_kernels: bool,
+    kernel_start: str,
     **execution: Any,
 ) -> None:
     """Run trials of sweep SWEEP_ID, one at a time: a W&B sweep (ID, PROJECT/ID or
@@ -319,6 +320,7 @@ def agent(
         trial=_trial_spec(Path("unused.ipynb"), [], None, **execution),
         report_to_wandb=not no_wandb,
         warm_kernels=not no_warm_kernels,
+        kernel_start=kernel_start,
         preload=preloading,
     )
     try:

@@ -161,6 +161,15 @@ def agent_options(command: Callable) -> Callable:
             help="Also initialise CUDA (through torch) in the next trial's kernel.",
         ),
         click.option(
+            "--kernel-start",
+            type=click.Choice(["fork", "exec"]),
+            default="fork",
+            show_default=True,
+            help="fork: each trial's kernel is forked from a template process that imported "
+            "ipykernel and the preload once (Linux, this Python's kernel, no --preload-cuda; "
+            "else exec, said once); exec: a fresh interpreter per kernel.",
+        ),
+        click.option(
             "--no-warm-kernels",
             is_flag=True,
             help="Start each trial's kernel when the trial starts (no kernel started ahead, "

@@ -29,6 +29,7 @@ from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.kernelspec import KernelSpec, KernelSpecManager, NoSuchKernel
 
 from nbsweep.errors import KernelStartError
+from nbsweep.fork_kernels import ForkProvisioner, Template
 from nbsweep.processes import become_subreaper, die_with_parent, marked_children, reap
 
 _PYTHON_KERNEL_NAMES = ("python3", "python", "")
@@ -116,8 +117,15 @@ class Kernel:
     shuts it down and then kills its whole process tree, whatever state it is in.
     """
 
-    def __init__(self, kernel_name: str = "python3", startup_timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        kernel_name: str = "python3",
+        startup_timeout: float = 60.0,
+        template: Template | None = None,
+    ) -> None:
         self.kernel_name = kernel_name or "python3"
+        self.template = template
+        """Fork the kernel from this template instead of starting an interpreter."""
         self.startup_timeout = startup_timeout
         # Unix sockets in a folder of our own, not TCP ports: kernels started at the same
         # instant by parallel agents cannot race for a port (jupyter_client picks a free
@@ -154,6 +162,16 @@ class Kernel:
         The process boots on another core while the caller prepares the notebook."""
         self.env = dict(env)
         become_subreaper()
+        if self.template is not None:
+            provisioner = ForkProvisioner(
+                kernel_id=uuid.uuid4().hex,
+                kernel_spec=self.manager.kernel_spec,
+                parent=self.manager,
+            )
+            provisioner.template = self.template
+            provisioner.log_path = self._log.name
+            self.manager.kernel_id = provisioner.kernel_id
+            self.manager.provisioner = provisioner
         try:
             await self.manager.start_kernel(
                 cwd=str(cwd),

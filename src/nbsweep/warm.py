@@ -7,10 +7,12 @@ a kernel that is already up. A kernel is never reused: each trial gets a fresh o
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nbsweep.errors import KernelStartError
+from nbsweep.fork_kernels import Template
 from nbsweep.kernel import Kernel
 
 # Seconds the preload may take (a first `import torch` with CUDA can take a while); past
@@ -31,13 +33,39 @@ class KernelRecipe:
 class WarmKernel:
     """Starts a kernel (and preloads) in the background; ``take`` hands it over, once."""
 
-    def __init__(self, recipe: KernelRecipe) -> None:
+    def __init__(
+        self,
+        recipe: KernelRecipe,
+        template: Template | None = None,
+        on_fallback: Callable[[str], None] = lambda reason: None,
+        on_note: Callable[[str], None] = lambda note: None,
+    ) -> None:
+        """``on_fallback``: the template failed (this kernel is started the usual way);
+        ``on_note``: something worth saying once about how kernels start."""
         self.recipe = recipe
-        self.kernel = Kernel(recipe.kernel_name)
+        self.kernel = Kernel(recipe.kernel_name, template=template)
+        self.on_fallback = on_fallback
+        self.on_note = on_note
         self._warming = asyncio.ensure_future(self._warm())
 
     async def _warm(self) -> None:
-        await self.kernel.start(self.recipe.cwd, self.recipe.env)
+        if self.kernel.template is not None:
+            try:
+                await self.kernel.start(self.recipe.cwd, self.recipe.env)
+            except KernelStartError as error:
+                # A template that failed or died: this kernel starts the usual way.
+                self.on_fallback(str(error))
+                self.kernel = Kernel(self.recipe.kernel_name)
+            else:
+                template = self.kernel.template
+                if not template.preload_skipped:
+                    await self.kernel.rehearse()  # the template imported the preload already
+                    return
+                self.on_note(
+                    f"forked kernels run the preload each: {template.preload_skipped}"
+                )
+        if self.kernel.info is None:
+            await self.kernel.start(self.recipe.cwd, self.recipe.env)
         if self.recipe.preload_code:
             await self.kernel.execute_silently(self.recipe.preload_code, PRELOAD_TIMEOUT)
         await self.kernel.rehearse()

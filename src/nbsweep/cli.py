@@ -452,7 +452,9 @@ def _create_local(
         argv += ["--count", str(count)]
     code = run_workers(cpu_workers(workers), argv)
     click.echo()
-    _print_status(sweep_id, store)
+    click.get_current_context().invoke(
+        status, sweep_id=sweep_id, store=store, as_json=False, watch=None, plot=None
+    )
     sys.exit(code)
 
 
@@ -507,20 +509,6 @@ def status(
             if not watch or not busy:
                 return
             time.sleep(watch)
-
-
-def _print_status(sweep_id: str, store: Path | None) -> None:
-    import shutil
-
-    from nbsweep import leaderboard
-    from nbsweep.local_sweep import open_store
-
-    with open_store(store, read=True) as opened:
-        opened.reap(sweep_id)
-        width = shutil.get_terminal_size((120, 24)).columns
-        runs = opened.runs(sweep_id, with_history=True)
-        table = leaderboard.table(opened.sweep(sweep_id), runs, width=width)
-        click.echo(table, nl=False)
 
 
 def _newest(store: Any) -> str:

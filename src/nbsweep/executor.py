@@ -102,9 +102,7 @@ class StopRequest:
 class _TrialClient(NotebookClient):
     """nbclient's client, reporting live messages and cell progress through ``Hooks``."""
 
-    def __init__(
-        self, nb: NotebookNode, kernel: Kernel, hooks: Hooks, stream_limit: int = 1 << 20
-    ) -> None:
+    def __init__(self, nb: NotebookNode, kernel: Kernel, hooks: Hooks, stream_limit: int) -> None:
         super().__init__(
             nb,
             km=kernel.manager,

@@ -233,7 +233,7 @@ async def run_trial_async(
         finally:
             following.cancel()
             await asyncio.gather(following, return_exceptions=True)
-        channel.read(metrics)
+        channel.read(metrics)  # what the cells wrote, the mark of a wandb import among it
         kernel_lost = not await kernel.is_alive()
         if metrics.used_wandb and not kernel_lost:
             # Rows the notebook left uncommitted are W&B's at its run's end: nbsweep's now.

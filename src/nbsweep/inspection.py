@@ -12,7 +12,7 @@ from nbformat import NotebookNode
 
 from nbsweep.errors import UsageError
 from nbsweep.files import read_notebook
-from nbsweep.notebook_sweep import NotebookSweep, analyse
+from nbsweep.notebook_sweep import NotebookSweep, analyse, sweep_parameter_leaves
 from nbsweep.parameters import (
     Parameter,
     ParameterSet,
@@ -187,7 +187,7 @@ def wandb_sweep_table(shape: NotebookSweep) -> str:
         lines.append(", ".join(described))
     if shape.config is not None:
         rows = [("name", "distribution", "source")]
-        for name, spec in _leaf_specs(shape.config.get("parameters") or {}, ""):
+        for name, spec in sweep_parameter_leaves(shape.config):
             rows.append((name, _describe_spec(spec), f"sweep config (cell {shape.sweep_cell})"))
         widths = [max(len(row[column]) for row in rows) for column in range(2)]
         lines.extend(
@@ -243,17 +243,6 @@ def notebook_sweep_config(notebook: Path, shape: NotebookSweep) -> dict[str, Any
         if value and not config.get(key):
             config[key] = value
     return config
-
-
-def _leaf_specs(parameters: dict[str, Any], prefix: str) -> list[tuple[str, Any]]:
-    leaves: list[tuple[str, Any]] = []
-    for name, spec in parameters.items():
-        inner = spec.get("parameters") if isinstance(spec, dict) else None
-        if isinstance(inner, dict):
-            leaves.extend(_leaf_specs(inner, f"{prefix}{name}."))
-        else:
-            leaves.append((f"{prefix}{name}", spec))
-    return leaves
 
 
 def _describe_spec(spec: Any) -> str:

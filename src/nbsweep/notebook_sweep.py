@@ -51,19 +51,24 @@ class NotebookSweep:
 
 def sweep_parameter_names(config: Mapping[str, Any]) -> list[str]:
     """The swept names; a nested ``parameters:`` group gives ``group.key``, as W&B nests."""
+    return [name for name, _ in sweep_parameter_leaves(config)]
+
+
+def sweep_parameter_leaves(config: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """Each swept name with its spec (``{"values": [...]}``, ``{"min": ...}``)."""
     parameters = config.get("parameters")
-    return _names(parameters, "") if isinstance(parameters, Mapping) else []
+    return _leaves(parameters, "") if isinstance(parameters, Mapping) else []
 
 
-def _names(parameters: Mapping[str, Any], prefix: str) -> list[str]:
-    names: list[str] = []
+def _leaves(parameters: Mapping[str, Any], prefix: str) -> list[tuple[str, Any]]:
+    leaves: list[tuple[str, Any]] = []
     for name, spec in parameters.items():
         inner = spec.get("parameters") if isinstance(spec, Mapping) else None
         if isinstance(inner, Mapping):
-            names.extend(_names(inner, f"{prefix}{name}."))
+            leaves.extend(_leaves(inner, f"{prefix}{name}."))
         else:
-            names.append(f"{prefix}{name}")
-    return names
+            leaves.append((f"{prefix}{name}", spec))
+    return leaves
 
 
 _MUTATING = frozenset({"pop", "popitem", "clear", "setdefault", "update", "__setitem__"})

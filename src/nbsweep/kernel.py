@@ -110,6 +110,10 @@ class _InterpreterKernelSpecs(KernelSpecManager):
         return super().get_kernel_spec(kernel_name)
 
 
+RECONNECT_MS = 10
+"""How often the client retries connecting to a kernel that has not bound its sockets yet."""
+
+
 class Kernel:
     """A kernel process and a connected client.
 
@@ -192,6 +196,10 @@ class Kernel:
         self.pid = getattr(provisioner, "pid", None)
         self.remember_processes()
         self.client = self.manager.client()
+        # The kernel binds its sockets some 40 ms (forked) to 400 ms (exec'd) from now; a
+        # connect that finds no socket yet is retried after ZMQ's 100 ms default interval,
+        # which was most of a forked kernel's start-up.
+        self.client.context.setsockopt(zmq.RECONNECT_IVL, RECONNECT_MS)
         # No stdin: a cell that asks for input fails at once instead of waiting forever.
         self.client.start_channels(stdin=False)
 

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from conftest import CliRun, write_notebook
 
+import nbsweep
+
 pytest.importorskip("sweeps", reason="local sweeps need the engine: pip install 'nbsweep[local]'")
 
 pytestmark = pytest.mark.kernel
@@ -178,6 +180,10 @@ def test_local_runs_are_offline_wandb_runs(local):
     assert len(offline) == 2
     assert all((run / "files" / "nb.ipynb").exists() for run in offline)
     assert any(run.name.endswith(local.status(sweep_id)["runs"][0]["run_id"]) for run in offline)
+    # What wandb would have listed itself: the environment's packages, as name==version.
+    requirements = [(run / "files" / "requirements.txt").read_text() for run in offline]
+    assert all(f"nbsweep=={nbsweep.__version__}\n" in text for text in requirements)
+    assert all(text.lower().count("\nwandb==") == 1 for text in requirements)
 
 
 def test_status_table_watch_and_plots(local):

@@ -133,8 +133,10 @@ class Agent:
         # wandb runs are opened, logged to and finished on one thread of their own, in
         # order, so that W&B's latency never sits between two trials.
         self.wandb_lane = ThreadPoolExecutor(1, thread_name_prefix="nbsweep-wandb")
-        self.reporting: Future[None] | None = None
-        """The last offline run's reporting, which the next hand-out waits for."""
+        self.reporting: deque[Future[None]] = deque()
+        """Offline runs being written, oldest first. Each is written while the next trial
+        runs (on a small machine the two share the CPU, but neither waits for the other); a
+        hand-out waits for all but the newest, so they never pile up."""
         self._notebook: tuple[tuple[int, int], NotebookNode, KernelRecipe] | None = None
         self.template: Template | None = None
         self.template_recipe: KernelRecipe | None = None
@@ -222,14 +224,14 @@ class Agent:
         return EXIT_INTERRUPTED if self.interrupted else 0
 
     async def _ready_for_a_trial(self) -> None:
-        """Take a trial only once a kernel is up for it and the last offline run is written
-        (both on other cores or threads): the trial's clock starts when it is handed out."""
+        """Take a trial only once a kernel is up for it and the offline runs before the last
+        are written (both on other cores or threads): the trial's clock starts when it is
+        handed out."""
         waits: list[Awaitable[Any]] = []
         if self.warm is not None:
             waits.append(self.warm.ready())
-        if self.reporting is not None:
-            waits.append(asyncio.wrap_future(self.reporting))
-            self.reporting = None
+        while len(self.reporting) > 1:
+            waits.append(asyncio.wrap_future(self.reporting.popleft()))
         ready = asyncio.ensure_future(asyncio.gather(*waits, return_exceptions=True))
         self.wake.clear()
         woken = asyncio.ensure_future(self.wake.wait())
@@ -441,8 +443,8 @@ class Agent:
         if warming is not None:
             self._warm_up(notebook)  # a short trial: warm up in the gap instead
         reporting = wandb.finished(result)
-        if mode is RunMode.OWNED_OFFLINE:
-            self.reporting = reporting  # the next hand-out waits for it, beside the kernel
+        if mode is RunMode.OWNED_OFFLINE and reporting is not None:
+            self.reporting.append(reporting)
         return result
 
     async def _heartbeat_while_running(self, agent_id: str, run_id: str) -> None:

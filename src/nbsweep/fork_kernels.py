@@ -44,10 +44,24 @@ sys.modules["debugpy"] = None  # ipykernel imports it only for a frontend's debu
 from ipykernel.kernelapp import IPKernelApp
 import IPython, jupyter_client, zmq
 skipped = os.environ.pop("_NBSWEEP_PRELOAD_SKIPPED", "")
+threadpoolctl = None
 if not skipped:
     first = json.loads(sys.stdin.readline())
     if first.get("preload"):
+        # OpenBLAS starts its thread pool as it loads, after which no fork is safe. Loaded
+        # with one thread it starts none; each kernel then sets the count a fresh process
+        # would have chosen.
+        users = os.environ.get("OPENBLAS_NUM_THREADS")
+        os.environ["OPENBLAS_NUM_THREADS"] = "1"
         exec(first["preload"], {})
+        if users is None:
+            del os.environ["OPENBLAS_NUM_THREADS"]
+        else:
+            os.environ["OPENBLAS_NUM_THREADS"] = users
+        try:
+            import threadpoolctl
+        except ImportError:
+            threadpoolctl = None
         threads = len(os.listdir("/proc/self/task"))
         if threads != 1:
             # An import started a thread (OpenBLAS does): no fork is safe from here. The
@@ -72,6 +86,26 @@ signal.signal(signal.SIGCHLD, _reap)
 _out.write(json.dumps({"ready": True, "skipped": skipped}) + "\n")
 _out.flush()
 
+def _blas_threads(env):
+    # What OpenBLAS reads as it loads, in its order; else one thread a core it may use.
+    for name in ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS"):
+        value = env.get(name, "").strip()
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return len(os.sched_getaffinity(0))
+
+def _as_a_fresh_process(env):
+    # A fork copies the generators a fresh process seeds from entropy (Python's random
+    # reseeds itself at fork; these do not), and the one-thread BLAS of the template.
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        numpy.random.seed()
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.seed()  # CUDA's generators too, lazily: it does not initialise CUDA
+    if not skipped and threadpoolctl is not None and numpy is not None:
+        threadpoolctl.threadpool_limits(_blas_threads(env), user_api="blas")
+
 def _child(request):
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     os.setpgid(0, 0)
@@ -85,9 +119,7 @@ def _child(request):
     os.dup2(log, 2)
     os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
     os.closerange(3, 1 << 16)
-    numpy = sys.modules.get("numpy")
-    if numpy is not None:  # a fork copies numpy's legacy global state: seed it afresh
-        numpy.random.seed()
+    _as_a_fresh_process(request["env"])
     import atexit
     def _end_after_exit_handlers():
         if getattr(sys, "_nbsweep_skip_teardown", False):

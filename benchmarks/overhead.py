@@ -79,6 +79,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import itertools
+import json
 import math
 import re
 import shutil
@@ -108,6 +109,7 @@ from common import (
     write_notebook,
 )
 
+from nbsweep.fork_kernels import TEMPLATE_NAME
 from nbsweep.local_store import RunRecord, RunState, Store
 
 VERSIONS = (
@@ -395,28 +397,39 @@ def time_tools(
 
 @dataclass
 class Peaks:
-    """Peak resident memory in bytes, over the samples of one process tree."""
+    """Peak memory in bytes over the samples of one process tree: resident (RSS) and
+    proportional (PSS: a page shared by n processes counts 1/n in each, so forked kernels
+    are not charged the template's pages again)."""
 
     agent: int = 0
     kernels_sum: int = 0
-    """The largest sum over the kernels alive at one sample."""
+    """The largest RSS sum over the kernels alive at one sample."""
     kernel_max: int = 0
+    kernels_pss_sum: int = 0
+    """The largest PSS sum over the kernels alive at one PSS sample."""
+    template: int | None = None
+    template_pss: int | None = None
     wandb_core: int | None = None
     kernels_seen: int = 0
     samples: int = 0
 
 
 class TreeSampler(threading.Thread):
-    """Samples a process tree's memory until stopped: the root, its ipykernel kernels (by
-    ``ipykernel_launcher`` in the command line) and wandb-core. Memory every ``interval``
-    seconds; the tree is re-read every ``rescan`` seconds (a full process-table scan costs
-    ~2 ms: every 10 ms it would take a fifth of a CPU from what is being measured)."""
+    """Samples a process tree's memory until stopped: the root, its kernel template (by its
+    process name), its ipykernel kernels (``ipykernel_launcher`` in the command line, or the
+    template's children) and wandb-core. RSS every ``interval`` seconds, PSS every ``pss``
+    seconds (it reads smaps); the tree is re-read every ``rescan`` seconds (a full
+    process-table scan costs ~2 ms: every 10 ms it would take a fifth of a CPU from what is
+    being measured)."""
 
-    def __init__(self, pid: int, interval: float = 0.01, rescan: float = 0.05) -> None:
+    def __init__(
+        self, pid: int, interval: float = 0.01, rescan: float = 0.05, pss: float = 0.1
+    ) -> None:
         super().__init__(name="rss-sampler", daemon=True)
         self.pid = pid
         self.interval = interval
         self.rescan = rescan
+        self.pss = pss
         self.peaks = Peaks()
         self._done = threading.Event()
         self._watched: dict[int, tuple[psutil.Process, str]] = {}
@@ -434,12 +447,15 @@ class TreeSampler(threading.Thread):
         except psutil.Error:
             return
         self._watched[root.pid] = (root, "agent")
-        next_scan = 0.0
+        next_scan = next_pss = 0.0
         while not self._done.is_set():
-            if time.monotonic() >= next_scan:
+            now = time.monotonic()
+            if now >= next_scan:
                 self._scan(root)
-                next_scan = time.monotonic() + self.rescan
-            self._sample()
+                next_scan = now + self.rescan
+            self._sample(pss=now >= next_pss)
+            if now >= next_pss:
+                next_pss = now + self.pss
             self._done.wait(self.interval)
 
     def _scan(self, root: psutil.Process) -> None:
@@ -453,21 +469,28 @@ class TreeSampler(threading.Thread):
             try:
                 command = " ".join(child.cmdline())
                 name = child.name()
+                parent = child.ppid()
             except psutil.Error:
                 continue
             # Anything else is looked at again next time: between fork and exec a kernel
             # still shows the agent's command line.
-            if "ipykernel_launcher" in command:
+            if name == TEMPLATE_NAME:
+                self._watched[child.pid] = (child, "template")
+            elif self._watched.get(parent, (None, ""))[1] == "template" or (
+                "ipykernel_launcher" in command and "nbsweep-forker" not in command
+            ):
                 self._watched[child.pid] = (child, "kernel")
                 self._kernels.add(child.pid)
             elif "wandb-core" in name or "wandb-core" in command:
                 self._watched[child.pid] = (child, "wandb-core")
 
-    def _sample(self) -> None:
+    def _sample(self, pss: bool) -> None:
         kernels: list[int] = []
+        kernels_pss: list[int] = []
         for pid, (process, kind) in list(self._watched.items()):
             try:
                 rss = process.memory_info().rss
+                proportional = process.memory_full_info().pss if pss else 0
             except psutil.Error:
                 del self._watched[pid]
                 continue
@@ -475,8 +498,13 @@ class TreeSampler(threading.Thread):
                 self.peaks.agent = max(self.peaks.agent, rss)
             elif kind == "kernel":
                 kernels.append(rss)
+                kernels_pss.append(proportional)
+            elif kind == "template":
+                self.peaks.template = max(self.peaks.template or 0, rss)
+                self.peaks.template_pss = max(self.peaks.template_pss or 0, proportional)
             elif kind == "wandb-core":
                 self.peaks.wandb_core = max(self.peaks.wandb_core or 0, rss)
+        self.peaks.kernels_pss_sum = max(self.peaks.kernels_pss_sum, sum(kernels_pss))
         self.peaks.kernels_sum = max(self.peaks.kernels_sum, sum(kernels))
         self.peaks.kernel_max = max([self.peaks.kernel_max, *kernels])
         self.peaks.samples += 1
@@ -546,6 +574,8 @@ class SweepRun:
     wall: float | None = None
     spans: list[tuple[float, float]] = field(default_factory=list)
     """Each run's hand-out and result recorded (``time.time()``), in hand-out order."""
+    to_cells: list[float] = field(default_factory=list)
+    """Each run's hand-out to its first cell's execute_input, as the saved notebook has it."""
     peaks: Peaks | None = None
     failed: str | None = None
 
@@ -668,6 +698,21 @@ def run_sweep(subject: Subject, sweep: SweepRun, work: Path, env: dict[str, str]
         if run.started_at is not None and run.finished_at is not None
     )
     check_runs(sweep, subject, runs, folder)
+    sweep.to_cells = [
+        first_cell_at(folder / run.notebook) - run.started_at
+        for run in runs
+        if run.notebook is not None and run.started_at is not None
+    ]
+
+
+def first_cell_at(notebook: Path) -> float:
+    """When the first code cell's input reached the kernel (``time.time()``)."""
+    cells = json.loads(notebook.read_text(encoding="utf-8"))["cells"]
+    for cell in cells:
+        stamp = cell.get("metadata", {}).get("execution", {}).get("iopub.execute_input")
+        if stamp:
+            return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    raise Failed(f"no cell timing in {notebook}")
 
 
 # --------------------------------------------------------------------------- reporting
@@ -726,7 +771,9 @@ def sweeps_table(sweeps: list[SweepRun], results: dict[str, list[Tool]]) -> str:
             "mean ms",
             "p95 ms",
             "gap p50 ms",
+            "to cell p50 ms",
             "wall/N ms",
+            "wall/N x script",
             "x script",
             "x nbconvert",
             "above own ms",
@@ -739,9 +786,10 @@ def sweeps_table(sweeps: list[SweepRun], results: dict[str, list[Tool]]) -> str:
         mean = sweep.mean
         if sweep.failed is not None:
             rows.append((sweep.subject, sweep.variant.name, str(sweep.trials), "failed"))
-            rows[-1] += ("-",) * 8
+            rows[-1] += ("-",) * 10
             continue
         above = None if mean is None or base["own compute"] is None else mean - base["own compute"]
+        per_trial = None if sweep.wall is None else sweep.wall / sweep.trials
         rows.append(
             (
                 sweep.subject,
@@ -750,7 +798,9 @@ def sweeps_table(sweeps: list[SweepRun], results: dict[str, list[Tool]]) -> str:
                 ms(mean),
                 ms(percentile(sweep.trial_times, 0.95)),
                 ms(percentile(sweep.gaps, 0.5)),
-                ms(None if sweep.wall is None else sweep.wall / sweep.trials),
+                ms(percentile(sweep.to_cells, 0.5)),
+                ms(per_trial),
+                ratio(per_trial, base["script"]),
                 ratio(mean, base["script"]),
                 ratio(mean, base["nbconvert"]),
                 ms(above),
@@ -768,7 +818,10 @@ def memory_table(sweeps: list[SweepRun]) -> str:
             "local sweep",
             "agent MB",
             "kernels MB (sum)",
+            "kernels PSS MB (sum)",
             "kernel MB (max)",
+            "template MB",
+            "template PSS MB",
             "kernels seen",
             "wandb-core MB",
         )
@@ -783,7 +836,10 @@ def memory_table(sweeps: list[SweepRun]) -> str:
                 sweep.variant.name,
                 megabytes(peaks.agent),
                 megabytes(peaks.kernels_sum),
+                megabytes(peaks.kernels_pss_sum),
                 megabytes(peaks.kernel_max),
+                megabytes(peaks.template),
+                megabytes(peaks.template_pss),
                 str(peaks.kernels_seen),
                 megabytes(peaks.wandb_core),
             )
@@ -843,7 +899,9 @@ def report(
             "to_first_hand_out": sweep.to_first,
             "after_last_result": sweep.after_last,
             "above_own_compute": None if mean is None or own is None else mean - own,
-            "peak_rss_bytes": None if sweep.peaks is None else asdict(sweep.peaks),
+            "to_first_cell_p50": percentile(sweep.to_cells, 0.5),
+            "wall_per_trial": None if sweep.wall is None else sweep.wall / sweep.trials,
+            "peak_memory_bytes": None if sweep.peaks is None else asdict(sweep.peaks),
             "failed": sweep.failed,
         }
 
@@ -1019,7 +1077,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(sweeps_table(sweeps, results))
         print()
-        print("Peak RSS of the timed agent's process tree")
+        print("Peak memory of the timed agent's process tree (RSS; PSS where named)")
         print(memory_table(sweeps))
         if gpu_memory:
             print(f"\nGPU memory in use (MiB, nvidia-smi) before the sweeps: {gpu_before}")

@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo bench test lint clean
+.PHONY: demo bench test test-fast lint clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ lint: $(INSTALLED)
 # pytest exits 5 when it collects nothing: say so rather than fail.
 test: lint
 	$(BIN)/python -m pytest; status=$$?; \
+	if [ $$status -eq 5 ]; then echo "pytest collected no tests"; status=0; fi; exit $$status
+
+# Unit tests only (in-process, no kernel, no server): under 30 s. `make test` runs them all.
+test-fast: lint
+	$(BIN)/python -m pytest -m "not kernel and not e2e and not slow" -q; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests"; status=0; fi; exit $$status
 
 clean:

@@ -26,7 +26,7 @@ Part 2, ``Store.hand_out`` alone. For 1, 3 and 8 agents (``--agents``), that man
 with no notebook, until the sweep has nothing left: 48 points, handed out by
 
 * ``trivial``: a ``propose`` that returns the next point of a 6 x 8 grid (the store's cost);
-* ``grid``: the real engine, ``nbsweep.local_engine.Engine(config).propose``, on that grid;
+* ``grid``: the real engine, ``nbsweep.local.engine.Engine(config).propose``, on that grid;
 * ``bayes``: the real engine, bayes on ``x`` and ``y`` uniform on 0..1, ``run_cap: 48``.
 
 The processes import everything and open the store first, then start together at a barrier.
@@ -89,7 +89,7 @@ from common import (
     write_notebook,
 )
 
-from nbsweep.local_store import AgentIdentity, RunRecord, RunState, Store
+from nbsweep.local.store import AgentIdentity, RunRecord, RunState, Store
 
 GRID_X, GRID_Y = 6, 8  # 48 points
 POINTS = GRID_X * GRID_Y
@@ -262,7 +262,7 @@ def warm_up(work: Path, env: dict[str, str]) -> None:
     log = folder / "output.txt"
     nbconvert = [*console_script("jupyter", "jupyter"), "nbconvert", "--to", "notebook"]
     nbsweep = console_script("nbsweep", "nbsweep")
-    imports = "import wandb, wandb.sdk, nbsweep.local_engine as e; e.load_engine()"
+    imports = "import wandb, wandb.sdk, nbsweep.local.engine as e; e.load_engine()"
     for command in (
         [*nbconvert, "--execute", "--output", str(folder / "a.ipynb"), str(notebook)],
         [*nbsweep, "run", str(notebook), "-o", str(folder / "b.ipynb")],
@@ -298,7 +298,7 @@ def make_propose(proposer: str, config: dict[str, Any]) -> Any:
     if proposer == "trivial":
         points = [{"x": x, "y": y} for x in range(GRID_X) for y in range(GRID_Y)]
         return lambda runs: dict(points[len(runs)]) if len(runs) < len(points) else None
-    from nbsweep.local_engine import Engine
+    from nbsweep.local.engine import Engine
 
     return Engine(config).propose  # imports the engine (and scikit-learn) now
 

@@ -109,8 +109,8 @@ from common import (
     write_notebook,
 )
 
-from nbsweep.fork_kernels import TEMPLATE_NAME
-from nbsweep.local_store import RunRecord, RunState, Store
+from nbsweep.kernel.fork import TEMPLATE_NAME
+from nbsweep.local.store import RunRecord, RunState, Store
 
 VERSIONS = (
     "nbsweep",
@@ -957,7 +957,7 @@ def agent_offers_preload(env: dict[str, str], cwd: Path) -> bool:
 
 def warm_up_imports(env: dict[str, str], cwd: Path) -> None:
     """Untimed: wandb and the sweep engine into the page cache and __pycache__."""
-    code = "import wandb, wandb.sdk, nbsweep.local_engine as engine; engine.load_engine()"
+    code = "import wandb, wandb.sdk, nbsweep.local.engine as engine; engine.load_engine()"
     _, completed = run_process([sys.executable, "-c", code], cwd, env, TOOL_TIMEOUT)
     if completed.returncode != 0:
         raise Failed(f"warm-up imports failed:\n{tail(completed.stderr)}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -126,3 +127,34 @@ def cli(tmp_path: Path) -> CliRun:
     runner = CliRun(tmp_path)
     yield runner
     runner.finish()
+
+
+TEMPLATE = "nbsweep-forker"  # nbsweep.kernel.fork.TEMPLATE_NAME
+
+
+def kernel_processes_since(began: float) -> list[psutil.Process]:
+    """Live processes started since ``began`` that carry the mark every exec'd nbsweep kernel
+    (and whatever it starts) inherits, wherever they were reparented to, and kernel
+    templates (a forked kernel's environment is set after its fork, out of /proc's sight;
+    it dies with its template)."""
+    found = []
+    for process in psutil.process_iter(["create_time"]):
+        try:
+            if (process.info["create_time"] or 0) < began - 1 or process.pid == os.getpid():
+                continue
+            marked = process.name() == TEMPLATE or "NBSWEEP_KERNEL_MARK" in process.environ()
+            if marked and process.status() != "zombie":
+                found.append(process)
+        except (psutil.Error, OSError):
+            continue
+    return found
+
+
+def assert_no_kernel_left(began: float, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while (left := kernel_processes_since(began)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for process in left:
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+    assert not left, f"kernels survived: {[(p.pid, p.cmdline()) for p in left]}"

@@ -294,6 +294,7 @@ def test_gpus_interrupted_forwards_the_signal(agent, server, tmp_path):
     assert statuses and set(statuses.values()) == {"stopped"}
 
 
+@pytest.mark.slow  # the real `wandb agent` polls every 5 s
 def test_plain_wandb_agent_runs_nbsweep_run(server, tmp_path):
     """The `command:` route: the real `wandb agent` CLI with `nbsweep run ${program} ${args}`."""
     write_notebook(tmp_path / "train.ipynb", PLAIN)

@@ -9,7 +9,7 @@ import time
 import pytest
 from test_local_sweeps import Local
 
-from nbsweep.fork_kernels import TEMPLATE_NAME
+from nbsweep.kernel.fork import TEMPLATE_NAME
 
 pytestmark = pytest.mark.kernel
 

@@ -7,8 +7,8 @@ import pytest
 from conftest import make_notebook
 
 from nbsweep.errors import NotebookError, ParameterError
-from nbsweep.injection import clean, nest, parameterize
-from nbsweep.parameters import CONTINUED_TAG, INJECTED_TAG
+from nbsweep.notebook.injection import clean, nest, parameterize
+from nbsweep.notebook.parameters import CONTINUED_TAG, INJECTED_TAG
 
 
 def run_cells(nb, upto=None):

@@ -11,14 +11,14 @@ from conftest import make_notebook, write_notebook
 from IPython.core.inputtransformer2 import TransformerManager
 from test_wandb_way import fake_installers
 
-from nbsweep.install_cells import (
+from nbsweep.notebook.install_cells import (
     MARK,
     SkippedLine,
     is_skipped_message,
     skip_install_lines,
     skipped_message,
 )
-from nbsweep.trial import TrialSpec, prepare
+from nbsweep.trial.run import TrialSpec, prepare
 
 SKIPS = [
     "!pip install wandb -Uq",

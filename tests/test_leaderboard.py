@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from nbsweep import leaderboard
 from nbsweep.errors import UsageError
-from nbsweep.plots import plot
+from nbsweep.local import leaderboard
+from nbsweep.local.plots import plot
 
 SVG = "{http://www.w3.org/2000/svg}"
 

@@ -4,7 +4,7 @@ import math
 import pytest
 
 from nbsweep.errors import ParameterError
-from nbsweep.literals import parse_literal, same_value, to_literal
+from nbsweep.notebook.literals import parse_literal, same_value, to_literal
 
 TRICKY = [
     0,

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from nbsweep.errors import UsageError
-from nbsweep.local_store import (
+from nbsweep.local.store import (
     AgentIdentity,
     RunRecord,
     RunState,
@@ -71,8 +71,24 @@ def test_sweeps_are_created_and_found(store):
     assert store.sweep(first).state == "finished"
     with pytest.raises(UsageError, match=f"no sweep 'nope'.*{first}.*{second}|{second}.*{first}"):
         store.sweep("nope")
-    with pytest.raises(UsageError, match="use one of running, finished"):
+    with pytest.raises(UsageError, match="use one of running, paused, finished, canceled"):
+        store.set_sweep_state(first, "sleeping")
+    with pytest.raises(UsageError, match="is finished: it cannot be paused"):
         store.set_sweep_state(first, "paused")
+
+
+def test_paused_and_canceled_sweeps_hand_nothing_out(store):
+    sweep_id = store.create_sweep({"method": "grid"})
+    agent = AgentIdentity.current()
+    propose = lambda runs: {"x": len(runs)}  # noqa: E731
+    store.set_sweep_state(sweep_id, "paused")
+    assert store.hand_out(sweep_id, agent, propose) is None
+    store.set_sweep_state(sweep_id, "running")
+    first = store.hand_out(sweep_id, agent, propose)
+    assert first is not None and first.values == {"x": 0}
+    assert store.set_sweep_state(sweep_id, "canceled") == [first.run_id]
+    assert store.stop_requested(first.run_id)
+    assert store.hand_out(sweep_id, agent, propose) is None
 
 
 def test_unknown_sweep_in_an_empty_store_says_so(store):
@@ -327,8 +343,7 @@ def test_network_file_systems_are_detected(path, expected):
 
 
 def test_a_store_on_a_network_file_system_is_refused(tmp_path, monkeypatch):
-    from nbsweep import local_store
-
+    from nbsweep.local import store as local_store
     mounts = f"/dev/vda / ext4 rw 0 0\nserver:/x {tmp_path.resolve()} nfs rw 0 0\n"
     monkeypatch.setattr(local_store, "read_mounts", lambda: mounts)
     with pytest.raises(StoreError, match=r"network file system \(nfs\).*one machine.*W&B server"):
@@ -341,7 +356,7 @@ def test_a_store_on_a_network_file_system_is_refused(tmp_path, monkeypatch):
 AGENT = """
 import json, os, sys, time
 from pathlib import Path
-from nbsweep.local_store import AgentIdentity, RunState, Store
+from nbsweep.local.store import AgentIdentity, RunState, Store
 
 path, sweep_id, points, barrier, agents, mode = sys.argv[1:]
 points, agents = json.loads(points), int(agents)

@@ -7,7 +7,7 @@ from pathlib import Path
 import nbformat
 from conftest import make_notebook
 
-from nbsweep.notebook_sweep import analyse, sweep_parameter_names
+from nbsweep.notebook.wandb_way import analyse, sweep_parameter_names
 
 ROOT = Path(__file__).parent.parent
 
@@ -140,7 +140,7 @@ def test_values_for_a_wandb_config_notebook_are_checked_against_its_sweep():
     import pytest
 
     from nbsweep.errors import ParameterError
-    from nbsweep.injection import parameterize
+    from nbsweep.notebook.injection import parameterize
 
     nb = nbformat.read(ROOT / "notebooks" / "wandb_tutorial.ipynb", as_version=4)
     injection = parameterize(nb, [("optimizer", "sgd"), ("epochs", 2)])

@@ -2,7 +2,13 @@ import pytest
 from conftest import make_notebook
 
 from nbsweep.errors import NotebookError
-from nbsweep.parameters import OPAQUE, Leaf, find_parameters, is_parameter_name, parse_leniently
+from nbsweep.notebook.parameters import (
+    OPAQUE,
+    Leaf,
+    find_parameters,
+    is_parameter_name,
+    parse_leniently,
+)
 
 
 def params(found):
@@ -30,7 +36,7 @@ def test_tagged_cell_with_annotations():
         "epochs": (3, "int"),
         "self_ref": (None, ""),
     }
-    by_name = found.by_name()
+    by_name = {parameter.name: parameter for parameter in found.parameters}
     assert by_name["self_ref"].default_source == "lr * 2"
     assert not by_name["self_ref"].is_literal
     assert by_name["epochs"].line == 4

@@ -1,7 +1,7 @@
 import io
 
-from nbsweep.metrics import MetricRecord, Metrics
-from nbsweep.reporting import Reporter
+from nbsweep.trial.metrics import MetricRecord, Metrics
+from nbsweep.trial.reporting import Reporter
 
 
 def test_terminal_progress_updates_one_line():
@@ -40,8 +40,8 @@ def test_metrics_capture_in_order_and_non_finite_values():
 
 
 def test_the_channel_hands_over_complete_lines_in_order(tmp_path, monkeypatch):
-    from nbsweep import kernel_hooks
-    from nbsweep.metrics import MetricsChannel
+    from nbsweep.kernel import hooks as kernel_hooks
+    from nbsweep.trial.metrics import MetricsChannel
 
     channel = MetricsChannel()
     monkeypatch.setitem(__import__("os").environ, "NBSWEEP_METRICS_FILE", str(channel.path))

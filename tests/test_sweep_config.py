@@ -1,4 +1,4 @@
-"""nbsweep.sweep_config: a sweep YAML checked the way the W&B server would, every problem at once.
+"""nbsweep.sweeping.config: a sweep YAML checked as the W&B server would, every problem at once.
 
 Fast: no kernels, no wandb. The corpus tests read ``../shared/corpus/sweeps`` (or
 ``$NBSWEEP_CORPUS/sweeps``) and skip without it.
@@ -18,18 +18,23 @@ import pytest
 import yaml
 from conftest import make_notebook
 
-from nbsweep.errors import UsageError
-from nbsweep.files import read_notebook
-from nbsweep.parameters import find_parameters
-from nbsweep.sweep_config import (
+from nbsweep.errors import SweepConfigError, UsageError
+from nbsweep.notebook.files import read_notebook
+from nbsweep.notebook.parameters import find_parameters
+from nbsweep.sweeping.config import (
     DEFAULT_COMMAND,
-    SweepConfigError,
-    check,
     find_warnings,
     load_sweep_file,
     validate,
     with_default_command,
 )
+
+
+def check(config, notebook_parameters=None) -> None:
+    """What ``nbsweep sweep`` does with ``validate``'s problems."""
+    problems = validate(config, notebook_parameters)
+    if problems:
+        raise SweepConfigError(problems)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CORPUS = Path(os.environ.get("NBSWEEP_CORPUS") or REPO_ROOT.parent / "shared" / "corpus")

@@ -8,8 +8,8 @@ import pytest
 from wandb_server import DUMMY_API_KEY, WandbTestServer
 
 from nbsweep.errors import UsageError
-from nbsweep.sweep_path import SweepPath
-from nbsweep.wandb_api import (
+from nbsweep.sweeping.path import SweepPath
+from nbsweep.sweeping.wandb_api import (
     Credentials,
     RetryPolicy,
     SweepNotFound,

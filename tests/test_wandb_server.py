@@ -43,6 +43,10 @@ command: ["${env}", "${interpreter}", "${program}", "${args}"]
 """
 
 
+# Real wandb client code against a real server process on 127.0.0.1.
+pytestmark = pytest.mark.e2e
+
+
 @pytest.fixture
 def server():
     with WandbTestServer() as running:
@@ -165,6 +169,7 @@ def test_sweep_cli_creates_a_sweep(server, env, tmp_path):
 # --------------------------------------------------------------------------- wandb agent
 
 
+@pytest.mark.slow  # the real `wandb agent` polls every 5 s
 def test_agent_cli_runs_scripted_trials(server, env, tmp_path):
     sweep_id = agent_sweep(server, tmp_path)
     server.script(
@@ -203,6 +208,7 @@ def test_agent_cli_runs_scripted_trials(server, env, tmp_path):
     }
 
 
+@pytest.mark.slow  # the real `wandb agent` polls every 5 s
 def test_agent_cli_survives_failed_heartbeats(server, env, tmp_path):
     sweep_id = agent_sweep(server, tmp_path)
     server.script(
@@ -223,6 +229,7 @@ def test_agent_cli_survives_failed_heartbeats(server, env, tmp_path):
     assert server.runs["r1"].complete
 
 
+@pytest.mark.slow  # the real `wandb agent` polls every 5 s
 def test_agent_cli_stops_a_trial_midway(server, env, tmp_path):
     sweep_id = agent_sweep(
         server,

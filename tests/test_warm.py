@@ -15,9 +15,9 @@ import pytest
 from conftest import make_notebook, marked_processes, write_notebook
 
 from nbsweep.errors import UsageError
-from nbsweep.fork_kernels import TEMPLATE_NAME
-from nbsweep.kernel import Kernel
-from nbsweep.preload import Preload, leading_imports
+from nbsweep.kernel.fork import TEMPLATE_NAME
+from nbsweep.kernel.preload import Preload, leading_imports
+from nbsweep.kernel.process import Kernel
 
 ROOT = Path(__file__).parent.parent
 
@@ -272,7 +272,7 @@ def test_the_idle_warm_kernel_goes_with_the_agent(local, signals):
 def test_the_cli_imports_nothing_heavy():
     """`nbsweep --help` stays fast: kernels, notebooks and W&B load only when used."""
     code = (
-        "import sys, nbsweep.cli\n"
+        "import sys, nbsweep.cli.main\n"
         "heavy = ('wandb', 'nbclient', 'nbformat', 'jupyter_client', 'zmq', 'requests',\n"
         "         'nbconvert', 'sweeps', 'numpy', 'matplotlib')\n"
         "print(sorted(name for name in heavy if name in sys.modules))"

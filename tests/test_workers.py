@@ -1,8 +1,8 @@
 import pytest
 
-from nbsweep.cli import without_fanout_options
+from nbsweep.cli.main import without_fanout_options
 from nbsweep.errors import UsageError
-from nbsweep.workers import combined_exit_code, cpu_workers, gpu_workers
+from nbsweep.sweeping.workers import combined_exit_code, cpu_workers, gpu_workers
 
 
 def test_gpu_lists():

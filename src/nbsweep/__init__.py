@@ -1,9 +1,36 @@
 """nbsweep: run a Jupyter notebook as a W&B sweep program.
 
-Inside a notebook, ``nbsweep.log({"val_loss": 0.3})`` reports metrics to the runner.
+Inside a notebook, ``nbsweep.log({"val_loss": 0.3})`` reports metrics to the runner. From
+Python, ``nbsweep.run_notebook(path, {"lr": 0.1})`` runs one trial (``nbsweep run``),
+``nbsweep.sweep(config)`` creates a sweep and ``nbsweep.agent(sweep_id)`` runs its trials.
 """
 
-from nbsweep.kernel_api import log
+from typing import Any
 
-__all__ = ["__version__", "log"]
+from nbsweep import errors
+from nbsweep.errors import NbsweepError, TrialFailed, TrialStopped
+from nbsweep.kernel.api import log
+
+__all__ = [
+    "NbsweepError",
+    "TrialFailed",
+    "TrialStopped",
+    "__version__",
+    "agent",
+    "errors",
+    "log",
+    "run_notebook",
+    "sweep",
+]
 __version__ = "0.1.0"
+
+_API = ("run_notebook", "sweep", "agent")
+
+
+def __getattr__(name: str) -> Any:
+    # Lazily: a notebook's `import nbsweep` (every trial) needs only `log`.
+    if name in _API:
+        from nbsweep import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'nbsweep' has no attribute {name!r}")

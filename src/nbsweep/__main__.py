@@ -1,3 +1,3 @@
-from nbsweep.cli import main
+from nbsweep.cli.main import main
 
 main()

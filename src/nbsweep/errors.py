@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -40,14 +42,31 @@ class OutputError(NbsweepError):
 
 
 class TrialFailed(NbsweepError):
-    """A trial ran but did not succeed: a cell raised, the kernel died, or a timeout fired."""
+    """A trial ran but did not succeed: a cell raised, the kernel died, or a timeout fired.
+    ``result``: the trial's ``TrialResult`` (its ``output`` is the saved notebook)."""
 
     exit_code = EXIT_FAILED
 
+    def __init__(self, message: str, *, result: Any = None) -> None:
+        super().__init__(message)
+        self.result = result
+
 
 class TrialStopped(NbsweepError):
-    """A trial was stopped from outside (Ctrl-C, SIGTERM, a sweep's stop)."""
+    """A trial was stopped from outside (Ctrl-C, SIGTERM, a sweep's stop); ``result`` as
+    for ``TrialFailed``, with the partial notebook."""
 
-    def __init__(self, message: str, exit_code: int = EXIT_INTERRUPTED) -> None:
+    def __init__(self, message: str, exit_code: int = EXIT_INTERRUPTED, *, result: Any = None):
         super().__init__(message)
         self.exit_code = exit_code
+        self.result = result
+
+
+class SweepConfigError(UsageError):
+    """A sweep config W&B would refuse; ``problems`` holds one line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        count = len(self.problems)
+        lines = [f"sweep config has {count} problem{'' if count == 1 else 's'}:"]
+        super().__init__("\n".join(lines + [f"  - {problem}" for problem in self.problems]))

@@ -1,0 +1,1 @@
+"""The ``nbsweep`` command: a thin client of the library."""

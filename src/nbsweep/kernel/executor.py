@@ -1,0 +1,339 @@
+"""Execute a notebook's cells on a started ``Kernel``, with timeouts and stop requests.
+
+Built on nbclient's cell execution (subclassed, as papermill does). Every way a run can end
+(success, a raising cell, ``sys.exit``, a dead kernel, a timeout, a stop) comes back as an
+``Outcome``; stopping means interrupt, a grace period, then kill. Knows nothing of W&B.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError, DeadKernelError
+from nbformat import NotebookNode
+
+from nbsweep.kernel.process import Kernel
+
+Status = Literal["finished", "failed", "stopped"]
+
+# sys.exit(0), sys.exit() and `raise SystemExit` end a notebook successfully.
+_SUCCESSFUL_EXIT_VALUES = ("", "0", "None")
+
+
+@dataclass(frozen=True)
+class ExecutionOptions:
+    """How to run cells. Every field is what the CLI option of the same name sets."""
+
+    cell_timeout: float | None = None
+    """Seconds one cell may run before it is interrupted (then killed); None: no limit."""
+    trial_timeout: float | None = None
+    """Seconds the whole notebook may run; None: no limit."""
+    stop_grace: float = 10.0
+    """Seconds between the interrupt and the kill when a trial is stopped or times out."""
+    stream_limit: int = 1 << 20
+    """Characters of a cell's stdout (and of its stderr) kept in the saved notebook; the rest
+    goes to ``Hooks.overflow`` (a side file), so a cell that prints 200 MB costs no memory."""
+
+
+@dataclass
+class Hooks:
+    """Callbacks, called on the event loop, as execution goes."""
+
+    cell_started: Callable[[int, int, int], None] = lambda index, number, total: None
+    """(cell index, number among code cells starting at 1, number of code cells)."""
+    cell_finished: Callable[[int, float], None] = lambda index, seconds: None
+    stream: Callable[[str, str], None] = lambda name, text: None
+    overflow: Callable[[int, str, str], str] = lambda index, name, text: "nowhere"
+    """(cell index, stream name, text past the limit) -> where that text was put."""
+
+
+@dataclass(frozen=True)
+class CellFailure:
+    cell_index: int
+    """Index in the executed notebook."""
+    ename: str
+    evalue: str
+    traceback: tuple[str, ...]
+
+
+@dataclass
+class Outcome:
+    status: Status
+    reason: str
+    """finished, exited, cell-error, kernel-died, cell-timeout, trial-timeout, or the stop's."""
+    failure: CellFailure | None = None
+    variables: dict[str, Any] = field(default_factory=dict)
+    missing_variables: list[str] = field(default_factory=list)
+
+
+def prepare_output_handling() -> None:
+    """Build nbformat's output validator now: nbclient checks every output against the schema,
+    and the first check compiles it (~60 ms, once per process). Call it while waiting for
+    a kernel, not on the first cell's time."""
+    from nbformat.v4 import output_from_msg
+
+    output_from_msg({"header": {"msg_type": "stream"}, "content": {"name": "stdout", "text": ""}})
+
+
+class StopRequest:
+    """Set from signal handlers or other threads' ``call_soon_threadsafe``: stop this run."""
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+        self.requested = asyncio.Event()
+        self.now = asyncio.Event()
+
+    def stop(self, reason: str, *, now: bool = False) -> None:
+        """Interrupt the kernel; kill it after the grace period, or at once with ``now``."""
+        if self.reason is None:
+            self.reason = reason
+        self.requested.set()
+        if now:
+            self.now.set()
+
+
+class _TrialClient(NotebookClient):
+    """nbclient's client, reporting live messages and cell progress through ``Hooks``."""
+
+    def __init__(self, nb: NotebookNode, kernel: Kernel, hooks: Hooks, stream_limit: int) -> None:
+        super().__init__(
+            nb,
+            km=kernel.manager,
+            timeout=None,  # deadlines are enforced by execute(), which can also kill
+            allow_errors=False,
+            record_timing=True,
+            iopub_timeout=4,
+        )
+        self.kc = kernel.client
+        self.hooks = hooks
+        self.current_index = -1
+        self.last_error: tuple[int, dict[str, Any]] | None = None
+        self.liveness_polls: set[asyncio.Task[Any]] = set()
+        self.stream_limit = stream_limit
+        self.stream_kept: dict[tuple[int, str], int] = {}
+        self.on_cell_error = self._remember_error
+
+    def process_message(
+        self, msg: dict[str, Any], cell: NotebookNode, cell_index: int
+    ) -> NotebookNode | None:
+        kind, content = msg["msg_type"], msg["content"]
+        if kind == "stream":
+            name, text = content.get("name", "stdout"), content.get("text", "")
+            self.hooks.stream(name, text)
+            return self._keep_stream(msg, cell, cell_index, name, text)
+        return super().process_message(msg, cell, cell_index)
+
+    def _keep_stream(
+        self, msg: dict[str, Any], cell: NotebookNode, cell_index: int, name: str, text: str
+    ) -> NotebookNode | None:
+        """Keep up to ``stream_limit`` characters of the stream in the notebook; hand the
+        rest to ``Hooks.overflow`` and say once, in the cell's output, where it went."""
+        kept = self.stream_kept.get((cell_index, name), 0)
+        if kept + len(text) <= self.stream_limit:
+            self.stream_kept[(cell_index, name)] = kept + len(text)
+            return super().process_message(msg, cell, cell_index)
+        room = max(0, self.stream_limit - kept)
+        self.stream_kept[(cell_index, name)] = self.stream_limit + 1
+        where = self.hooks.overflow(cell_index, name, text[room:])
+        if kept > self.stream_limit:  # cut before: its marker is there already
+            return None
+        marker = (
+            f"{text[:room]}\n[nbsweep: {name} past {self.stream_limit:,} characters is not kept "
+            f"in the notebook; the rest is in {where}]\n"
+        )
+        return super().process_message(
+            {**msg, "content": {**msg["content"], "text": marker}}, cell, cell_index
+        )
+
+    async def _async_poll_kernel_alive(self) -> None:
+        # nbclient starts this per cell and forgets it when the cell is cancelled (a stop
+        # that kills the kernel): remembered here, so that it is cancelled and awaited.
+        task = asyncio.current_task()
+        if task is not None:
+            self.liveness_polls.add(task)
+            task.add_done_callback(self.liveness_polls.discard)
+        await super()._async_poll_kernel_alive()
+
+    async def cancel_leftovers(self) -> None:
+        """Cancel and await what nbclient left running, so nothing is destroyed pending."""
+        leftovers = [task for task in self.liveness_polls if not task.done()]
+        for task in leftovers:
+            task.cancel()
+        await asyncio.gather(*leftovers, return_exceptions=True)
+
+    def _remember_error(self, cell: NotebookNode, cell_index: int, execute_reply: dict) -> None:
+        self.last_error = (cell_index, execute_reply["content"])
+
+
+async def execute(
+    nb: NotebookNode,
+    kernel: Kernel,
+    options: ExecutionOptions,
+    hooks: Hooks | None = None,
+    stop: StopRequest | None = None,
+    variables: Sequence[str] = (),
+) -> Outcome:
+    """Run every cell of ``nb`` (in place) on ``kernel``; read ``variables`` at the end.
+
+    Leaves the kernel running: the caller stops it.
+    """
+    hooks = hooks or Hooks()
+    stop = stop or StopRequest()
+    client = _TrialClient(nb, kernel, hooks, options.stream_limit)
+    code_cells = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and c.source.strip()]
+    cell_started_at: list[float] = [time.monotonic()]
+    aborted: list[str] = []
+
+    def on_execute(cell: NotebookNode, cell_index: int) -> None:
+        client.current_index = cell_index
+        cell_started_at[0] = time.monotonic()
+        position = code_cells.index(cell_index) + 1 if cell_index in code_cells else 0
+        hooks.cell_started(cell_index, position, len(code_cells))
+
+    def on_executed(cell: NotebookNode, cell_index: int, execute_reply: dict) -> None:
+        hooks.cell_finished(cell_index, time.monotonic() - cell_started_at[0])
+
+    client.on_cell_execute = on_execute
+    client.on_cell_executed = on_executed
+
+    async def run_cells() -> None:
+        await _record_language(client, kernel)
+        for index, cell in enumerate(nb.cells):
+            if aborted:
+                return
+            await client.async_execute_cell(
+                cell, index, execution_count=client.code_cells_executed + 1
+            )
+
+    trial_deadline = _deadline(time.monotonic(), options.trial_timeout)
+    running = asyncio.ensure_future(run_cells())
+    while not running.done():
+        cell_deadline = _deadline(cell_started_at[0], options.cell_timeout)
+        deadline = min(trial_deadline, cell_deadline)
+        waiting = asyncio.ensure_future(stop.requested.wait())
+        await asyncio.wait(
+            {running, waiting},
+            timeout=max(0.0, deadline - time.monotonic()) if deadline < float("inf") else None,
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        waiting.cancel()
+        if running.done():
+            break
+        if stop.requested.is_set():
+            aborted.append(stop.reason or "stopped")
+        elif time.monotonic() >= trial_deadline:
+            aborted.append("trial-timeout")
+        elif time.monotonic() >= cell_deadline:
+            aborted.append("cell-timeout")
+        else:
+            continue
+        await _interrupt_then_kill(kernel, running, options.stop_grace, stop)
+
+    await client.cancel_leftovers()
+    outcome = _outcome(running, client, aborted)
+    if outcome.status == "finished" and variables:
+        await _read_variables(client, kernel, variables, outcome)
+    return outcome
+
+
+def _deadline(start: float, seconds: float | None) -> float:
+    return start + seconds if seconds else float("inf")
+
+
+async def _record_language(client: _TrialClient, kernel: Kernel) -> None:
+    info = kernel.info
+    if info is None:
+        assert client.kc is not None
+        reply = await client.async_wait_for_reply(client.kc.kernel_info())
+        info = reply["content"] if reply is not None else {}
+    if "language_info" in info:
+        client.nb.metadata["language_info"] = info["language_info"]
+
+
+async def _interrupt_then_kill(
+    kernel: Kernel, running: asyncio.Future, grace: float, stop: StopRequest
+) -> None:
+    if not stop.now.is_set():
+        await kernel.interrupt()
+        now = asyncio.ensure_future(stop.now.wait())
+        await asyncio.wait({running, now}, timeout=grace, return_when=asyncio.FIRST_COMPLETED)
+        now.cancel()
+        await asyncio.gather(now, return_exceptions=True)
+    if not running.done():
+        await kernel.kill()
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+
+
+def _outcome(running: asyncio.Future, client: _TrialClient, aborted: list[str]) -> Outcome:
+    error = running.exception() if not running.cancelled() else None
+    if aborted:
+        reason = aborted[0]
+        status: Status = "failed" if reason.endswith("timeout") else "stopped"
+        return Outcome(status, reason, _failure(client, reason))
+    if error is None:
+        return Outcome("finished", "finished")
+    if isinstance(error, DeadKernelError):
+        return Outcome("failed", "kernel-died", _failure(client, "kernel-died"))
+    if isinstance(error, CellExecutionError):
+        if error.ename == "SystemExit" and error.evalue.strip() in _SUCCESSFUL_EXIT_VALUES:
+            return Outcome("finished", "exited")
+        return Outcome("failed", "cell-error", _failure(client, "cell-error", error))
+    raise error
+
+
+def _failure(
+    client: _TrialClient, reason: str, error: CellExecutionError | None = None
+) -> CellFailure | None:
+    index = client.current_index
+    if index < 0:
+        return None
+    if client.last_error is not None and client.last_error[0] == index:
+        content = client.last_error[1]
+        return CellFailure(
+            index,
+            str(content.get("ename", "")),
+            str(content.get("evalue", "")),
+            tuple(content.get("traceback", [])),
+        )
+    if error is not None:
+        return CellFailure(index, error.ename, error.evalue, ())
+    names = {
+        "kernel-died": ("DeadKernelError", "the kernel died while running this cell"),
+        "cell-timeout": ("Timeout", "the cell ran past its --timeout"),
+        "trial-timeout": ("Timeout", "the notebook ran past its --trial-timeout"),
+    }
+    ename, evalue = names.get(reason, ("Stopped", f"stopped ({reason}) while running this cell"))
+    return CellFailure(index, ename, evalue, ())
+
+
+async def _read_variables(
+    client: _TrialClient, kernel: Kernel, names: Sequence[str], outcome: Outcome
+) -> None:
+    """Fetch the final values of ``names`` from the kernel as JSON-compatible values."""
+    assert kernel.client is not None
+    expressions = {
+        # `name` is checked to be an identifier by the caller; nothing else is pasted.
+        name: f"__import__('json').dumps({name}, default=lambda o: o.item() "
+        "if hasattr(o, 'item') else repr(o))"
+        for name in names
+    }
+    msg_id = kernel.client.execute(
+        "", silent=True, store_history=False, user_expressions=expressions
+    )
+    reply = await client.async_wait_for_reply(msg_id)
+    results = reply["content"].get("user_expressions", {}) if reply else {}
+    for name in names:
+        result = results.get(name, {})
+        if result.get("status") != "ok":
+            outcome.missing_variables.append(name)
+            continue
+        text = result.get("data", {}).get("text/plain", "")
+        outcome.variables[name] = json.loads(ast.literal_eval(text))

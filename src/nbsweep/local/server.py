@@ -1,0 +1,166 @@
+"""A local sweep as the agent sees a sweep server: hand-outs from the SQLite store and the
+embedded engine instead of W&B heartbeats. Several agents on one machine share one sweep."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from nbsweep.errors import UsageError
+from nbsweep.local.engine import Engine
+from nbsweep.local.store import AgentIdentity, RunState, Store
+
+if TYPE_CHECKING:
+    from nbsweep.sweeping.path import SweepPath
+    from nbsweep.trial.metrics import MetricRecord
+    from nbsweep.trial.result import TrialResult
+
+DEFAULT_STORE = Path(".nbsweep") / "sweeps.db"
+STORE_ENV = "NBSWEEP_STORE"
+LOCAL_PREFIX = "local:"
+
+_STATES = {"finished": RunState.finished, "failed": RunState.failed, "stopped": RunState.stopped}
+
+
+def store_path(option: Path | None, environ: Mapping[str, str] = os.environ) -> Path:
+    """``--store``, else ``NBSWEEP_STORE``, else ``.nbsweep/sweeps.db`` under the cwd."""
+    if option is not None:
+        return option
+    return Path(environ[STORE_ENV]) if environ.get(STORE_ENV) else DEFAULT_STORE
+
+
+def local_sweep_id(text: str) -> str | None:
+    """``local:ID`` -> ``ID``; anything else is not a local sweep."""
+    return text[len(LOCAL_PREFIX) :] if text.startswith(LOCAL_PREFIX) else None
+
+
+class LocalSweepServer:
+    """What ``nbsweep agent local:ID`` talks to instead of W&B."""
+
+    offline_runs = True
+    """Each trial is also an offline wandb run, for ``wandb sync`` later."""
+
+    def __init__(
+        self,
+        store: Store,
+        sweep_id: str,
+        *,
+        requeue_crashed: bool = False,
+        stop_check_interval: float = 2.0,
+    ) -> None:
+        self.store = store
+        self.sweep_id = sweep_id
+        self.record = store.sweep(sweep_id)
+        # Imports the engine and scikit-learn now, before any hand-out takes the lock.
+        self.engine = Engine(self.record.config)
+        self.identity = AgentIdentity.current()
+        self.requeue_crashed = requeue_crashed
+        self.stop_check_interval = stop_check_interval
+        self._last_stop_check = 0.0
+
+    def sweep(self, path: SweepPath) -> dict[str, Any]:
+        return {"name": self.sweep_id, "state": self.record.state, "config": self.record.config}
+
+    def create_agent(self, path: SweepPath, host: str) -> str:
+        return f"local-{host}-{os.getpid()}"
+
+    def heartbeat(self, agent_id: str, running: Mapping[str, bool]) -> list[dict[str, Any]]:
+        live = [run_id for run_id, alive in running.items() if alive]
+        if live:
+            return self._while_running(live[0])
+        run = self.store.hand_out(
+            self.sweep_id,
+            self.identity,
+            self.engine.propose,
+            requeue_crashed=self.requeue_crashed,
+        )
+        if run is None:
+            state = self.store.sweep(self.sweep_id).state
+            if state == "paused":
+                return []  # the agent asks again after its poll interval
+            if state == "running" and self.engine.target_reached(self.store.runs(self.sweep_id)):
+                self.store.set_sweep_state(self.sweep_id, "finished")
+            return [{"type": "exit"}]
+        args = {name: {"value": value} for name, value in run.values.items()}
+        return [{"type": "run", "run_id": run.run_id, "args": args}]
+
+    def _while_running(self, run_id: str) -> list[dict[str, Any]]:
+        if not self.store.heartbeat(run_id):
+            # The run was taken from us (reaped after a long silence): stop working on it.
+            return [{"type": "stop", "run_id": run_id}]
+        if self.store.stop_requested(run_id):  # nbsweep sweep --cancel, or --stop-run
+            return [{"type": "stop", "run_id": run_id}]
+        now = time.monotonic()
+        if now - self._last_stop_check < self.stop_check_interval:
+            return []
+        self._last_stop_check = now
+        # Each agent judges only its own run: only the owner writes to a run.
+        runs = self.store.runs(self.sweep_id, with_history=True)
+        if run_id in self.engine.runs_to_stop(runs):
+            return [{"type": "stop", "run_id": run_id}]
+        return []
+
+    def record_metric(self, run_id: str, record: MetricRecord) -> None:
+        self.store.log_metrics(run_id, record.step, record.values)
+
+    def trial_finished(self, run_id: str, result: TrialResult) -> None:
+        self.store.finish(
+            run_id,
+            _STATES.get(result.status, RunState.failed),
+            result.metrics.summary(),
+            str(result.output),
+        )
+
+    def trial_environment(self, path: SweepPath, run_id: str, param_file: Path) -> dict[str, str]:
+        """An offline wandb run per trial (no sweep id: W&B has no such sweep to sync to)."""
+        return {
+            "WANDB_RUN_ID": run_id,
+            "WANDB_MODE": "offline",
+            "WANDB_RUN_GROUP": f"nbsweep-{self.sweep_id}",
+            "WANDB_SWEEP_PARAM_PATH": str(param_file),
+            "WANDB_PROJECT": str(self.record.config.get("project") or "nbsweep-local"),
+        }
+
+
+def open_store(option: Path | None, *, read: bool = False) -> Store:
+    """The store to use; ``read``: only to read (a read-only store can be shown)."""
+    path = store_path(option)
+    if not path.exists():
+        raise UsageError(
+            f"no local sweep store at {str(path)!r}: create a sweep with "
+            "`nbsweep sweep --local SWEEP.yaml` (or pass --store / set NBSWEEP_STORE)"
+        )
+    return Store.open_for_reading(path) if read else Store.open(path)
+
+
+SWEEP_ACTIONS = {"pause": "paused", "resume": "running", "stop": "finished", "cancel": "canceled"}
+"""``nbsweep sweep --pause`` and the others, as ``wandb sweep`` has them: the sweep's new state.
+stop: running trials finish, no new ones; cancel: running trials are stopped too."""
+
+
+def control_sweep(
+    sweep_id: str, action: str, store: Path | None = None, *, run_id: str | None = None
+) -> str:
+    """Pause, resume, stop or cancel the local sweep ``sweep_id`` (``local:ID`` or ``ID``),
+    or with ``action`` "stop-run" stop its run ``run_id``; a line saying what was done.
+    Agents see it within their heartbeat (a running trial) or poll interval (idle)."""
+    sweep_id = local_sweep_id(sweep_id) or sweep_id
+    with open_store(store) as opened:
+        opened.sweep(sweep_id)  # UsageError, one line, if there is no such sweep
+        if action == "stop-run":
+            if run_id is None:
+                raise UsageError("stop-run needs the run's ID")
+            if run_id not in {run.run_id for run in opened.runs(sweep_id)}:
+                raise UsageError(f"sweep {sweep_id} has no run {run_id!r}; see nbsweep status")
+            opened.request_stop([run_id])
+            return f"run {run_id}: stop requested; its agent stops it at its next heartbeat"
+        if action not in SWEEP_ACTIONS:
+            raise UsageError(f"unknown action {action!r}; use one of {', '.join(SWEEP_ACTIONS)}")
+        stopping = opened.set_sweep_state(sweep_id, SWEEP_ACTIONS[action])
+    said = f"sweep {sweep_id}: {SWEEP_ACTIONS[action]}"
+    if stopping:
+        said += f"; stopping {len(stopping)} running run(s): {', '.join(stopping)}"
+    return said

@@ -1,0 +1,560 @@
+"""The store of local sweeps: one SQLite file holding sweeps, their runs and metric history,
+shared by the agent processes of one machine (no W&B server).
+
+The search engine is stateless (it derives the next run from the list of runs), so this file
+*is* the sweep's state. Every hand-out is one ``BEGIN IMMEDIATE`` transaction: reap runs whose
+agent is gone, claim a pending run, else ask the engine for a new one and insert it. Agents
+queue on that one write lock, so no two of them ever get the same grid point. SQLite's locks
+are only trustworthy on a local disk, so a store on a network file system is refused: beyond
+one machine, the distributed controller is a W&B server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import secrets
+import sqlite3
+import string
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from nbsweep.errors import NbsweepError, UsageError
+from nbsweep.local.filesystems import network_file_system, read_mounts
+from nbsweep.processes import AgentIdentity
+
+SCHEMA_VERSION = 1
+DEFAULT_BUSY_TIMEOUT = 10.0  # seconds one statement waits for another process's write lock
+DEFAULT_HEARTBEAT_GRACE = 600.0  # seconds of silence before a running run counts as lost
+HAND_OUT_ATTEMPTS = 3  # hand_out survives this many busy timeouts in a row, minus one
+SWEEP_STATES = ("running", "paused", "finished", "canceled")
+"""W&B's own: paused hands nothing out until resumed; finished (stopped, or its target
+reached) and canceled hand nothing out again; canceled also stops its running runs."""
+_ID_ALPHABET = string.ascii_lowercase + string.digits
+_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_CORRUPT, _SQLITE_NOTADB = 5, 6, 11, 26
+
+
+class StoreError(UsageError):
+    """The store file cannot be used: damaged, too new, on a network file system, unwritable."""
+
+
+class StoreLocked(NbsweepError):
+    """Another process held the store's write lock for longer than the busy timeout."""
+
+
+class RunState(str, Enum):
+    pending = "pending"
+    running = "running"
+    finished = "finished"
+    failed = "failed"
+    crashed = "crashed"
+    stopped = "stopped"  # ended by a stop request
+
+    @property
+    def sweeps_name(self) -> str:
+        """The name W&B and its ``sweeps`` engine use: they call a stopped run ``killed``."""
+        return "killed" if self is RunState.stopped else self.value
+
+
+ENDED_STATES = frozenset({RunState.finished, RunState.failed, RunState.crashed, RunState.stopped})
+
+
+@dataclass
+class RunRecord:
+    sweep_id: str
+    run_id: str
+    state: RunState
+    values: dict[str, Any]  # the parameter values, nested dicts for nested parameters
+    agent: AgentIdentity | None  # who holds or last held it; None while pending
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    heartbeat_at: float | None
+    summary: dict[str, Any]
+    notebook: str | None  # the executed notebook's path
+    stop_requested: bool
+    # Rows as logged plus ``_step`` and ``_timestamp`` (W&B's names); only when asked for.
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class SweepRecord:
+    sweep_id: str
+    config: dict[str, Any]
+    state: str  # one of SWEEP_STATES
+    created_at: float
+    name: str | None
+
+
+# JSON columns: json writes and reads NaN and infinities, which are real metric values.
+_SCHEMA = (
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    """CREATE TABLE sweeps (sweep_id TEXT PRIMARY KEY, config TEXT NOT NULL,
+        state TEXT NOT NULL, created_at REAL NOT NULL, name TEXT)""",
+    # seq is the creation order; "values" is an SQL keyword, hence run_values.
+    """CREATE TABLE runs (seq INTEGER PRIMARY KEY, run_id TEXT NOT NULL UNIQUE,
+        sweep_id TEXT NOT NULL REFERENCES sweeps (sweep_id), state TEXT NOT NULL,
+        run_values TEXT NOT NULL, agent_host TEXT, agent_pid INTEGER, agent_started REAL,
+        created_at REAL NOT NULL, started_at REAL, finished_at REAL, heartbeat_at REAL,
+        summary TEXT NOT NULL, notebook TEXT, stop_requested INTEGER NOT NULL DEFAULT 0)""",
+    "CREATE INDEX runs_by_sweep ON runs (sweep_id, state)",
+    """CREATE TABLE history (run_id TEXT NOT NULL REFERENCES runs (run_id),
+        step INTEGER NOT NULL, logged_at REAL NOT NULL, metrics TEXT NOT NULL)""",
+    "CREATE INDEX history_by_run ON history (run_id)",
+)
+
+Propose = Callable[[list[RunRecord]], dict[str, Any] | None]
+
+
+class Store:
+    """One open store file; its methods may be called from several threads, one at a time."""
+
+    def __init__(self, connection: sqlite3.Connection, path: Path, busy_timeout: float) -> None:
+        self._db = connection
+        self.path = path
+        self._busy_timeout = busy_timeout
+        self._thread_lock = threading.RLock()
+        self.read_only = False
+
+    @classmethod
+    def open_for_reading(cls, path: Path) -> Store:
+        """The store at ``path`` to read: as ``open`` where it may be written (a reader also
+        reaps dead agents' runs), else read-only and taken as it is (a finished sweep on a
+        read-only share): nothing is written, and ``reap`` does nothing."""
+        path = Path(path)
+        if os.access(path, os.W_OK) and os.access(path.parent, os.W_OK):
+            return cls.open(path)
+        try:
+            connection = sqlite3.connect(
+                f"{path.resolve().as_uri()}?immutable=1", uri=True, check_same_thread=False
+            )
+        except sqlite3.Error as error:
+            raise StoreError(f"cannot read sweep store {str(path)!r}: {error}") from None
+        store = cls(connection, path, DEFAULT_BUSY_TIMEOUT)
+        store.read_only = True
+        store._db.row_factory = sqlite3.Row
+        try:
+            with store._transaction("DEFERRED") as db:
+                store._check_schema(db)
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+    @classmethod
+    def open(cls, path: Path, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> Store:
+        """Open or create the store at ``path``; refuses damaged, newer and network stores."""
+        path = Path(path)
+        refuse_network_file_system(path.resolve(), read_mounts())  # before creating anything
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise StoreError(
+                f"cannot create the folder of sweep store {str(path)!r}: {error.strerror}; "
+                "choose another path"
+            ) from None
+        # An agent calls in from its event loop and from worker threads, one at a time:
+        # _transaction serialises them, so the connection may cross threads.
+        connection = sqlite3.connect(
+            path, busy_timeout, isolation_level=None, check_same_thread=False
+        )
+        store = cls(connection, path, busy_timeout)
+        store._db.row_factory = sqlite3.Row
+        try:
+            store._prepare()
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def create_sweep(self, config: dict[str, Any], name: str | None = None) -> str:
+        with self._transaction() as db:
+            sweep_id = self._unused_id("sweeps", "sweep_id")
+            db.execute(
+                "INSERT INTO sweeps VALUES (?, ?, 'running', ?, ?)",
+                (sweep_id, json.dumps(config), time.time(), name),
+            )
+        return sweep_id
+
+    def sweep(self, sweep_id: str) -> SweepRecord:
+        with self._transaction("DEFERRED"):
+            return _sweep_from_row(self._require_sweep(sweep_id))
+
+    def sweeps(self) -> list[SweepRecord]:
+        with self._transaction("DEFERRED") as db:
+            rows = db.execute("SELECT * FROM sweeps ORDER BY created_at, sweep_id").fetchall()
+        return [_sweep_from_row(row) for row in rows]
+
+    def set_sweep_state(self, sweep_id: str, state: str) -> list[str]:
+        """Set the sweep's state; canceled also flags its running runs to stop. Returns the
+        runs so flagged. Ended sweeps stay ended: resuming one is a UsageError."""
+        if state not in SWEEP_STATES:
+            raise UsageError(f"unknown sweep state {state!r}; use one of {', '.join(SWEEP_STATES)}")
+        with self._transaction() as db:
+            current = self._require_sweep(sweep_id)["state"]
+            if current in ("finished", "canceled") and state in ("running", "paused"):
+                verb = "resumed" if state == "running" else "paused"
+                raise UsageError(f"sweep {sweep_id} is {current}: it cannot be {verb}")
+            db.execute("UPDATE sweeps SET state = ? WHERE sweep_id = ?", (state, sweep_id))
+            if state != "canceled":
+                return []
+            live = "sweep_id = ? AND state IN ('running', 'pending')"
+            rows = db.execute(f"SELECT run_id FROM runs WHERE {live}", (sweep_id,)).fetchall()
+            db.execute(f"UPDATE runs SET stop_requested = 1 WHERE {live}", (sweep_id,))
+            return [row["run_id"] for row in rows]
+
+    def hand_out(
+        self,
+        sweep_id: str,
+        agent: AgentIdentity,
+        propose: Propose,
+        *,
+        requeue_crashed: bool = False,
+        heartbeat_grace: float = DEFAULT_HEARTBEAT_GRACE,
+    ) -> RunRecord | None:
+        """The next run for ``agent``, already marked running, or None when the sweep has none.
+
+        In one write transaction: reap lost runs (see ``reap``); claim the oldest pending run;
+        else, unless the sweep is finished or has ``run_cap`` runs, call ``propose`` with every
+        run of the sweep (with history) and insert its values as a new run (None from it:
+        nothing left). ``propose`` runs inside the lock so that no two agents get the same
+        point: import the engine before the first call. A busy lock is retried with backoff.
+        """
+        attempt = 0
+        while True:
+            try:
+                with self._transaction():
+                    return self._hand_out_locked(
+                        sweep_id, agent, propose, requeue_crashed, heartbeat_grace
+                    )
+            except StoreLocked:
+                attempt += 1
+                if attempt >= HAND_OUT_ATTEMPTS:
+                    raise
+                time.sleep(0.1 * 2**attempt)
+
+    def reap(
+        self,
+        sweep_id: str,
+        *,
+        requeue_crashed: bool = False,
+        heartbeat_grace: float = DEFAULT_HEARTBEAT_GRACE,
+    ) -> list[str]:
+        """End the sweep's lost runs; returns their ids.
+
+        A running run is lost when its agent is dead (this host: PID gone or reused) or its
+        heartbeat is older than ``heartbeat_grace`` seconds. It becomes crashed, or pending
+        again with ``requeue_crashed`` (same id and values, history cleared), or stopped when
+        a stop was requested for it. A pending run whose stop was requested becomes stopped.
+        """
+        if self.read_only:
+            return []
+        with self._transaction():
+            self._require_sweep(sweep_id)
+            return self._reap_locked(sweep_id, time.time(), requeue_crashed, heartbeat_grace)
+
+    # The owning agent's writes. Each returns False when the run is no longer its to write
+    # (reaped, or ended), so that the agent can give the trial up.
+
+    def heartbeat(self, run_id: str) -> bool:
+        with self._transaction():
+            return self._touch(run_id, time.time())
+
+    def log_metrics(self, run_id: str, step: int, values: dict[str, Any]) -> bool:
+        now = time.time()
+        with self._transaction() as db:
+            if not self._touch(run_id, now):
+                return False
+            db.execute(
+                "INSERT INTO history VALUES (?, ?, ?, ?)", (run_id, step, now, json.dumps(values))
+            )
+        return True
+
+    def finish(
+        self, run_id: str, state: RunState, summary: dict[str, Any], notebook: str | None
+    ) -> bool:
+        """Record the run's end. A run the reaper marked crashed is accepted too: its agent
+        was alive after all, and its real result beats the reaper's guess."""
+        if state not in ENDED_STATES:
+            raise ValueError(f"finish needs an ended state, not {state!r}")
+        now = time.time()
+        with self._transaction() as db:
+            changed = db.execute(
+                "UPDATE runs SET state = ?, summary = ?, notebook = ?, finished_at = ?,"
+                " heartbeat_at = ? WHERE run_id = ? AND state IN ('running', 'crashed')",
+                (RunState(state).value, json.dumps(summary), notebook, now, now, run_id),
+            ).rowcount
+            if not changed:
+                self._require_run(run_id)
+        return bool(changed)
+
+    def request_stop(self, run_ids: Iterable[str]) -> None:
+        """Flag the runs for their agents to stop; all or nothing when an id is unknown."""
+        with self._transaction() as db:
+            unknown = []
+            for run_id in dict.fromkeys(run_ids):
+                if not db.execute(
+                    "UPDATE runs SET stop_requested = 1 WHERE run_id = ?", (run_id,)
+                ).rowcount:
+                    unknown.append(run_id)
+            if unknown:
+                raise UsageError(
+                    f"no run {', '.join(unknown)} in {str(self.path)!r}; nothing was stopped"
+                )
+
+    def stop_requested(self, run_id: str) -> bool:
+        with self._transaction("DEFERRED"):
+            return bool(self._require_run(run_id)["stop_requested"])
+
+    def runs(self, sweep_id: str, *, with_history: bool = False) -> list[RunRecord]:
+        """The sweep's runs in creation order."""
+        with self._transaction("DEFERRED"):
+            self._require_sweep(sweep_id)
+            return self._select_runs(sweep_id, with_history)
+
+    # Inside a transaction
+
+    def _hand_out_locked(
+        self, sweep_id: str, agent: AgentIdentity, propose: Propose, requeue: bool, grace: float
+    ) -> RunRecord | None:
+        sweep = _sweep_from_row(self._require_sweep(sweep_id))
+        now = time.time()
+        self._reap_locked(sweep_id, now, requeue, grace)
+        holder = (agent.host, agent.pid, agent.started, now, now)
+        if sweep.state != "running":  # paused, or ended: nothing new, nothing requeued
+            return None
+        pending = self._db.execute(
+            "SELECT run_id FROM runs WHERE sweep_id = ? AND state = 'pending'"
+            " AND NOT stop_requested ORDER BY seq LIMIT 1",
+            (sweep_id,),
+        ).fetchone()
+        if pending is not None:
+            self._db.execute(
+                "UPDATE runs SET state = 'running', agent_host = ?, agent_pid = ?,"
+                " agent_started = ?, started_at = ?, heartbeat_at = ? WHERE run_id = ?",
+                (*holder, pending["run_id"]),
+            )
+            return _run_from_row(self._require_run(pending["run_id"]))
+        runs = self._select_runs(sweep_id, with_history=True)
+        cap = run_cap(sweep.config)
+        if (cap is not None and len(runs) >= cap) or (values := propose(runs)) is None:
+            return None
+        run_id = self._unused_id("runs", "run_id")
+        self._db.execute(
+            "INSERT INTO runs (run_id, sweep_id, state, run_values, agent_host, agent_pid,"
+            " agent_started, started_at, heartbeat_at, created_at, summary)"
+            " VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, '{}')",
+            (run_id, sweep_id, json.dumps(values), *holder, now),
+        )
+        return _run_from_row(self._require_run(run_id))
+
+    def _reap_locked(self, sweep_id: str, now: float, requeue: bool, grace: float) -> list[str]:
+        reaped = []
+        for row in self._db.execute(
+            "SELECT * FROM runs WHERE sweep_id = ? AND state IN ('running', 'pending')"
+            " ORDER BY seq",
+            (sweep_id,),
+        ).fetchall():
+            if row["state"] == "pending":
+                lost = bool(row["stop_requested"])  # never to be run
+            else:
+                agent, heartbeat = _agent_from_row(row), row["heartbeat_at"]
+                dead = agent is not None and not agent.is_alive()
+                lost = dead or heartbeat is None or heartbeat < now - grace
+            if lost:
+                self._end_lost_run(row, now, requeue)
+                reaped.append(row["run_id"])
+        return reaped
+
+    def _end_lost_run(self, row: sqlite3.Row, now: float, requeue: bool) -> None:
+        if requeue and not row["stop_requested"]:
+            # A fresh start: hyperband counts history rows, so the lost attempt's must go.
+            self._db.execute("DELETE FROM history WHERE run_id = ?", (row["run_id"],))
+            self._db.execute(
+                "UPDATE runs SET state = 'pending', agent_host = NULL, agent_pid = NULL,"
+                " agent_started = NULL, started_at = NULL, heartbeat_at = NULL,"
+                " summary = '{}', notebook = NULL WHERE run_id = ?",
+                (row["run_id"],),
+            )
+            return
+        state = RunState.stopped if row["stop_requested"] else RunState.crashed
+        self._db.execute(
+            "UPDATE runs SET state = ?, finished_at = ? WHERE run_id = ?",
+            (state.value, now, row["run_id"]),
+        )
+
+    def _touch(self, run_id: str, now: float) -> bool:
+        changed = self._db.execute(
+            "UPDATE runs SET heartbeat_at = ? WHERE run_id = ? AND state = 'running'", (now, run_id)
+        ).rowcount
+        if not changed:
+            self._require_run(run_id)
+        return bool(changed)
+
+    def _select_runs(self, sweep_id: str, with_history: bool) -> list[RunRecord]:
+        rows = self._db.execute("SELECT * FROM runs WHERE sweep_id = ? ORDER BY seq", (sweep_id,))
+        runs = {row["run_id"]: _run_from_row(row) for row in rows.fetchall()}
+        if with_history:
+            for row in self._db.execute(
+                "SELECT history.* FROM history JOIN runs USING (run_id)"
+                " WHERE sweep_id = ? ORDER BY history.rowid",
+                (sweep_id,),
+            ):
+                extra = {"_step": row["step"], "_timestamp": row["logged_at"]}
+                runs[row["run_id"]].history.append({**json.loads(row["metrics"]), **extra})
+        return list(runs.values())
+
+    def _require_sweep(self, sweep_id: str) -> sqlite3.Row:
+        row = self._db.execute("SELECT * FROM sweeps WHERE sweep_id = ?", (sweep_id,)).fetchone()
+        if row is not None:
+            return row
+        known = [r["sweep_id"] for r in self._db.execute("SELECT sweep_id FROM sweeps")]
+        listed = f"its sweeps are {', '.join(known)}" if known else "it has no sweeps yet"
+        raise UsageError(f"no sweep {sweep_id!r} in {str(self.path)!r}; {listed}")
+
+    def _require_run(self, run_id: str) -> sqlite3.Row:
+        row = self._db.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise UsageError(f"no run {run_id!r} in {str(self.path)!r}; list the runs to see them")
+        return row
+
+    def _unused_id(self, table: str, column: str) -> str:
+        # Called inside the write lock, so nobody can take the id between check and insert.
+        while True:
+            candidate = "".join(secrets.choice(_ID_ALPHABET) for _ in range(8))
+            query = f"SELECT 1 FROM {table} WHERE {column} = ?"
+            if self._db.execute(query, (candidate,)).fetchone() is None:
+                return candidate
+
+    # Connection plumbing
+
+    def _prepare(self) -> None:
+        with self._translated_errors():
+            mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            # With WAL this cannot corrupt the file; a power cut may lose the last commits.
+            self._db.execute("PRAGMA synchronous = NORMAL")
+        if mode != "wal":
+            raise StoreError(
+                f"sweep store {str(self.path)!r} cannot use WAL mode; put it on a local disk"
+            )
+        with self._transaction() as db:
+            if not {row[0] for row in db.execute("SELECT name FROM sqlite_master")}:
+                for statement in _SCHEMA:
+                    db.execute(statement)
+                db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
+            self._check_schema(db)
+
+    def _check_schema(self, db: sqlite3.Connection) -> None:
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+        if "meta" not in tables:
+            raise StoreError(
+                f"{str(self.path)!r} is an SQLite file but not an nbsweep sweep store; "
+                "choose another path"
+            )
+        version = int(
+            db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
+        )
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"sweep store {str(self.path)!r} has schema version {version}, newer than "
+                f"this nbsweep reads ({SCHEMA_VERSION}); upgrade nbsweep"
+            )
+
+    @contextlib.contextmanager
+    def _transaction(self, mode: str = "IMMEDIATE") -> Iterator[sqlite3.Connection]:
+        """IMMEDIATE takes the write lock at BEGIN, so a write never fails half-way for want
+        of it; DEFERRED is for reads, which WAL never blocks."""
+        with self._thread_lock, self._translated_errors():
+            self._db.execute(f"BEGIN {mode}")
+            try:
+                yield self._db
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def _translated_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except (sqlite3.ProgrammingError, sqlite3.IntegrityError):
+            raise  # our own bugs, not the user's
+        except sqlite3.DatabaseError as error:
+            raise self._store_error(error) from None
+
+    def _store_error(self, error: sqlite3.DatabaseError) -> NbsweepError:
+        code = getattr(error, "sqlite_errorcode", 0) & 0xFF  # Python 3.11+; else the text says
+        text, where = str(error), repr(str(self.path))
+        if code in (_SQLITE_BUSY, _SQLITE_LOCKED) or "locked" in text:
+            return StoreLocked(
+                f"sweep store {where} stayed locked for over {self._busy_timeout:g}s; retry, or "
+                f"look for a stuck process holding it (fuser {where})"
+            )
+        if code in (_SQLITE_NOTADB, _SQLITE_CORRUPT) or re.search("not a database|malformed", text):
+            return StoreError(
+                f"{where} is not a readable sweep store ({text}); move it aside and nbsweep "
+                "starts a new one"
+            )
+        return StoreError(
+            f"cannot use sweep store {where}: {text}; check the disk and the file's permissions"
+        )
+
+
+def run_cap(config: dict[str, Any]) -> int | None:
+    """The sweep's ``run_cap``. Like W&B's it counts every run ever created in the sweep,
+    whatever its state: crashed and stopped runs use it up (a re-queued run counts once)."""
+    cap = config.get("run_cap")
+    return cap if isinstance(cap, int) and not isinstance(cap, bool) and cap > 0 else None
+
+
+def refuse_network_file_system(path: Path, mounts: str) -> None:
+    file_system = network_file_system(path, mounts)
+    if file_system is not None:
+        raise StoreError(
+            f"sweep store {str(path)!r} is on a network file system ({file_system}), where "
+            "SQLite's locks are unreliable; the local store is for one machine: put it on a "
+            "local disk, or run the sweep on a W&B server (cloud or self-hosted) to use "
+            "several machines"
+        )
+
+
+def _agent_from_row(row: sqlite3.Row) -> AgentIdentity | None:
+    if row["agent_pid"] is None:
+        return None
+    return AgentIdentity(row["agent_host"], row["agent_pid"], row["agent_started"])
+
+
+def _run_from_row(row: sqlite3.Row) -> RunRecord:
+    same_names = ("sweep_id", "run_id", "created_at", "started_at", "finished_at", "heartbeat_at")
+    return RunRecord(
+        **{name: row[name] for name in (*same_names, "notebook")},
+        state=RunState(row["state"]),
+        values=json.loads(row["run_values"]),
+        agent=_agent_from_row(row),
+        summary=json.loads(row["summary"]),
+        stop_requested=bool(row["stop_requested"]),
+    )
+
+
+def _sweep_from_row(row: sqlite3.Row) -> SweepRecord:
+    return SweepRecord(
+        **{name: row[name] for name in ("sweep_id", "state", "created_at", "name")},
+        config=json.loads(row["config"]),
+    )

@@ -1,0 +1,204 @@
+"""How ``nbsweep inspect`` shows a notebook's parameters: a table, JSON, a starter sweep."""
+
+from __future__ import annotations
+
+import ast
+import math
+from pathlib import Path
+from typing import Any
+
+import yaml
+from nbformat import NotebookNode
+
+from nbsweep.notebook.parameters import (
+    Parameter,
+    ParameterSet,
+    parse_leniently,
+)
+from nbsweep.notebook.wandb_way import NotebookSweep, sweep_parameter_leaves
+
+
+def _source(found: ParameterSet, parameter: Parameter) -> str:
+    if found.style == "config-dict":
+        return f"cell {parameter.cell_index} line {parameter.line} ({found.config_var} dict)"
+    return f"cell {parameter.cell_index} line {parameter.line} (parameters cell)"
+
+
+def parameters_json(found: ParameterSet) -> dict[str, Any]:
+    return {
+        "style": found.style,
+        "cell_index": found.cell_index,
+        "config_var": found.config_var,
+        "parameters": [
+            {
+                "name": p.name,
+                "default": p.default if p.is_literal and _jsonable(p.default) else None,
+                "default_source": p.default_source,
+                "type": p.type_name,
+                "cell_index": p.cell_index,
+                "line": p.line,
+            }
+            for p in found.parameters
+        ],
+    }
+
+
+def parameters_table(found: ParameterSet) -> str:
+    rows = [("name", "default", "type", "source")]
+    for parameter in found.parameters:
+        default = " ".join(parameter.default_source.split())
+        if len(default) > 40:
+            default = default[:37] + "..."
+        rows.append((parameter.name, default, parameter.type_name, _source(found, parameter)))
+    widths = [max(len(row[column]) for row in rows) for column in range(3)]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths, strict=True))
+        + "  "
+        + row[3]
+        for row in rows
+    ]
+    return "\n".join(line.rstrip() for line in lines) + "\n"
+
+
+def sweep_template_yaml(notebook: Path, found: ParameterSet, nb: NotebookNode) -> str:
+    """A sweep config to start from: every parameter with a range around its default."""
+    metric = _logged_metric_names(nb)
+    chosen = next((name for name in metric if "val" in name), metric[0] if metric else "val_loss")
+    goal = (
+        "maximize"
+        if any(word in chosen for word in ("acc", "f1", "auc", "score"))
+        else ("minimize")
+    )
+    config = {
+        "program": str(notebook),
+        "command": ["nbsweep", "run", "${program}", "${args}"],
+        "method": "random",
+        "metric": {"name": chosen, "goal": goal},
+        "parameters": {p.name: _distribution(p) for p in found.parameters},
+    }
+    header = (
+        "# Starter sweep for this notebook: edit the ranges, then\n"
+        "#   wandb sweep sweep.yaml   and   wandb agent SWEEP_ID\n"
+    )
+    return header + yaml.safe_dump(config, sort_keys=False, default_flow_style=None)
+
+
+def _distribution(parameter: Parameter) -> dict[str, Any]:
+    default = parameter.default
+    if not parameter.is_literal:
+        return {"value": parameter.default_source}
+    if type(default) is bool:
+        return {"values": [True, False]}
+    if type(default) is int and default > 1:
+        return {"distribution": "int_uniform", "min": default // 2, "max": default * 2}
+    if type(default) is float and math.isfinite(default):
+        if default > 0:
+            return {"distribution": "log_uniform_values", "min": default / 10, "max": default * 10}
+        return {"distribution": "uniform", "min": default - 1.0, "max": default + 1.0}
+    if _jsonable(default):
+        return {"values": [default]}
+    return {"value": parameter.default_source}
+
+
+def _logged_metric_names(nb: NotebookNode) -> list[str]:
+    """Keys of dict literals passed to ``nbsweep.log(...)`` or ``wandb.log(...)``."""
+    names: list[str] = []
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        module, _ = parse_leniently(cell.source)
+        for node in ast.walk(module):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "log"
+                and node.args
+                and isinstance(node.args[0], ast.Dict)
+            ):
+                for key in node.args[0].keys:
+                    is_name = isinstance(key, ast.Constant) and isinstance(key.value, str)
+                    if is_name and key.value not in names:
+                        names.append(key.value)
+    return names
+
+
+def _jsonable(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if value is None or isinstance(value, (bool, int, str)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(map(_jsonable, value))
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _jsonable(v) for k, v in value.items())
+    return False
+
+
+def shows_wandb_sweep(shape: NotebookSweep) -> bool:
+    """The notebook calls ``wandb.sweep`` or ``wandb.agent`` itself (W&B's tutorials)."""
+    return shape.sweep_cell is not None or shape.agent_cell is not None
+
+
+def wandb_sweep_table(shape: NotebookSweep) -> str:
+    """What the notebook's own ``wandb.sweep``/``wandb.agent`` calls say, for a person."""
+    lines: list[str] = []
+    if shape.sweep_cell is not None:
+        config = shape.config or {}
+        metric = config.get("metric") if isinstance(config.get("metric"), dict) else {}
+        described = [
+            f"wandb.sweep gets {shape.config_name or 'a dict'} (cell {shape.sweep_cell})",
+            f"method {config.get('method', '?')}",
+        ]
+        if metric:
+            described.append(f"metric {metric.get('name')} ({metric.get('goal', 'minimize')})")
+        if shape.project:
+            described.append(f"project {shape.project}")
+        lines.append(", ".join(described))
+    if shape.config is not None:
+        rows = [("name", "distribution", "source")]
+        for name, spec in sweep_parameter_leaves(shape.config):
+            rows.append((name, _describe_spec(spec), f"sweep config (cell {shape.sweep_cell})"))
+        widths = [max(len(row[column]) for row in rows) for column in range(2)]
+        lines.extend(
+            f"{row[0].ljust(widths[0])}  {row[1].ljust(widths[1])}  {row[2]}".rstrip()
+            for row in rows
+        )
+    if shape.agent_cell is not None:
+        count = f", count={shape.agent_count}" if shape.agent_count is not None else ""
+        lines.append(
+            f"wandb.agent calls {shape.agent_function or '?'} (cell {shape.agent_cell}{count}): "
+            "nbsweep runs it once per trial, each trial in a fresh kernel"
+        )
+    if shape.defaults:
+        listed = ", ".join(f"{name}={value!r}" for name, value in shape.defaults.items())
+        lines.append(f"defaults given to wandb.init / wandb.config: {listed}")
+    lines.extend(f"problem: {problem}" for problem in shape.problems)
+    return "\n".join(lines) + "\n"
+
+
+def wandb_sweep_json(shape: NotebookSweep) -> dict[str, Any]:
+    return {
+        "sweep_config": shape.config,
+        "config_name": shape.config_name,
+        "sweep_cell": shape.sweep_cell,
+        "project": shape.project,
+        "entity": shape.entity,
+        "agent_function": shape.agent_function,
+        "agent_cell": shape.agent_cell,
+        "agent_count": shape.agent_count,
+        "parameters": shape.parameter_names(),
+        "defaults": shape.defaults,
+        "problems": list(shape.problems),
+    }
+
+
+def _describe_spec(spec: Any) -> str:
+    if not isinstance(spec, dict):
+        return repr(spec)
+    if "value" in spec:
+        return f"value: {spec['value']!r}"
+    if "values" in spec:
+        return "values: " + ", ".join(map(str, spec["values"]))
+    bounds = ", ".join(f"{key} {spec[key]}" for key in ("min", "max", "mu", "sigma") if key in spec)
+    return f"{spec.get('distribution', 'uniform')}: {bounds}".rstrip(": ")
+

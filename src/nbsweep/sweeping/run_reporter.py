@@ -1,0 +1,164 @@
+"""How one trial meets W&B, decided once: who owns the trial's run, and what nbsweep sends.
+
+- ``owned-online``: the notebook never calls ``wandb.init``, so nbsweep opens the run of a
+  W&B sweep, logs each ``nbsweep.log`` record live (hyperband reads them) and finishes it.
+- ``owned-offline``: the same for a local sweep, written as an offline run once the trial is
+  over (nobody watches it live, and opening a run mid-trial costs the trial CPU).
+- ``notebook``: the notebook opens its own run, which gets every record it logs (through
+  ``wandb.log``, and ``nbsweep.log`` forwards to it) straight from wandb in the kernel; nbsweep
+  sends nothing twice, and only attaches the executed notebook, or closes the run if it died
+  open with its kernel.
+- ``none``: no W&B at all (``--no-wandb``, or ``nbsweep run`` outside ``wandb agent``).
+
+Used alike by the agent (which runs the W&B calls on a thread of its own) and ``nbsweep run``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from nbsweep.sweeping import wandb_run
+from nbsweep.sweeping.path import SweepPath, agent_sweep_path
+from nbsweep.trial.metrics import MetricRecord
+
+if TYPE_CHECKING:
+    from nbformat import NotebookNode
+
+    from nbsweep.kernel.early import EarlyKernel
+    from nbsweep.trial.reporting import Reporter
+    from nbsweep.trial.result import TrialResult
+    from nbsweep.trial.run import TrialSpec
+
+Submit = Callable[..., "Future[None] | None"]
+"""Runs ``call(*args)``, now or on a thread of the caller's; a failure is warned, not raised."""
+
+
+class RunMode(Enum):
+    OWNED_ONLINE = "owned-online"
+    OWNED_OFFLINE = "owned-offline"
+    NOTEBOOK = "notebook"
+    NONE = "none"
+
+    @classmethod
+    def choose(cls, nb: NotebookNode, *, enabled: bool, offline: bool) -> RunMode:
+        """``enabled``: report to W&B at all; ``offline``: the sweep is a local one."""
+        if not enabled:
+            return cls.NONE
+        if wandb_run.notebook_opens_run(nb):
+            return cls.NOTEBOOK
+        return cls.OWNED_OFFLINE if offline else cls.OWNED_ONLINE
+
+
+def run_now(call: Callable[..., object], *args: Any) -> None:
+    """A ``Submit`` for ``nbsweep run``: no thread, the trial is the only thing running."""
+    call(*args)
+
+
+class RunReporter:
+    """One trial's W&B run, in its mode; every call goes through ``submit``."""
+
+    def __init__(
+        self,
+        mode: RunMode,
+        path: SweepPath,
+        run_id: str,
+        values: Mapping[str, Any],
+        param_file: Path,
+        wandb_dir: Path,
+        submit: Submit,
+        warn: Callable[[str], None],
+        *,
+        offline: bool = False,
+    ) -> None:
+        self.mode = mode
+        self.offline = offline
+        """A local sweep: a notebook's own run is an offline run, with nothing to attach to."""
+        self.path = path
+        self.run_id = run_id
+        self.submit = submit
+        self.warn = warn
+        self.run: wandb_run.TrialRun | None = None
+        self.records: list[MetricRecord] = []
+        if mode in (RunMode.OWNED_ONLINE, RunMode.OWNED_OFFLINE):
+            self.run = wandb_run.TrialRun(
+                path, run_id, values, param_file, wandb_dir, offline=mode is RunMode.OWNED_OFFLINE
+            )
+
+    def started(self) -> None:
+        """The trial begins: a W&B sweep watches an owned run live, so open it now."""
+        if self.mode is RunMode.OWNED_ONLINE:
+            self.submit(self._start)
+
+    def _start(self) -> None:
+        self.run = wandb_run.start_or_warn(self.run, self.warn)
+
+    def record(self, record: MetricRecord) -> None:
+        """A history row arrived. Rows the notebook logged through wandb are W&B's already."""
+        if record.source != "nbsweep":
+            return
+        if self.mode is RunMode.OWNED_ONLINE:
+            self.submit(self._log, record)
+        elif self.mode is RunMode.OWNED_OFFLINE:
+            self.records.append(record)
+
+    def _log(self, record: MetricRecord) -> None:
+        if self.run is not None:
+            self.run.log(record)
+
+    def finished(self, result: TrialResult) -> Future[None] | None:
+        """The trial is over: finish the run (or, for the notebook's own, attach the
+        notebook). Returns what the caller may wait on before the next trial."""
+        if self.mode is RunMode.OWNED_OFFLINE and self.run is not None:
+            return self.submit(
+                wandb_run.report_afterwards, self.run, self.records, result, self.warn
+            )
+        if self.mode is RunMode.OWNED_ONLINE:
+            return self.submit(self._finish, result)
+        if self.mode is RunMode.NOTEBOOK and not self.offline:
+            return self.submit(
+                wandb_run.finish_reporting, None, self.path, self.run_id, result, self.warn
+            )
+        return None
+
+    def _finish(self, result: TrialResult) -> None:
+        if self.run is not None:
+            wandb_run.finish_reporting(self.run, self.path, self.run_id, result, self.warn)
+
+
+def run_under_wandb_agent(
+    spec: TrialSpec,
+    reporter: Reporter,
+    environ: Mapping[str, str],
+    early: EarlyKernel | None = None,
+) -> TrialResult:
+    """``nbsweep run`` under ``wandb agent``: the trial joins the run the agent announced in
+    the environment; nbsweep opens, reports to and closes it if the notebook will not."""
+    from nbsweep.notebook.files import read_notebook
+    from nbsweep.notebook.injection import nest
+    from nbsweep.trial.run import run_trial
+
+    path = agent_sweep_path(environ)
+    assert path is not None, "only under wandb agent"
+    mode = RunMode.choose(read_notebook(spec.notebook), enabled=True, offline=False)
+    param_file = Path(environ.get("WANDB_SWEEP_PARAM_PATH", ""))
+    wandb = RunReporter(
+        mode,
+        path,
+        environ["WANDB_RUN_ID"],
+        nest(spec.values),
+        param_file,
+        Path.cwd(),
+        run_now,
+        reporter.warn,
+    )
+    try:
+        wandb.started()
+        result = run_trial(spec, reporter, on_metric=wandb.record, early=early)
+        wandb.finished(result)
+    finally:
+        wandb_run.teardown()
+    return result

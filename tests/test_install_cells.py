@@ -18,7 +18,7 @@ from nbsweep.notebook.install_cells import (
     skip_install_lines,
     skipped_message,
 )
-from nbsweep.trial.run import TrialSpec, prepare
+from nbsweep.trial.run import TrialSettings, TrialSpec, prepare
 
 SKIPS = [
     "!pip install wandb -Uq",
@@ -123,7 +123,8 @@ def test_run_install_cells_on_an_executed_notebook_runs_what_its_trial_skipped()
     again = prepare(spec, executed)
     # Said again, numbered in the executed notebook (its injected cell comes first).
     assert SAID.replace("cell 1", "cell 2") in again.warnings
-    kept = prepare(TrialSpec(Path("nb.ipynb"), [("x", 3)], run_install_cells=True), executed)
+    settings = TrialSettings(run_install_cells=True)
+    kept = prepare(TrialSpec(Path("nb.ipynb"), [("x", 3)], settings=settings), executed)
     assert kept.notebook.cells[-1].source == NOTEBOOK[-1]
 
 
@@ -150,7 +151,8 @@ SAID = "skipped 1 install line (cell 1: !pip install somepkg -q); --run-install-
 @pytest.mark.parametrize("run_install_cells", [False, True])
 def test_prepare_skips_them_unless_asked_and_leaves_the_users_notebook(run_install_cells):
     nb = make_notebook(NOTEBOOK)
-    spec = TrialSpec(Path("nb.ipynb"), [("x", 2)], run_install_cells=run_install_cells)
+    settings = TrialSettings(run_install_cells=run_install_cells)
+    spec = TrialSpec(Path("nb.ipynb"), [("x", 2)], settings=settings)
     injection = prepare(spec, nb)
     sources = [cell.source for cell in injection.notebook.cells]
     assert any(MARK in source for source in sources) is not run_install_cells

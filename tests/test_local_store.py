@@ -257,9 +257,9 @@ def test_stops_are_requested_and_seen(store, me):
 def test_run_states_map_to_wandb_names():
     assert RunState.stopped.sweeps_name == "killed"
     assert [s.sweeps_name for s in RunState if s is not RunState.stopped] == [
-        "pending",
-        "running",
         "finished",
+        "running",
+        "pending",
         "failed",
         "crashed",
     ]

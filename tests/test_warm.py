@@ -131,7 +131,7 @@ def test_a_finished_kernel_is_killed_only_where_that_loses_nothing(tmp_path):
             await kernel.start(tmp_path, dict(os.environ))
             if code:
                 assert await kernel.execute_silently(code, 30)
-            return await kernel.exit_plan()
+            return (await kernel.exit_plan()).value
         finally:
             await kernel.stop(graceful=False)
 

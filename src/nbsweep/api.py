@@ -59,25 +59,34 @@ def run_notebook(
     from nbsweep.kernel.executor import ExecutionOptions
     from nbsweep.notebook.outputs import check_outputs
     from nbsweep.trial.reporting import failure_message
-    from nbsweep.trial.run import TrialSpec, exit_code_for_stop, run_trial, run_trial_async
+    from nbsweep.trial.run import (
+        TrialSettings,
+        TrialSpec,
+        exit_code_for_stop,
+        run_trial,
+        run_trial_async,
+    )
 
     notebook = Path(notebook)
     output_path = None if output is None else Path(output)
     if parameters is not None and not isinstance(parameters, Mapping):
         raise UsageError(f"parameters must be a mapping of names to values, not {parameters!r}")
     check_outputs(notebook, {"output": output_path})
-    spec = TrialSpec(
-        notebook=notebook,
-        values=list((parameters or {}).items()),
+    settings = TrialSettings(
         config_var=config_var,
         allow_unknown=allow_unknown,
-        output=output_path,
         html=html,
         kernel_name=kernel,
         cwd=None if cwd is None else Path(cwd),
-        env=dict(env or {}),
         run_install_cells=run_install_cells,
         execution=ExecutionOptions(cell_timeout, trial_timeout, stop_grace),
+    )
+    spec = TrialSpec(
+        notebook,
+        list((parameters or {}).items()),
+        output_path,
+        env=dict(env or {}),
+        settings=settings,
     )
     reporter = _reporter(progress)
     if handle_signals:

@@ -18,7 +18,13 @@ from nbsweep.cli.options import (
     execution_options,
     store_option,
 )
-from nbsweep.errors import EXIT_FAILED, NbsweepError, SweepConfigError, UsageError
+from nbsweep.errors import (
+    NbsweepError,
+    SweepConfigError,
+    TrialFailed,
+    TrialStopped,
+    UsageError,
+)
 
 if TYPE_CHECKING:
     from nbsweep.trial.result import TrialResult
@@ -126,12 +132,14 @@ def run(
         from nbsweep.sweeping.path import agent_sweep_path
         from nbsweep.sweeping.run_reporter import run_under_wandb_agent
         from nbsweep.trial.reporting import Reporter, failure_message
-        from nbsweep.trial.run import exit_code_for_stop, run_trial
+        from nbsweep.trial.run import TrialSpec, exit_code_for_stop, run_trial
 
         sources = ParameterSources(
             args, files, args_json, pairs, raw_pairs, os.environ.get(PARAM_PATH_ENV)
         )
-        spec = _trial_spec(notebook, collect(sources), output, **execution)
+        spec = TrialSpec(
+            notebook, collect(sources), output, settings=_trial_settings(**execution)
+        )
         html_path = output.with_suffix(".html") if output and execution["html"] else None
         check_outputs(
             notebook, {"--output": output, "--html": html_path, "--metrics-json": metrics_json}
@@ -147,20 +155,18 @@ def run(
         if metrics_json is not None:
             write_json(result.metrics.to_json(), metrics_json)
         if result.status == "stopped":
-            raise _Failure(
+            raise TrialStopped(
                 f"stopped ({result.reason}); partial notebook saved: {result.output}",
                 exit_code_for_stop(result.reason),
+                result=result,
             )
         if result.status == "failed":
-            raise _Failure(failure_message(result), EXIT_FAILED)
+            raise TrialFailed(failure_message(result), result=result)
     finally:
         early.close()
 
 
-def _trial_spec(
-    notebook: Path,
-    values: list,
-    output: Path | None,
+def _trial_settings(
     *,
     kernel: str | None,
     cwd: Path | None,
@@ -174,16 +180,14 @@ def _trial_spec(
     html: bool,
     run_install_cells: bool,
 ) -> Any:
+    """The execution options every command shares, as the trials' settings."""
     from nbsweep.kernel.executor import ExecutionOptions
-    from nbsweep.trial.run import TrialSpec
+    from nbsweep.trial.run import TrialSettings
 
     del log_output  # a Reporter setting, not the trial's
-    return TrialSpec(
-        notebook=notebook,
-        values=values,
+    return TrialSettings(
         config_var=config_var,
         allow_unknown=allow_unknown,
-        output=output,
         html=html,
         kernel_name=kernel,
         cwd=cwd,
@@ -304,7 +308,7 @@ def agent(
         notebook=notebook,
         poll=poll,
         max_consecutive_failures=max_consecutive_failures,
-        trial=_trial_spec(Path("unused.ipynb"), [], None, **execution),
+        trial=_trial_settings(**execution),
         report_to_wandb=not no_wandb,
         warm_kernels=not no_warm_kernels,
         kernel_start=kernel_start,

@@ -13,15 +13,16 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, DeadKernelError
 from nbformat import NotebookNode
 
 from nbsweep.kernel.process import Kernel
+from nbsweep.status import TrialStatus
 
-Status = Literal["finished", "failed", "stopped"]
+Status = TrialStatus
 
 # sys.exit(0), sys.exit() and `raise SystemExit` end a notebook successfully.
 _SUCCESSFUL_EXIT_VALUES = ("", "0", "None")

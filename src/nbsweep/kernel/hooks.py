@@ -20,11 +20,12 @@ from __future__ import annotations
 import ast
 import contextlib
 import json
-import math
 import os
 import sys
 from collections.abc import Callable, Mapping
 from typing import Any
+
+from nbsweep.status import to_json_number
 
 METRICS_FILE_ENV = "NBSWEEP_METRICS_FILE"
 TRIAL_FILE_ENV = "NBSWEEP_TRIAL_FILE"
@@ -60,9 +61,7 @@ def plain(value: Any) -> Any:
         number = float(value)
     except (TypeError, ValueError):
         return repr(value)
-    if math.isfinite(number):
-        return number
-    return "NaN" if math.isnan(number) else ("Infinity" if number > 0 else "-Infinity")
+    return to_json_number(number)
 
 
 def scalars(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

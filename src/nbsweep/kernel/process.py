@@ -31,6 +31,7 @@ from jupyter_client.kernelspec import KernelSpec, KernelSpecManager, NoSuchKerne
 from nbsweep.errors import KernelStartError
 from nbsweep.kernel.fork import ForkProvisioner, Template
 from nbsweep.processes import become_subreaper, die_with_parent, marked_children, reap
+from nbsweep.status import ExitPlan
 
 _PYTHON_KERNEL_NAMES = ("python3", "python", "")
 # Set in each kernel's environment, so that whatever it starts carries it, detached or not.
@@ -307,14 +308,14 @@ class Kernel:
     async def retire(self, finished: bool) -> None:
         """Stop a kernel whose trial is over: politely where its notebook ``finished`` and
         left work for a polite exit to do, else by a kill (which then loses nothing)."""
-        plan = "polite" if finished else "kill"
+        plan = ExitPlan.POLITE if finished else ExitPlan.KILL
         try:
             if finished:
                 plan = await self.exit_plan()
-            if plan == "polite, no teardown":
+            if plan is ExitPlan.POLITE_NO_TEARDOWN:
                 await self.execute_silently(_SKIP_TEARDOWN, SHUTDOWN_GRACE)
         finally:
-            await self.stop(graceful=plan != "kill")
+            await self.stop(graceful=plan is not ExitPlan.KILL)
 
     async def execute_silently(self, code: str, timeout: float) -> bool:
         """Run ``code`` outside the notebook (no history, no outputs); True if it succeeded
@@ -362,19 +363,19 @@ class Kernel:
         writing = frozenset((f.path, f.mode) for f in files if f.mode != "r")
         return _ExitWork(int(handlers), int(threads), bool(wandb_run), writing)
 
-    async def exit_plan(self) -> str:
+    async def exit_plan(self) -> ExitPlan:
         """How to stop a kernel whose notebook finished, losing nothing a polite exit does:
-        "kill" if it has nothing to do at exit beyond what the fresh kernel had; "polite, no
-        teardown" if it opened no file for writing (a polite exit that ends after the exit
-        handlers: nbsweep's launcher only); else "polite"."""
+        kill it if it has nothing to do at exit beyond what the fresh kernel had; a polite
+        exit without teardown if it opened no file for writing (nbsweep's launcher only);
+        else a whole polite exit."""
         if self._fresh_exit_work is None or not await self.is_alive():
-            return "polite"
+            return ExitPlan.POLITE
         now, fresh = await self._exit_work(), self._fresh_exit_work
         if now == fresh:
-            return "kill"
+            return ExitPlan.KILL
         if now is not None and now.files == fresh.files:
-            return "polite, no teardown"
-        return "polite"
+            return ExitPlan.POLITE_NO_TEARDOWN
+        return ExitPlan.POLITE
 
     def remember_processes(self) -> None:
         """Note the kernel's process tree, so children that leave its group are still found."""

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Protocol, TypeVar
 
-STATES = ("finished", "running", "pending", "failed", "crashed", "stopped")  # as totals shows
-_NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}  # as metrics.py
+from nbsweep.status import RunState, from_json_number, to_json_number
+
+STATES = tuple(state.value for state in RunState)  # as totals shows them
 
 
 class SweepLike(Protocol):
@@ -201,7 +202,8 @@ def as_json(sweep: SweepLike, runs: Iterable[RunLike], *, now: float | None = No
 def as_number(value: Any) -> float | None:
     """A real number as a float ("NaN"/"Infinity"/"-Infinity" strings too); else None."""
     if isinstance(value, str):
-        return _NON_FINITE.get(value)
+        number = from_json_number(value)
+        return number if isinstance(number, float) else None
     return None if isinstance(value, bool) or not isinstance(value, numbers.Real) else float(value)
 
 
@@ -251,10 +253,7 @@ def _plain(value: Any) -> Any:
     if isinstance(value, numbers.Integral):
         return int(value)
     if isinstance(value, numbers.Real):
-        value = float(value)
-        if math.isfinite(value):
-            return value
-        return "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"
+        return to_json_number(float(value))
     if isinstance(value, Mapping):
         return {str(key): _plain(item) for key, item in value.items()}
     if isinstance(value, (list, tuple, set, frozenset)):

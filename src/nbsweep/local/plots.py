@@ -27,6 +27,7 @@ from nbsweep.local.leaderboard import (
     table,
 )
 from nbsweep.notebook.files import atomic_write, atomic_write_text
+from nbsweep.status import RunState
 
 _MISSING: Any = object()  # a value a run does not have (None is a value)
 
@@ -163,11 +164,11 @@ class _Trial:
 
 _Style = tuple[str, str, bool]  # a marker's shape, colour, and whether it is filled
 _MARKS: dict[str, _Style] = {  # by state, in the legend's order
-    "finished": ("o", "#1f77b4", True),
-    "stopped": ("s", "#ff7f0e", True),
-    "running": ("o", "#1f77b4", False),
-    "failed": ("x", "#d62728", True),
-    "crashed": ("x", "#7b1fa2", True),
+    RunState.finished.value: ("o", "#1f77b4", True),
+    RunState.stopped.value: ("s", "#ff7f0e", True),
+    RunState.running.value: ("o", "#1f77b4", False),
+    RunState.failed.value: ("x", "#d62728", True),
+    RunState.crashed.value: ("x", "#7b1fa2", True),
 }
 _VIRIDIS = [(68, 1, 84), (59, 82, 139), (33, 145, 140), (94, 201, 98), (253, 231, 37)]
 _OTHER: _Style = ("d", "#777777", True)  # any other state

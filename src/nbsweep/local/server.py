@@ -22,7 +22,6 @@ DEFAULT_STORE = Path(".nbsweep") / "sweeps.db"
 STORE_ENV = "NBSWEEP_STORE"
 LOCAL_PREFIX = "local:"
 
-_STATES = {"finished": RunState.finished, "failed": RunState.failed, "stopped": RunState.stopped}
 
 
 def store_path(option: Path | None, environ: Mapping[str, str] = os.environ) -> Path:
@@ -109,7 +108,7 @@ class LocalSweepServer:
     def trial_finished(self, run_id: str, result: TrialResult) -> None:
         self.store.finish(
             run_id,
-            _STATES.get(result.status, RunState.failed),
+            RunState.of(result.status),
             result.metrics.summary(),
             str(result.output),
         )

@@ -22,13 +22,13 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
 from nbsweep.errors import NbsweepError, UsageError
 from nbsweep.local.filesystems import network_file_system, read_mounts
 from nbsweep.processes import AgentIdentity
+from nbsweep.status import ENDED_STATES, RunState
 
 SCHEMA_VERSION = 1
 DEFAULT_BUSY_TIMEOUT = 10.0  # seconds one statement waits for another process's write lock
@@ -49,21 +49,6 @@ class StoreLocked(NbsweepError):
     """Another process held the store's write lock for longer than the busy timeout."""
 
 
-class RunState(str, Enum):
-    pending = "pending"
-    running = "running"
-    finished = "finished"
-    failed = "failed"
-    crashed = "crashed"
-    stopped = "stopped"  # ended by a stop request
-
-    @property
-    def sweeps_name(self) -> str:
-        """The name W&B and its ``sweeps`` engine use: they call a stopped run ``killed``."""
-        return "killed" if self is RunState.stopped else self.value
-
-
-ENDED_STATES = frozenset({RunState.finished, RunState.failed, RunState.crashed, RunState.stopped})
 
 
 @dataclass

@@ -198,7 +198,7 @@ def _check_known(nested: dict[str, Any], tree: Any, known: list[str], listing: s
     listed = ", ".join(known) if known else "none"
     raise ParameterError(
         f"unknown parameter{'s' if len(unknown) > 1 else ''} {', '.join(hints)}; "
-        f"{listing}: {listed}. Pass --allow-unknown to inject anyway"
+        f"{listing}: {listed}. Pass --allow-unknown (allow_unknown=True) to inject anyway"
     )
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import os
 import signal
 import socket
@@ -39,7 +38,7 @@ from nbsweep.sweeping.path import SweepPath
 from nbsweep.trial.metrics import MetricRecord, Metrics
 from nbsweep.trial.reporting import Reporter
 from nbsweep.trial.result import TrialResult
-from nbsweep.trial.run import RUNS_FOLDER, TrialSpec, run_trial_async
+from nbsweep.trial.run import RUNS_FOLDER, TrialSettings, TrialSpec, run_trial_async
 
 # A trial that runs this long has the next trial's kernel started beside it. Sooner, the
 # kernel's start-up (a core for ~0.3 s, plus the preload) slows a short trial down on a
@@ -78,8 +77,8 @@ class AgentOptions:
     heartbeat: float = 5.0
     """Seconds between heartbeats while a trial runs (how fast a stop arrives)."""
     max_consecutive_failures: int = 3
-    trial: TrialSpec = field(default_factory=lambda: TrialSpec(Path("unused.ipynb")))
-    """Execution settings every trial gets; notebook, values and env are filled per trial."""
+    trial: TrialSettings = field(default_factory=TrialSettings)
+    """How every trial runs (execution options, kernel, config variable)."""
     wandb_dir: Path = field(default_factory=Path.cwd)
     report_to_wandb: bool = True
     """Open a W&B run for notebooks that do not open their own."""
@@ -290,14 +289,14 @@ class Agent:
         return self._notebook[1], self._notebook[2]
 
     def _recipe(self, notebook: Path, nb: NotebookNode) -> KernelRecipe:
-        spec = self.options.trial
-        cwd = (spec.cwd or notebook.resolve().parent).resolve()
+        settings = self.options.trial
+        cwd = (settings.cwd or notebook.resolve().parent).resolve()
         preload = self.options.preload
         return KernelRecipe(
-            spec.kernel_for(nb),
+            settings.kernel_for(nb),
             cwd,
             {**os.environ, TRIAL_ENV: "1"},
-            preload.code(preload.modules_for(nb, cwd, installs_run=spec.run_install_cells)),
+            preload.code(preload.modules_for(nb, cwd, installs_run=settings.run_install_cells)),
         )
 
     def _warm_up(self, notebook: Path) -> None:
@@ -389,14 +388,14 @@ class Agent:
             )
             await asyncio.to_thread(self.server.trial_finished, run_id, result)
             return result
-        spec = dataclasses.replace(
-            self.options.trial,
+        spec = TrialSpec(
             notebook=notebook,
             values=list(values.items()),
             env=self.server.trial_environment(self.path, run_id, param_file),
             output=Path(RUNS_FOLDER) / self.path.sweep / run_id / notebook.name,
             sweep_id=self.path.sweep,
             sweep_config=self.sweep_config,
+            settings=self.options.trial,
         )
         nb = self._read(notebook)[0]
         mode = RunMode.choose(

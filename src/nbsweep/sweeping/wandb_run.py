@@ -17,14 +17,13 @@ from nbformat import NotebookNode
 
 from nbsweep.notebook import files
 from nbsweep.notebook.parameters import parse_leniently
+from nbsweep.status import TrialStatus
 from nbsweep.sweeping.path import SweepPath
 from nbsweep.trial.metrics import MetricRecord
 
 if TYPE_CHECKING:
     from nbsweep.trial.result import TrialResult
 
-# wandb records these; what a stopped trial exits with, like a process stopped by Ctrl-C.
-EXIT_CODES = {"finished": 0, "failed": 1, "stopped": 130}
 
 
 def notebook_opens_run(nb: NotebookNode) -> bool:
@@ -125,7 +124,7 @@ class TrialRun:
         """Final metrics, status, the executed notebook as files, and the exit code."""
         if self._run is None:
             return
-        self._run.summary.update({**result.metrics.final, "nbsweep/status": result.status})
+        self._run.summary.update({**result.metrics.final, "nbsweep/status": str(result.status)})
         for path in (result.output, result.html):
             if path is None or not path.exists():
                 continue
@@ -134,7 +133,7 @@ class TrialRun:
                 shutil.copy2(path, Path(self._run.dir) / path.name)
             else:
                 self._run.save(str(path), base_path=str(path.parent), policy="now")
-        self._run.finish(exit_code=EXIT_CODES.get(result.status, 1))
+        self._run.finish(exit_code=_exit_code(result.status))
         self._run = None
 
 
@@ -200,11 +199,11 @@ def close_orphaned_run(path: SweepPath, run_id: str, result: TrialResult) -> Non
             sweep_id=path.sweep, silent=True, console="off", x_disable_stats=True
         ),
     )
-    run.summary.update({"nbsweep/status": result.status})
+    run.summary.update({"nbsweep/status": str(result.status)})
     for local in (result.output, result.html):
         if local is not None and local.exists():
             run.save(str(local), base_path=str(local.parent), policy="now")
-    run.finish(exit_code=EXIT_CODES.get(result.status, 1))
+    run.finish(exit_code=_exit_code(result.status))
 
 
 def attach_files(path: SweepPath, run_id: str, result: TrialResult) -> None:
@@ -226,3 +225,10 @@ def teardown() -> None:
     wandb = sys.modules.get("wandb")
     if wandb is not None:
         wandb.teardown()
+
+
+def _exit_code(status: str) -> int:
+    try:
+        return TrialStatus(status).wandb_exit_code
+    except ValueError:
+        return 1

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from nbsweep.kernel.hooks import METRICS_FILE_ENV
+from nbsweep.status import from_json_number, to_json_number
 
 _NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
@@ -106,15 +107,12 @@ class MetricsChannel:
 
 
 def _number(value: Any) -> Any:
-    return _NON_FINITE.get(value, value) if isinstance(value, str) else value
+    return from_json_number(value)
 
 
 def json_safe(values: Mapping[str, Any]) -> dict[str, Any]:
     """Non-finite floats as the strings JSON writers use ("NaN", "Infinity", "-Infinity")."""
-    reverse = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
     return {
-        name: reverse[repr(value)]
-        if isinstance(value, float) and not math.isfinite(value)
-        else value
+        name: to_json_number(value) if isinstance(value, float) else value
         for name, value in values.items()
     }

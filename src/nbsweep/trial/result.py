@@ -6,13 +6,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nbsweep.kernel.executor import CellFailure
+from nbsweep.status import TrialStatus
 from nbsweep.trial.metrics import Metrics
 
 
 @dataclass
 class TrialResult:
-    status: str
-    """finished, failed or stopped."""
+    status: TrialStatus
+    """finished, failed or stopped (a plain string is made one)."""
     reason: str
     output: Path
     html: Path | None
@@ -26,3 +27,6 @@ class TrialResult:
     """The kernel died or was killed before the trial ended: nothing in it could clean up."""
     save_error: str | None = None
     """Why the executed notebook could not be saved (a full disk, a read-only folder)."""
+
+    def __post_init__(self) -> None:
+        self.status = TrialStatus(self.status)

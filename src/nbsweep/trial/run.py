@@ -75,35 +75,42 @@ _CHANNEL_POLL = 0.05
 
 
 @dataclass(frozen=True)
-class TrialSpec:
-    """What to run and where its results go."""
+class TrialSettings:
+    """How every trial of one command or agent runs: its options, the same for each trial."""
 
-    notebook: Path
-    values: Sequence[tuple[str, Any]] = ()
-    """(name, value) pairs, lowest precedence first; dotted names address nested keys."""
     config_var: str = DEFAULT_CONFIG_VAR
     allow_unknown: bool = False
-    output: Path | None = None
-    """Where the executed notebook goes; None: a new folder under ``nbsweep-runs/``."""
     html: bool = False
     kernel_name: str | None = None
     """None: the notebook's kernelspec (python3 means this interpreter)."""
     cwd: Path | None = None
     """The kernel's working directory; None: the notebook's folder."""
     metric_variables: Sequence[str] = ()
-    env: Mapping[str, str] = field(default_factory=dict)
-    """Added to this process's environment for the kernel."""
     execution: ExecutionOptions = field(default_factory=ExecutionOptions)
     run_install_cells: bool = False
     """Run ``!pip install`` and like lines; by default a trial skips them (and says so)."""
-    sweep_id: str | None = None
-    """The sweep this trial belongs to: what the notebook's ``wandb.sweep`` returns."""
-    sweep_config: Mapping[str, Any] | None = None
-    """The running sweep's config, compared with the one the notebook passes to wandb.sweep."""
 
     def kernel_for(self, nb: NotebookNode) -> str:
         """``kernel_name``, else the notebook's kernelspec (python3 if it names none)."""
         return self.kernel_name or nb.metadata.get("kernelspec", {}).get("name", "python3")
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """One trial: what to run, with which values, where its results go."""
+
+    notebook: Path
+    values: Sequence[tuple[str, Any]] = ()
+    """(name, value) pairs, lowest precedence first; dotted names address nested keys."""
+    output: Path | None = None
+    """Where the executed notebook goes; None: a new folder under ``nbsweep-runs/``."""
+    env: Mapping[str, str] = field(default_factory=dict)
+    """Added to this process's environment for the kernel."""
+    sweep_id: str | None = None
+    """The sweep this trial belongs to: what the notebook's ``wandb.sweep`` returns."""
+    sweep_config: Mapping[str, Any] | None = None
+    """The running sweep's config, compared with the one the notebook passes to wandb.sweep."""
+    settings: TrialSettings = field(default_factory=TrialSettings)
 
 
 def default_output(notebook: Path, environ: Mapping[str, str]) -> Path:
@@ -120,13 +127,14 @@ def default_output(notebook: Path, environ: Mapping[str, str]) -> Path:
 def prepare(spec: TrialSpec, nb: NotebookNode) -> Injection:
     """The notebook as the trial runs it: values injected, install lines skipped (unless
     ``run_install_cells``), with one warning naming them."""
-    bad = [name for name in spec.metric_variables if not is_parameter_name(name) or "." in name]
+    settings = spec.settings
+    bad = [name for name in settings.metric_variables if not is_parameter_name(name) or "." in name]
     if bad:
         raise ParameterError(f"--metric {bad[0]!r} is not a variable name")
     injection = parameterize(
-        nb, spec.values, config_var=spec.config_var, allow_unknown=spec.allow_unknown
+        nb, spec.values, config_var=settings.config_var, allow_unknown=settings.allow_unknown
     )
-    if spec.run_install_cells:
+    if settings.run_install_cells:
         restore_install_lines(injection.notebook)  # an executed notebook run again
         return injection
     message = skipped_message(skip_install_lines(injection.notebook), injection.source_index)
@@ -183,7 +191,7 @@ async def run_trial_async(
     metrics = Metrics(on_record=on_record)
     overflow = _StreamOverflow(output, injection, redactor)
     warm = kernel is not None
-    kernel = kernel or Kernel(spec.kernel_for(nb))
+    kernel = kernel or Kernel(spec.settings.kernel_for(nb))
     stop = stop or StopRequest()
     started_cells = False
     try:
@@ -192,7 +200,7 @@ async def run_trial_async(
             (reporter.warn_once if is_skipped_message(warning) else reporter.warn)(warning)
         reporter.trial_started(notebook_path, output)
         if not warm:
-            await kernel.launch(spec.cwd or notebook_path.resolve().parent, environ)
+            await kernel.launch(spec.settings.cwd or notebook_path.resolve().parent, environ)
         if kernel.info is None:  # while it boots
             await asyncio.to_thread(prepare_output_handling)
         await kernel.wait_ready()
@@ -210,7 +218,7 @@ async def run_trial_async(
         following = asyncio.ensure_future(_follow(channel, metrics))
         try:
             outcome = await execute(
-                nb, kernel, spec.execution, hooks, stop, spec.metric_variables
+                nb, kernel, spec.settings.execution, hooks, stop, spec.settings.metric_variables
             )
         finally:
             following.cancel()
@@ -342,7 +350,7 @@ def _result(
         outcome.status,
         outcome.reason,
         output,
-        output.with_suffix(".html") if spec.html else None,
+        output.with_suffix(".html") if spec.settings.html else None,
         metrics,
         time.monotonic() - started,
         failure,
@@ -353,7 +361,7 @@ def _result(
 
 
 def _record(result: TrialResult) -> tuple[str, str, CellFailure | None, int | None]:
-    return result.status, result.reason, result.failure, result.source_cell_index
+    return str(result.status), result.reason, result.failure, result.source_cell_index
 
 
 def run_trial(

@@ -1,6 +1,6 @@
 import pytest
 
-from nbsweep.cli.main import without_fanout_options
+from nbsweep.cli.agent import without_fanout_options
 from nbsweep.errors import UsageError
 from nbsweep.sweeping.workers import combined_exit_code, cpu_workers, gpu_workers
 

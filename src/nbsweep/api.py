@@ -17,7 +17,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
-from nbsweep.errors import SweepConfigError, TrialFailed, TrialStopped, UsageError
+from nbsweep.errors import TrialFailed, TrialStopped, UsageError
 
 if TYPE_CHECKING:
     from nbsweep.sweeping.agent import AgentOptions
@@ -127,37 +127,34 @@ def sweep(
     ``wandb.sweep`` itself) as ``nbsweep sweep`` does, create it, and return the ID to give
     ``agent``: ``local:ID`` in the local store (``local=True``, the default: no W&B server),
     else ``ENTITY/PROJECT/ID`` on W&B. Raises ``SweepConfigError`` listing every problem."""
-    from nbsweep.sweeping.config import (
-        find_warnings,
-        load_sweep,
-        sweep_problems,
-        with_default_command,
-    )
+    from nbsweep.sweeping.config import check_sweep
 
-    if isinstance(config, Mapping):
-        loaded = dict(config)
-        default_name = name or "sweep"
-    else:
-        path = Path(config)
-        loaded = load_sweep(path).config
-        default_name = name or path.stem
-    if project:
-        loaded["project"] = project
-    problems = sweep_problems(loaded, config_var, local)
-    if problems:
-        raise SweepConfigError(problems)
-    for warning in find_warnings(loaded):
+    source = config if isinstance(config, Mapping) else Path(config)
+    checked = check_sweep(source, project=project, config_var=config_var, local=local)
+    for warning in checked.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    loaded = with_default_command(loaded)
     if local:
-        return "local:" + create_local_sweep(loaded, default_name, store)
+        default_name = name or ("sweep" if isinstance(config, Mapping) else Path(config).stem)
+        return "local:" + create_local_sweep(checked.config, default_name, store)
+    return create_wandb_sweep(checked.config, entity)
+
+
+def create_wandb_sweep(
+    config: Mapping[str, Any],
+    entity: str | None = None,
+    on_retry: Callable[[str], None] | None = None,
+) -> str:
+    """Create a checked sweep config on W&B; its ``ENTITY/PROJECT/ID``."""
+    from nbsweep.sweeping.config import yaml_text
     from nbsweep.sweeping.wandb_api import Credentials, SweepService
 
-    service = SweepService(Credentials.from_environment(os.environ))
+    service = SweepService(
+        Credentials.from_environment(os.environ), on_retry=on_retry or (lambda message: None)
+    )
     created = service.create_sweep(
-        _yaml(loaded),
-        entity or loaded.get("entity") or os.environ.get("WANDB_ENTITY"),
-        loaded.get("project") or os.environ.get("WANDB_PROJECT"),
+        yaml_text(config),
+        entity or config.get("entity") or os.environ.get("WANDB_ENTITY"),
+        config.get("project") or os.environ.get("WANDB_PROJECT"),
     )
     return str(created)
 
@@ -343,12 +340,6 @@ def _reporter(progress: bool | TextIO) -> Reporter:
 def _require_main_thread(what: str) -> None:
     if threading.current_thread() is not threading.main_thread():
         raise UsageError(f"{what} needs the main thread; leave it False on other threads")
-
-
-def _yaml(config: Mapping[str, Any]) -> str:
-    import yaml
-
-    return yaml.safe_dump(dict(config), sort_keys=False, default_flow_style=False)
 
 
 __all__ = ["agent", "create_local_sweep", "run_agent", "run_notebook", "sweep"]

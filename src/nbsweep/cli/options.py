@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -184,3 +185,34 @@ def agent_options(command: Callable) -> Callable:
     for option in reversed(options):
         command = option(command)
     return command
+
+
+def trial_settings(
+    *,
+    kernel: str | None,
+    cwd: Path | None,
+    cell_timeout: float | None,
+    trial_timeout: float | None,
+    stop_grace: float,
+    config_var: str,
+    allow_unknown: bool,
+    metrics: tuple[str, ...],
+    log_output: bool,
+    html: bool,
+    run_install_cells: bool,
+) -> Any:
+    """The execution options every command shares, as the trials' settings."""
+    from nbsweep.kernel.executor import ExecutionOptions
+    from nbsweep.trial.run import TrialSettings
+
+    del log_output  # a Reporter setting, not the trial's
+    return TrialSettings(
+        config_var=config_var,
+        allow_unknown=allow_unknown,
+        html=html,
+        kernel_name=kernel,
+        cwd=cwd,
+        metric_variables=metrics,
+        run_install_cells=run_install_cells,
+        execution=ExecutionOptions(cell_timeout, trial_timeout, stop_grace),
+    )

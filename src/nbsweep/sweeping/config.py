@@ -13,14 +13,14 @@ import copy
 import difflib
 import math
 import re
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import yaml
 
-from nbsweep.errors import UsageError
+from nbsweep.errors import SweepConfigError, UsageError
 from nbsweep.sweeping import yamlfile
 
 if TYPE_CHECKING:
@@ -162,6 +162,41 @@ def program_parameter_names(config: Any, config_var: str) -> tuple[list[str] | N
     except UsageError as error:
         return None, [f"program: {error}"]
     return None, []
+
+
+@dataclass(frozen=True)
+class CheckedSweep:
+    """A sweep config ready to create: validated, with nbsweep's ``command`` if it had none."""
+
+    config: dict[str, Any]
+    notes: list[str]
+    """Where nbsweep read a value as its writer meant, not as PyYAML alone would."""
+    warnings: list[str]
+    """What W&B accepts but is probably not what was meant."""
+
+
+def check_sweep(
+    source: Mapping[str, Any] | Path,
+    *,
+    project: str | None = None,
+    config_var: str = "config",
+    local: bool = False,
+) -> CheckedSweep:
+    """A sweep config (a dict, a sweep YAML, or a notebook that calls ``wandb.sweep``)
+    checked as ``nbsweep sweep`` checks it; SweepConfigError lists every problem."""
+    notes: list[str] = []
+    if isinstance(source, Mapping):
+        config = copy.deepcopy(dict(source))
+    else:
+        loaded = load_sweep(Path(source))
+        config = loaded.config
+        notes = [f"{fix} (PyYAML alone would have read a string)" for fix in loaded.enotation_fixes]
+    if project:
+        config["project"] = project
+    problems = sweep_problems(config, config_var, local)
+    if problems:
+        raise SweepConfigError(problems)
+    return CheckedSweep(with_default_command(config), notes, find_warnings(config))
 
 
 def sweep_problems(config: dict[str, Any], config_var: str, local: bool) -> list[str]:
@@ -551,3 +586,8 @@ def _yaml_float(text: str) -> str:
 def _did_you_mean(word: Any, choices: Collection[str]) -> str:
     close = difflib.get_close_matches(str(word), list(choices), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def yaml_text(config: Mapping[str, Any]) -> str:
+    """A sweep config as the YAML nbsweep shows and sends: keys in order, short lists inline."""
+    return yaml.safe_dump(dict(config), sort_keys=False, default_flow_style=None)

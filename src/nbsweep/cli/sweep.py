@@ -1,0 +1,142 @@
+"""``nbsweep sweep``: validate and create a sweep; control a local one."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from nbsweep.cli.options import (
+    config_var_option,
+    store_option,
+)
+from nbsweep.cli.status import status
+from nbsweep.errors import (
+    UsageError,
+)
+
+
+@click.command()
+@click.argument("sweep_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--project", help="W&B project (else the YAML's project:, or WANDB_PROJECT).")
+@click.option("--entity", help="W&B entity (else the YAML's entity:, or WANDB_ENTITY).")
+@config_var_option
+@click.option("--dry-run", is_flag=True, help="Validate only; create nothing.")
+@click.option(
+    "--print-yaml", is_flag=True, help="Print the sweep config as created (YAML); create nothing."
+)
+@click.option("--local", is_flag=True, help="Create a local sweep (no W&B server) in the store.")
+@store_option
+@click.option(
+    "--run",
+    "run_it",
+    is_flag=True,
+    help="With --local: then run agents on it (--workers, --count) and print the leaderboard.",
+)
+@click.option(
+    "--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Agents for --run."
+)
+@click.option("--count", type=click.IntRange(min=1), help="Trials per agent for --run.")
+@click.option("--pause", "action", flag_value="pause", help="Pause local sweep SWEEP_FILE (an ID).")
+@click.option("--resume", "action", flag_value="resume", help="Resume a paused local sweep.")
+@click.option(
+    "--stop", "action", flag_value="stop", help="Stop a local sweep: running trials finish."
+)
+@click.option(
+    "--cancel", "action", flag_value="cancel", help="Cancel a local sweep: running trials stop."
+)
+@click.option("--stop-run", metavar="RUN_ID", help="Stop one run of local sweep SWEEP_FILE.")
+def sweep(
+    sweep_file: Path,
+    project: str | None,
+    entity: str | None,
+    config_var: str,
+    dry_run: bool,
+    print_yaml: bool,
+    local: bool,
+    store: Path | None,
+    run_it: bool,
+    workers: int,
+    count: int | None,
+    action: str | None,
+    stop_run: str | None,
+) -> None:
+    """Validate SWEEP_FILE against W&B's rules and its notebook, then create the sweep on
+    W&B, or with --local in a local store (no server; agents on this machine share it).
+
+    With --pause, --resume, --stop, --cancel or --stop-run RUN_ID, SWEEP_FILE is a local
+    sweep's ID instead (as `wandb sweep --pause ID`); agents react within seconds.
+
+    SWEEP_FILE is a sweep YAML, or a notebook that calls wandb.sweep itself (W&B's
+    tutorials): its sweep config is that dict, with program: the notebook. Every problem
+    is reported at once. A missing command: becomes [nbsweep, run, ${program}, ${args}].
+    """
+    from nbsweep.api import create_wandb_sweep
+    from nbsweep.sweeping.config import check_sweep, yaml_text
+
+    if action is not None or stop_run is not None:
+        _control(str(sweep_file), action, stop_run, store)
+        return
+    if run_it and not local:
+        raise click.UsageError("--run runs local sweeps: add --local")
+    if not run_it and (workers != 1 or count is not None):
+        raise click.UsageError("--workers and --count go with --run")
+    checked = check_sweep(sweep_file, project=project, config_var=config_var, local=local)
+    for note in checked.notes:
+        click.echo(f"note: {note}", err=True)
+    for warning in checked.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    if print_yaml:
+        click.echo(yaml_text(checked.config), nl=False)
+    elif dry_run:
+        click.echo(f"{sweep_file}: valid; command: {checked.config['command']}")
+    elif local:
+        _create_local(checked.config, sweep_file.stem, store, run_it, workers, count)
+    else:
+        warn = lambda message: click.echo(f"warning: {message}", err=True)  # noqa: E731
+        path = create_wandb_sweep(checked.config, entity, on_retry=warn)
+        click.echo(f"created sweep {path}")
+        click.echo(f"run it with: nbsweep agent {path}")
+
+
+def _control(sweep_id: str, action: str | None, run_id: str | None, store: Path | None) -> None:
+    from nbsweep.local.server import control_sweep, local_sweep_id
+
+    if action is not None and run_id is not None:
+        raise click.UsageError(f"--{action} and --stop-run are one action each: give one")
+    if local_sweep_id(sweep_id) is None and ("/" in sweep_id or _is_file(sweep_id)):
+        raise UsageError(
+            f"{sweep_id!r} is not a local sweep ID; for a W&B sweep use "
+            f"`wandb sweep --{action or 'stop'} ENTITY/PROJECT/ID`"
+        )
+    click.echo(control_sweep(sweep_id, action or "stop-run", store, run_id=run_id))
+
+
+def _is_file(text: str) -> bool:
+    return Path(text).suffix in (".yaml", ".yml", ".ipynb")
+
+
+def _create_local(
+    config: dict, name: str, store: Path | None, run_it: bool, workers: int, count: int | None
+) -> None:
+    from nbsweep.api import create_local_sweep
+    from nbsweep.local.server import store_path
+
+    sweep_id = create_local_sweep(config, name, store)
+    store_flag = f" --store {store}" if store is not None else ""
+    click.echo(f"created local sweep {sweep_id} in {store_path(store)}")
+    if not run_it:
+        click.echo(f"run it with: nbsweep agent local:{sweep_id}{store_flag} [--workers N]")
+        return
+    from nbsweep.sweeping.workers import cpu_workers, run_workers
+
+    argv = ["agent", f"local:{sweep_id}", "--store", str(store_path(store))]
+    if count is not None:
+        argv += ["--count", str(count)]
+    code = run_workers(cpu_workers(workers), argv)
+    click.echo()
+    click.get_current_context().invoke(
+        status, sweep_id=sweep_id, store=store, as_json=False, watch=None, plot=None
+    )
+    sys.exit(code)

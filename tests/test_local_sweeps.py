@@ -212,12 +212,14 @@ def test_a_locked_store_is_a_clear_error(local):
     holder = sqlite3.connect(local.store, isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")
     try:
-        result = local("status", sweep_id, timeout=120)
+        result = local("status", sweep_id, timeout=120, NBSWEEP_STORE_BUSY_TIMEOUT="1")
     finally:
         holder.execute("ROLLBACK")
         holder.close()
     assert result.returncode != 0
     assert "locked" in result.stderr and "Traceback" not in result.stderr
+    bad = local("status", sweep_id, NBSWEEP_STORE_BUSY_TIMEOUT="soon")
+    assert bad.returncode == 2 and "NBSWEEP_STORE_BUSY_TIMEOUT='soon'" in bad.stderr
 
 
 def test_without_the_engine_local_commands_say_how_to_install_it(local, tmp_path):

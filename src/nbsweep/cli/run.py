@@ -93,7 +93,7 @@ def run(
     nbsweep run train.ipynb -p lr 0.01 -f params.yaml
     sweep YAML: command: [nbsweep, run, ${program}, ${args}]
     """
-    from nbsweep.kernel.early import EarlyKernel
+    from nbsweep.kernel.prestart import EarlyKernel
 
     # The kernel boots while the rest of this command imports and reads the values.
     early = EarlyKernel(notebook, execution["kernel"], execution["cwd"])

@@ -20,7 +20,7 @@ import sqlite3
 import string
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from nbsweep.status import ENDED_STATES, RunState
 
 SCHEMA_VERSION = 1
 DEFAULT_BUSY_TIMEOUT = 10.0  # seconds one statement waits for another process's write lock
+BUSY_TIMEOUT_ENV = "NBSWEEP_STORE_BUSY_TIMEOUT"
 DEFAULT_HEARTBEAT_GRACE = 600.0  # seconds of silence before a running run counts as lost
 HAND_OUT_ATTEMPTS = 3  # hand_out survives this many busy timeouts in a row, minus one
 SWEEP_STATES = ("running", "paused", "finished", "canceled")
@@ -134,9 +135,12 @@ class Store:
         return store
 
     @classmethod
-    def open(cls, path: Path, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> Store:
-        """Open or create the store at ``path``; refuses damaged, newer and network stores."""
+    def open(cls, path: Path, *, busy_timeout: float | None = None) -> Store:
+        """Open or create the store at ``path``; refuses damaged, newer and network stores.
+        ``busy_timeout``: None reads ``NBSWEEP_STORE_BUSY_TIMEOUT`` (seconds), else 10."""
         path = Path(path)
+        if busy_timeout is None:
+            busy_timeout = busy_timeout_from(os.environ)
         refuse_network_file_system(path.resolve(), read_mounts())  # before creating anything
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -500,6 +504,20 @@ class Store:
         return StoreError(
             f"cannot use sweep store {where}: {text}; check the disk and the file's permissions"
         )
+
+
+def busy_timeout_from(environ: Mapping[str, str]) -> float:
+    """``NBSWEEP_STORE_BUSY_TIMEOUT``: how long a statement waits for another's write lock."""
+    text = environ.get(BUSY_TIMEOUT_ENV, "").strip()
+    if not text:
+        return DEFAULT_BUSY_TIMEOUT
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise UsageError(f"{BUSY_TIMEOUT_ENV}={text!r} is not a number of seconds above 0")
+    return value
 
 
 def run_cap(config: dict[str, Any]) -> int | None:

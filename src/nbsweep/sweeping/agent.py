@@ -31,8 +31,8 @@ from nbsweep.kernel.api import TRIAL_ENV
 from nbsweep.kernel.executor import StopRequest, prepare_output_handling
 from nbsweep.kernel.fork import Template, can_fork
 from nbsweep.kernel.preload import Preload
+from nbsweep.kernel.prestart import KernelRecipe, WarmKernel
 from nbsweep.kernel.process import Kernel
-from nbsweep.kernel.warm import KernelRecipe, WarmKernel
 from nbsweep.notebook import files
 from nbsweep.sweeping.path import SweepPath
 from nbsweep.trial.metrics import MetricRecord, Metrics

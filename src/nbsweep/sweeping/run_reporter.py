@@ -28,7 +28,7 @@ from nbsweep.trial.metrics import MetricRecord
 if TYPE_CHECKING:
     from nbformat import NotebookNode
 
-    from nbsweep.kernel.early import EarlyKernel
+    from nbsweep.kernel.prestart import EarlyKernel
     from nbsweep.trial.reporting import Reporter
     from nbsweep.trial.result import TrialResult
     from nbsweep.trial.run import TrialSpec

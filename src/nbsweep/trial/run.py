@@ -47,7 +47,7 @@ from nbsweep.trial.reporting import Reporter
 from nbsweep.trial.result import TrialResult
 
 if TYPE_CHECKING:
-    from nbsweep.kernel.early import EarlyKernel
+    from nbsweep.kernel.prestart import EarlyKernel
 
 RUNS_FOLDER = "nbsweep-runs"
 # Seconds a notebook's own wandb run gets to finish (it may upload) before the kernel goes.

@@ -122,7 +122,7 @@ def test_stop_run_stops_one_run_and_the_sweep_goes_on(local):
     [
         (("--pause", "nosuchid"), "no sweep"),
         (("--stop-run", "nosuchrun", "SWEEP"), "has no run 'nosuchrun'"),
-        (("--pause", "entity/project/abc"), "wandb sweep --pause"),
+        (("--pause", "entity/project/abc"), "no W&B API key"),
     ],
     ids=["unknown-sweep", "unknown-run", "wandb-sweep"],
 )

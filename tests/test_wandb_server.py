@@ -166,6 +166,22 @@ def test_sweep_cli_creates_a_sweep(server, env, tmp_path):
     assert upsert.variables["projectName"] == PROJECT
 
 
+def test_nbsweep_pauses_resumes_and_cancels_a_wandb_sweep(server, env, tmp_path):
+    sweep_id = server.add_sweep(SWEEP_YAML, project=PROJECT)
+    path = f"{server.entity}/{PROJECT}/{sweep_id}"
+    for action, state in (("pause", "PAUSED"), ("resume", "RUNNING"), ("cancel", "CANCELED")):
+        command = [sys.executable, "-m", "nbsweep", "sweep", f"--{action}", path]
+        result = run_client(command, env, tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert server.sweeps[sweep_id].state == state
+        assert f"sweep {path}: {state.lower()}" in result.stdout
+    [*_, last] = server.requests_for("UpsertSweep")
+    assert last.variables["id"] == sweep_id and last.variables["state"] == "CANCELED"
+    again = run_client([sys.executable, "-m", "nbsweep", "sweep", "--resume", path], env, tmp_path)
+    assert again.returncode == 2 and "canceled: it cannot be resumed" in again.stderr
+    assert again.stderr.strip().count("\n") == 0
+
+
 # --------------------------------------------------------------------------- wandb agent
 
 

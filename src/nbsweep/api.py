@@ -159,6 +159,16 @@ def create_wandb_sweep(
     return str(created)
 
 
+def control_wandb_sweep(sweep_id: str, action: str) -> str:
+    """Pause, resume, stop or cancel a W&B sweep (``[ENTITY/]PROJECT/ID``), as ``wandb sweep
+    --pause`` does; its new state (PAUSED, RUNNING, FINISHED, CANCELED)."""
+    from nbsweep.sweeping.path import SweepPath
+    from nbsweep.sweeping.wandb_api import Credentials, SweepService
+
+    service = SweepService(Credentials.from_environment(os.environ))
+    return service.set_sweep_state(SweepPath.parse(sweep_id), action)
+
+
 def create_local_sweep(
     config: Mapping[str, Any], name: str, store: str | os.PathLike[str] | None = None
 ) -> str:

@@ -105,11 +105,16 @@ def _control(sweep_id: str, action: str | None, run_id: str | None, store: Path 
 
     if action is not None and run_id is not None:
         raise click.UsageError(f"--{action} and --stop-run are one action each: give one")
-    if local_sweep_id(sweep_id) is None and ("/" in sweep_id or _is_file(sweep_id)):
-        raise UsageError(
-            f"{sweep_id!r} is not a local sweep ID; for a W&B sweep use "
-            f"`wandb sweep --{action or 'stop'} ENTITY/PROJECT/ID`"
-        )
+    if _is_file(sweep_id):
+        raise UsageError(f"--{action or 'stop-run'} takes a sweep's ID, not the file {sweep_id!r}")
+    if local_sweep_id(sweep_id) is None and "/" in sweep_id:
+        if action is None:
+            raise UsageError("--stop-run is for local sweeps; stop a W&B run from its page")
+        from nbsweep.api import control_wandb_sweep
+
+        state = control_wandb_sweep(sweep_id, action)
+        click.echo(f"sweep {sweep_id}: {state.lower()} (its agents hear it from W&B)")
+        return
     click.echo(control_sweep(sweep_id, action or "stop-run", store, run_id=run_id))
 
 

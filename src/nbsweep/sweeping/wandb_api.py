@@ -41,6 +41,22 @@ mutation UpsertSweep($config: String, $entityName: String, $projectName: String)
   }
 }"""
 
+_SET_SWEEP_STATE = """
+mutation UpsertSweep($id: ID, $state: String, $entityName: String, $projectName: String) {
+  upsertSweep(input: {id: $id, state: $state, entityName: $entityName,
+                      projectName: $projectName}) {
+    sweep { name }
+  }
+}"""
+
+WANDB_SWEEP_STATES = {
+    "pause": "PAUSED",
+    "resume": "RUNNING",
+    "stop": "FINISHED",
+    "cancel": "CANCELED",
+}
+"""``wandb sweep --pause`` and the others: the state each asks the W&B server for."""
+
 _CREATE_AGENT = """
 mutation CreateAgent($host: String!, $projectName: String, $entityName: String,
                      $sweep: String!) {
@@ -170,6 +186,31 @@ class SweepService:
         return SweepPath(
             sweep["name"], sweep["project"]["name"], sweep["project"]["entity"]["name"]
         )
+
+    def set_sweep_state(self, path: SweepPath, action: str) -> str:
+        """Pause, resume, stop or cancel the sweep as ``wandb sweep --pause`` does; returns
+        the new state. The W&B server then tells its agents (stop: no new runs; cancel:
+        running runs stopped too)."""
+        state = WANDB_SWEEP_STATES[action]
+        sweep = self.sweep(path)
+        current = str(sweep.get("state") or "").upper()
+        if state == "PAUSED" and current not in ("PAUSED", "RUNNING"):
+            raise UsageError(f"sweep {path} is {current.lower()}: it cannot be paused")
+        if state == "RUNNING" and current not in ("PAUSED", "RUNNING"):
+            raise UsageError(f"sweep {path} is {current.lower()}: it cannot be resumed")
+        if state != "RUNNING" and current not in ("RUNNING", "PAUSED", "PENDING"):
+            raise UsageError(f"sweep {path} is already {current.lower()}")
+        self.graphql(
+            "UpsertSweep",
+            _SET_SWEEP_STATE,
+            {
+                "id": sweep["id"],
+                "state": state,
+                "entityName": path.entity,
+                "projectName": path.project,
+            },
+        )
+        return state
 
     def create_agent(self, path: SweepPath, host: str) -> str:
         data = self.graphql(

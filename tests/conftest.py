@@ -158,3 +158,28 @@ def assert_no_kernel_left(began: float, timeout: float = 10.0) -> None:
         with contextlib.suppress(psutil.Error):
             process.kill()
     assert not left, f"kernels survived: {[(p.pid, p.cmdline()) for p in left]}"
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory):
+    """A real PostgreSQL server for the session, in user space (the pgserver wheel, on a Unix
+    socket: no TCP at all); skips with the reason where pgserver is not installed."""
+    pgserver = pytest.importorskip(
+        "pgserver", reason="PostgreSQL tests need the pgserver wheel: pip install 'nbsweep[test]'"
+    )
+    pytest.importorskip("psycopg", reason="PostgreSQL stores need psycopg: nbsweep[postgres]")
+    server = pgserver.get_server(tmp_path_factory.mktemp("pgdata"), cleanup_mode="stop")
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
+def postgres_url(postgres_server) -> str:
+    """A fresh, empty database on the session's server: its URL."""
+    import psycopg
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    base = postgres_server.get_uri()
+    with psycopg.connect(base, autocommit=True) as connection:
+        connection.execute(f"CREATE DATABASE {name}")
+    return base.replace("/postgres?", f"/{name}?", 1)

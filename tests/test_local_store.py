@@ -39,9 +39,17 @@ def walk(points: list[dict]):
     return propose
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def location(request, tmp_path) -> str:
+    """Where a store lives: an SQLite file, or a fresh PostgreSQL database (a real server)."""
+    if request.param == "sqlite":
+        return str(tmp_path / "sweeps.db")
+    return request.getfixturevalue("postgres_url")
+
+
 @pytest.fixture
-def store(tmp_path):
-    with Store.open(tmp_path / "sweeps.db") as opened:
+def store(location):
+    with Store.open(location) as opened:
         yield opened
 
 
@@ -367,7 +375,7 @@ def propose(runs):
     taken = [run.values for run in runs]
     return next((point for point in points if point not in taken), None)
 
-store = Store.open(Path(path))
+store = Store.open(path if "://" in path else Path(path))
 Path(barrier, str(os.getpid())).touch()
 while len(os.listdir(barrier)) < agents:
     time.sleep(0.002)
@@ -385,7 +393,9 @@ print(json.dumps(latencies))
 """
 
 
-def run_agents(tmp_path: Path, sweep_id: str, agents: int, points: list, mode: str = "grid"):
+def run_agents(
+    tmp_path: Path, location: str, sweep_id: str, agents: int, points: list, mode: str = "grid"
+):
     barrier = tmp_path / f"barrier-{sweep_id}"
     barrier.mkdir()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([SRC, os.environ.get("PYTHONPATH", "")])}
@@ -393,7 +403,7 @@ def run_agents(tmp_path: Path, sweep_id: str, agents: int, points: list, mode: s
         sys.executable,
         "-c",
         AGENT,
-        str(tmp_path / "sweeps.db"),
+        location,
         sweep_id,
         json.dumps(points),
         str(barrier),
@@ -410,20 +420,20 @@ def run_agents(tmp_path: Path, sweep_id: str, agents: int, points: list, mode: s
 
 
 @pytest.mark.parametrize(("agents", "size"), [(3, 12), (8, 12), (3, 48), (8, 48)])
-def test_concurrent_agents_get_every_grid_point_exactly_once(tmp_path, agents, size):
+def test_concurrent_agents_get_every_grid_point_exactly_once(tmp_path, location, agents, size):
     points = [{"x": i, "opt": {"lr": 10.0 ** -(i % 4)}} for i in range(size)]
-    with Store.open(tmp_path / "sweeps.db") as store:
+    with Store.open(location) as store:
         sweep_id = store.create_sweep({"method": "grid"})
-        run_agents(tmp_path, sweep_id, agents, points)
+        run_agents(tmp_path, location, sweep_id, agents, points)
         runs = store.runs(sweep_id)
     assert sorted((r.values for r in runs), key=lambda v: v["x"]) == points
     assert {r.state for r in runs} == {RunState.finished}
     assert len({r.agent.pid for r in runs}) > 1  # they really did share the sweep
 
 
-def test_concurrent_agents_stop_at_the_run_cap(tmp_path):
-    with Store.open(tmp_path / "sweeps.db") as store:
+def test_concurrent_agents_stop_at_the_run_cap(tmp_path, location):
+    with Store.open(location) as store:
         sweep_id = store.create_sweep({"method": "random", "run_cap": 20})
-        run_agents(tmp_path, sweep_id, 3, [], mode="endless")
+        run_agents(tmp_path, location, sweep_id, 3, [], mode="endless")
         runs = store.runs(sweep_id)
     assert sorted(r.values["x"] for r in runs) == list(range(20))

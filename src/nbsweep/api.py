@@ -176,7 +176,7 @@ def create_local_sweep(
     from nbsweep.local.server import store_path
     from nbsweep.local.store import Store
 
-    with Store.open(store_path(None if store is None else Path(store))) as opened:
+    with Store.open(store_path(None if store is None else store_location(store))) as opened:
         return str(opened.create_sweep(dict(config), name=name))
 
 
@@ -218,7 +218,7 @@ def agent(
         sweep_id,
         settings,
         reporter,
-        store=None if store is None else Path(store),
+        store=None if store is None else store_location(store),
         project=project,
         entity=entity,
         requeue_crashed=requeue_crashed,
@@ -231,7 +231,7 @@ def run_agent(
     settings: AgentOptions,
     reporter: Reporter,
     *,
-    store: Path | None = None,
+    store: Path | str | None = None,
     local: bool = False,
     project: str | None = None,
     entity: str | None = None,
@@ -345,6 +345,12 @@ def _reporter(progress: bool | TextIO) -> Reporter:
     if progress is False:
         return Reporter(io.StringIO(), tty=False)
     return Reporter(progress)
+
+
+def store_location(store: str | os.PathLike[str]) -> Path | str:
+    """A store given as text or a path: a ``postgresql://`` URL stays text."""
+    text = os.fspath(store)
+    return text if text.startswith(("postgresql://", "postgres://")) else Path(text)
 
 
 def _require_main_thread(what: str) -> None:

@@ -32,7 +32,7 @@ def agent(
     gpus: str | None,
     workers: int | None,
     local: bool,
-    store: Path | None,
+    store: Path | str | None,
     requeue_crashed: bool,
     no_wandb: bool,
     preload: str,

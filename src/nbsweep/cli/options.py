@@ -17,11 +17,24 @@ config_var_option = click.option(
 )
 
 
+class _StoreLocation(click.ParamType):
+    """An SQLite file's path, or a ``postgresql://`` URL (kept as text)."""
+
+    name = "PATH|URL"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Path | str:
+        text = str(value)
+        if text.startswith(("postgresql://", "postgres://")):
+            return text
+        return Path(text)
+
+
 def store_option(command: Callable) -> Callable:
     return click.option(
         "--store",
-        type=click.Path(dir_okay=False, path_type=Path),
-        help="Local sweep store (SQLite). Default: $NBSWEEP_STORE, else .nbsweep/sweeps.db.",
+        type=_StoreLocation(),
+        help="Local sweep store: an SQLite file, or postgresql://USER@HOST/DB for agents on "
+        "several machines. Default: $NBSWEEP_STORE, else .nbsweep/sweeps.db.",
     )(command)
 
 

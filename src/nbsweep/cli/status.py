@@ -33,7 +33,11 @@ from nbsweep.errors import (
     "of the parameters to FILE.png (needs nbsweep[plot]) or FILE.html.",
 )
 def status(
-    sweep_id: str | None, store: Path | None, as_json: bool, watch: float | None, plot: Path | None
+    sweep_id: str | None,
+    store: Path | str | None,
+    as_json: bool,
+    watch: float | None,
+    plot: Path | None,
 ) -> None:
     """Show a local sweep's runs, best first, with totals per state (SWEEP_ID: local:ID or
     ID; default: the newest sweep in the store). Reaps runs whose agent died."""

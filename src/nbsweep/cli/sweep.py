@@ -55,7 +55,7 @@ def sweep(
     dry_run: bool,
     print_yaml: bool,
     local: bool,
-    store: Path | None,
+    store: Path | str | None,
     run_it: bool,
     workers: int,
     count: int | None,
@@ -100,7 +100,9 @@ def sweep(
         click.echo(f"run it with: nbsweep agent {path}")
 
 
-def _control(sweep_id: str, action: str | None, run_id: str | None, store: Path | None) -> None:
+def _control(
+    sweep_id: str, action: str | None, run_id: str | None, store: Path | str | None
+) -> None:
     from nbsweep.local.server import control_sweep, local_sweep_id
 
     if action is not None and run_id is not None:
@@ -123,23 +125,30 @@ def _is_file(text: str) -> bool:
 
 
 def _create_local(
-    config: dict, name: str, store: Path | None, run_it: bool, workers: int, count: int | None
+    config: dict, name: str, store: Path | str | None, run_it: bool, workers: int, count: int | None
 ) -> None:
     from nbsweep.api import create_local_sweep
-    from nbsweep.local.server import store_path
+    from nbsweep.local.server import shown, store_path
 
     sweep_id = create_local_sweep(config, name, store)
-    store_flag = f" --store {store}" if store is not None else ""
-    click.echo(f"created local sweep {sweep_id} in {store_path(store)}")
+    location = store_path(store)
+    store_flag = f" --store {shown(store)}" if store is not None else ""
+    click.echo(f"created local sweep {sweep_id} in {shown(location)}")
     if not run_it:
         click.echo(f"run it with: nbsweep agent local:{sweep_id}{store_flag} [--workers N]")
         return
-    from nbsweep.sweeping.workers import cpu_workers, run_workers
+    from nbsweep.sweeping.workers import Worker, cpu_workers, run_workers
 
-    argv = ["agent", f"local:{sweep_id}", "--store", str(store_path(store))]
+    # A URL (it may hold a password) reaches the agents in their environment, not in ps.
+    argv = ["agent", f"local:{sweep_id}"]
+    fleet = cpu_workers(workers)
+    if isinstance(location, Path):
+        argv += ["--store", str(location)]
+    else:
+        fleet = [Worker(w.label, {**w.env, "NBSWEEP_STORE": location}) for w in fleet]
     if count is not None:
         argv += ["--count", str(count)]
-    code = run_workers(cpu_workers(workers), argv)
+    code = run_workers(fleet, argv)
     click.echo()
     click.get_current_context().invoke(
         status, sweep_id=sweep_id, store=store, as_json=False, watch=None, plot=None

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nbsweep.errors import UsageError
+from nbsweep.local.database import is_url, without_password
 from nbsweep.local.engine import Engine
 from nbsweep.local.store import AgentIdentity, RunState, Store
 
@@ -24,11 +25,18 @@ LOCAL_PREFIX = "local:"
 
 
 
-def store_path(option: Path | None, environ: Mapping[str, str] = os.environ) -> Path:
-    """``--store``, else ``NBSWEEP_STORE``, else ``.nbsweep/sweeps.db`` under the cwd."""
-    if option is not None:
-        return option
-    return Path(environ[STORE_ENV]) if environ.get(STORE_ENV) else DEFAULT_STORE
+def store_path(option: Path | str | None, environ: Mapping[str, str] = os.environ) -> Path | str:
+    """``--store``, else ``NBSWEEP_STORE``, else ``.nbsweep/sweeps.db`` under the cwd: a
+    file's path, or a ``postgresql://`` URL (as text)."""
+    chosen = option if option is not None else environ.get(STORE_ENV) or DEFAULT_STORE
+    if is_url(str(chosen)):
+        return str(chosen)
+    return Path(chosen)
+
+
+def shown(location: Path | str) -> str:
+    """A store's location as nbsweep prints it: a URL without its password."""
+    return without_password(location) if isinstance(location, str) else str(location)
 
 
 def local_sweep_id(text: str) -> str | None:
@@ -124,9 +132,11 @@ class LocalSweepServer:
         }
 
 
-def open_store(option: Path | None, *, read: bool = False) -> Store:
+def open_store(option: Path | str | None, *, read: bool = False) -> Store:
     """The store to use; ``read``: only to read (a read-only store can be shown)."""
     path = store_path(option)
+    if isinstance(path, str):  # a PostgreSQL database: created on first use
+        return Store.open(path)
     if not path.exists():
         raise UsageError(
             f"no local sweep store at {str(path)!r}: create a sweep with "
@@ -141,7 +151,7 @@ stop: running trials finish, no new ones; cancel: running trials are stopped too
 
 
 def control_sweep(
-    sweep_id: str, action: str, store: Path | None = None, *, run_id: str | None = None
+    sweep_id: str, action: str, store: Path | str | None = None, *, run_id: str | None = None
 ) -> str:
     """Pause, resume, stop or cancel the local sweep ``sweep_id`` (``local:ID`` or ``ID``),
     or with ``action`` "stop-run" stop its run ``run_id``; a line saying what was done.

@@ -14,9 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import secrets
-import sqlite3
 import string
 import threading
 import time
@@ -25,7 +23,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nbsweep.errors import NbsweepError, UsageError
+from nbsweep.errors import UsageError
+from nbsweep.local.database import (
+    Postgres,
+    Sqlite,
+    StoreError,
+    StoreLocked,
+    is_url,
+    without_password,
+)
 from nbsweep.local.filesystems import network_file_system, read_mounts
 from nbsweep.processes import AgentIdentity
 from nbsweep.status import ENDED_STATES, RunState
@@ -39,17 +45,6 @@ SWEEP_STATES = ("running", "paused", "finished", "canceled")
 """W&B's own: paused hands nothing out until resumed; finished (stopped, or its target
 reached) and canceled hand nothing out again; canceled also stops its running runs."""
 _ID_ALPHABET = string.ascii_lowercase + string.digits
-_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_CORRUPT, _SQLITE_NOTADB = 5, 6, 11, 26
-
-
-class StoreError(UsageError):
-    """The store file cannot be used: damaged, too new, on a network file system, unwritable."""
-
-
-class StoreLocked(NbsweepError):
-    """Another process held the store's write lock for longer than the busy timeout."""
-
-
 
 
 @dataclass
@@ -79,32 +74,17 @@ class SweepRecord:
     name: str | None
 
 
-# JSON columns: json writes and reads NaN and infinities, which are real metric values.
-_SCHEMA = (
-    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-    """CREATE TABLE sweeps (sweep_id TEXT PRIMARY KEY, config TEXT NOT NULL,
-        state TEXT NOT NULL, created_at REAL NOT NULL, name TEXT)""",
-    # seq is the creation order; "values" is an SQL keyword, hence run_values.
-    """CREATE TABLE runs (seq INTEGER PRIMARY KEY, run_id TEXT NOT NULL UNIQUE,
-        sweep_id TEXT NOT NULL REFERENCES sweeps (sweep_id), state TEXT NOT NULL,
-        run_values TEXT NOT NULL, agent_host TEXT, agent_pid INTEGER, agent_started REAL,
-        created_at REAL NOT NULL, started_at REAL, finished_at REAL, heartbeat_at REAL,
-        summary TEXT NOT NULL, notebook TEXT, stop_requested INTEGER NOT NULL DEFAULT 0)""",
-    "CREATE INDEX runs_by_sweep ON runs (sweep_id, state)",
-    """CREATE TABLE history (run_id TEXT NOT NULL REFERENCES runs (run_id),
-        step INTEGER NOT NULL, logged_at REAL NOT NULL, metrics TEXT NOT NULL)""",
-    "CREATE INDEX history_by_run ON history (run_id)",
-)
-
 Propose = Callable[[list[RunRecord]], dict[str, Any] | None]
 
 
 class Store:
-    """One open store file; its methods may be called from several threads, one at a time."""
+    """One open store (an SQLite file or a PostgreSQL database); its methods may be called
+    from several threads, one at a time."""
 
-    def __init__(self, connection: sqlite3.Connection, path: Path, busy_timeout: float) -> None:
-        self._db = connection
+    def __init__(self, database: Sqlite | Postgres, path: Path | str, busy_timeout: float) -> None:
+        self._db = database
         self.path = path
+        """The file, or the database's URL without its password."""
         self._busy_timeout = busy_timeout
         self._thread_lock = threading.RLock()
         self.read_only = False
@@ -114,18 +94,13 @@ class Store:
         """The store at ``path`` to read: as ``open`` where it may be written (a reader also
         reaps dead agents' runs), else read-only and taken as it is (a finished sweep on a
         read-only share): nothing is written, and ``reap`` does nothing."""
+        if is_url(path):
+            return cls.open(path)
         path = Path(path)
         if os.access(path, os.W_OK) and os.access(path.parent, os.W_OK):
             return cls.open(path)
-        try:
-            connection = sqlite3.connect(
-                f"{path.resolve().as_uri()}?immutable=1", uri=True, check_same_thread=False
-            )
-        except sqlite3.Error as error:
-            raise StoreError(f"cannot read sweep store {str(path)!r}: {error}") from None
-        store = cls(connection, path, DEFAULT_BUSY_TIMEOUT)
+        store = cls(Sqlite.open_immutable(path), path, DEFAULT_BUSY_TIMEOUT)
         store.read_only = True
-        store._db.row_factory = sqlite3.Row
         try:
             with store._transaction("DEFERRED") as db:
                 store._check_schema(db)
@@ -135,12 +110,22 @@ class Store:
         return store
 
     @classmethod
-    def open(cls, path: Path, *, busy_timeout: float | None = None) -> Store:
-        """Open or create the store at ``path``; refuses damaged, newer and network stores.
-        ``busy_timeout``: None reads ``NBSWEEP_STORE_BUSY_TIMEOUT`` (seconds), else 10."""
-        path = Path(path)
+    def open(cls, path: Path | str, *, busy_timeout: float | None = None) -> Store:
+        """Open or create the store at ``path`` (a file, or a ``postgresql://`` URL); refuses
+        damaged, newer and network-file-system stores. ``busy_timeout``: None reads
+        ``NBSWEEP_STORE_BUSY_TIMEOUT`` (seconds), else 10."""
         if busy_timeout is None:
             busy_timeout = busy_timeout_from(os.environ)
+        if is_url(path):
+            url = str(path)
+            store = cls(Postgres.open(url, busy_timeout), without_password(url), busy_timeout)
+            try:
+                store._prepare()
+            except BaseException:
+                store.close()
+                raise
+            return store
+        path = Path(path)
         refuse_network_file_system(path.resolve(), read_mounts())  # before creating anything
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -149,13 +134,7 @@ class Store:
                 f"cannot create the folder of sweep store {str(path)!r}: {error.strerror}; "
                 "choose another path"
             ) from None
-        # An agent calls in from its event loop and from worker threads, one at a time:
-        # _transaction serialises them, so the connection may cross threads.
-        connection = sqlite3.connect(
-            path, busy_timeout, isolation_level=None, check_same_thread=False
-        )
-        store = cls(connection, path, busy_timeout)
-        store._db.row_factory = sqlite3.Row
+        store = cls(Sqlite.open(path, busy_timeout), path, busy_timeout)
         try:
             store._prepare()
         except BaseException:
@@ -271,7 +250,8 @@ class Store:
             if not self._touch(run_id, now):
                 return False
             db.execute(
-                "INSERT INTO history VALUES (?, ?, ?, ?)", (run_id, step, now, json.dumps(values))
+                "INSERT INTO history (run_id, step, logged_at, metrics) VALUES (?, ?, ?, ?)",
+                (run_id, step, now, json.dumps(values)),
             )
         return True
 
@@ -330,7 +310,7 @@ class Store:
             return None
         pending = self._db.execute(
             "SELECT run_id FROM runs WHERE sweep_id = ? AND state = 'pending'"
-            " AND NOT stop_requested ORDER BY seq LIMIT 1",
+            " AND stop_requested = 0 ORDER BY seq LIMIT 1",
             (sweep_id,),
         ).fetchone()
         if pending is not None:
@@ -371,7 +351,7 @@ class Store:
                 reaped.append(row["run_id"])
         return reaped
 
-    def _end_lost_run(self, row: sqlite3.Row, now: float, requeue: bool) -> None:
+    def _end_lost_run(self, row: Any, now: float, requeue: bool) -> None:
         if requeue and not row["stop_requested"]:
             # A fresh start: hyperband counts history rows, so the lost attempt's must go.
             self._db.execute("DELETE FROM history WHERE run_id = ?", (row["run_id"],))
@@ -402,14 +382,14 @@ class Store:
         if with_history:
             for row in self._db.execute(
                 "SELECT history.* FROM history JOIN runs USING (run_id)"
-                " WHERE sweep_id = ? ORDER BY history.rowid",
+                f" WHERE sweep_id = ? ORDER BY {self._db.history_order}",
                 (sweep_id,),
             ):
                 extra = {"_step": row["step"], "_timestamp": row["logged_at"]}
                 runs[row["run_id"]].history.append({**json.loads(row["metrics"]), **extra})
         return list(runs.values())
 
-    def _require_sweep(self, sweep_id: str) -> sqlite3.Row:
+    def _require_sweep(self, sweep_id: str) -> Any:
         row = self._db.execute("SELECT * FROM sweeps WHERE sweep_id = ?", (sweep_id,)).fetchone()
         if row is not None:
             return row
@@ -417,7 +397,7 @@ class Store:
         listed = f"its sweeps are {', '.join(known)}" if known else "it has no sweeps yet"
         raise UsageError(f"no sweep {sweep_id!r} in {str(self.path)!r}; {listed}")
 
-    def _require_run(self, run_id: str) -> sqlite3.Row:
+    def _require_run(self, run_id: str) -> Any:
         row = self._db.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
         if row is None:
             raise UsageError(f"no run {run_id!r} in {str(self.path)!r}; list the runs to see them")
@@ -435,25 +415,19 @@ class Store:
 
     def _prepare(self) -> None:
         with self._translated_errors():
-            mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            # With WAL this cannot corrupt the file; a power cut may lose the last commits.
-            self._db.execute("PRAGMA synchronous = NORMAL")
-        if mode != "wal":
-            raise StoreError(
-                f"sweep store {str(self.path)!r} cannot use WAL mode; put it on a local disk"
-            )
+            self._db.prepare()
         with self._transaction() as db:
-            if not {row[0] for row in db.execute("SELECT name FROM sqlite_master")}:
-                for statement in _SCHEMA:
+            if not db.tables():
+                for statement in db.schema():
                     db.execute(statement)
-                db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
+                db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
             self._check_schema(db)
 
-    def _check_schema(self, db: sqlite3.Connection) -> None:
-        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
-        if "meta" not in tables:
+    def _check_schema(self, db: Sqlite | Postgres) -> None:
+        if "meta" not in db.tables():
+            kind = "an SQLite file" if isinstance(db, Sqlite) else "a database"
             raise StoreError(
-                f"{str(self.path)!r} is an SQLite file but not an nbsweep sweep store; "
+                f"{str(self.path)!r} is {kind} but not an nbsweep sweep store; "
                 "choose another path"
             )
         version = int(
@@ -466,44 +440,27 @@ class Store:
             )
 
     @contextlib.contextmanager
-    def _transaction(self, mode: str = "IMMEDIATE") -> Iterator[sqlite3.Connection]:
-        """IMMEDIATE takes the write lock at BEGIN, so a write never fails half-way for want
-        of it; DEFERRED is for reads, which WAL never blocks."""
+    def _transaction(self, mode: str = "IMMEDIATE") -> Iterator[Sqlite | Postgres]:
+        """IMMEDIATE: a write, which holds the store's write lock from its start, so a write
+        never fails half-way for want of it; DEFERRED is for reads, which never wait."""
         with self._thread_lock, self._translated_errors():
-            self._db.execute(f"BEGIN {mode}")
+            self._db.begin(write=mode == "IMMEDIATE")
             try:
                 yield self._db
             except BaseException:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
+                self._db.rollback()
                 raise
-            self._db.execute("COMMIT")
+            self._db.commit()
 
     @contextlib.contextmanager
     def _translated_errors(self) -> Iterator[None]:
         try:
             yield
-        except (sqlite3.ProgrammingError, sqlite3.IntegrityError):
-            raise  # our own bugs, not the user's
-        except sqlite3.DatabaseError as error:
-            raise self._store_error(error) from None
-
-    def _store_error(self, error: sqlite3.DatabaseError) -> NbsweepError:
-        code = getattr(error, "sqlite_errorcode", 0) & 0xFF  # Python 3.11+; else the text says
-        text, where = str(error), repr(str(self.path))
-        if code in (_SQLITE_BUSY, _SQLITE_LOCKED) or "locked" in text:
-            return StoreLocked(
-                f"sweep store {where} stayed locked for over {self._busy_timeout:g}s; retry, or "
-                f"look for a stuck process holding it (fuser {where})"
-            )
-        if code in (_SQLITE_NOTADB, _SQLITE_CORRUPT) or re.search("not a database|malformed", text):
-            return StoreError(
-                f"{where} is not a readable sweep store ({text}); move it aside and nbsweep "
-                "starts a new one"
-            )
-        return StoreError(
-            f"cannot use sweep store {where}: {text}; check the disk and the file's permissions"
-        )
+        except Exception as error:
+            translated = self._db.translate(error)
+            if translated is None:
+                raise  # our own bugs, and nbsweep's errors, not the driver's
+            raise translated from None
 
 
 def busy_timeout_from(environ: Mapping[str, str]) -> float:
@@ -538,13 +495,13 @@ def refuse_network_file_system(path: Path, mounts: str) -> None:
         )
 
 
-def _agent_from_row(row: sqlite3.Row) -> AgentIdentity | None:
+def _agent_from_row(row: Any) -> AgentIdentity | None:
     if row["agent_pid"] is None:
         return None
     return AgentIdentity(row["agent_host"], row["agent_pid"], row["agent_started"])
 
 
-def _run_from_row(row: sqlite3.Row) -> RunRecord:
+def _run_from_row(row: Any) -> RunRecord:
     same_names = ("sweep_id", "run_id", "created_at", "started_at", "finished_at", "heartbeat_at")
     return RunRecord(
         **{name: row[name] for name in (*same_names, "notebook")},
@@ -556,7 +513,7 @@ def _run_from_row(row: sqlite3.Row) -> RunRecord:
     )
 
 
-def _sweep_from_row(row: sqlite3.Row) -> SweepRecord:
+def _sweep_from_row(row: Any) -> SweepRecord:
     return SweepRecord(
         **{name: row[name] for name in ("sweep_id", "state", "created_at", "name")},
         config=json.loads(row["config"]),

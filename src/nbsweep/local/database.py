@@ -1,0 +1,267 @@
+"""The two databases a local sweep store can live in, behind one small interface: SQLite (a
+file, one machine) and PostgreSQL (a server, any number of machines). ``Store`` holds every
+rule; this module only speaks each dialect: connecting, transactions and their lock, the
+schema's types, listing tables, and turning driver errors into one-line ``StoreError``s.
+Statements are written once, with ``?`` placeholders."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from nbsweep.errors import NbsweepError, UsageError
+
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+# Every write transaction on PostgreSQL takes this advisory lock first, so writes are
+# serialised as SQLite's BEGIN IMMEDIATE serialises them: one hand-out at a time.
+_WRITE_LOCK = 0x6E627377  # "nbsw"
+_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_CORRUPT, _SQLITE_NOTADB = 5, 6, 11, 26
+
+SCHEMA = (
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    """CREATE TABLE sweeps (sweep_id TEXT PRIMARY KEY, config TEXT NOT NULL,
+        state TEXT NOT NULL, created_at {real} NOT NULL, name TEXT)""",
+    # seq is the creation order; "values" is an SQL keyword, hence run_values.
+    """CREATE TABLE runs (seq {serial}, run_id TEXT NOT NULL UNIQUE,
+        sweep_id TEXT NOT NULL REFERENCES sweeps (sweep_id), state TEXT NOT NULL,
+        run_values TEXT NOT NULL, agent_host TEXT, agent_pid INTEGER, agent_started {real},
+        created_at {real} NOT NULL, started_at {real}, finished_at {real},
+        heartbeat_at {real}, summary TEXT NOT NULL, notebook TEXT,
+        stop_requested INTEGER NOT NULL DEFAULT 0)""",
+    "CREATE INDEX runs_by_sweep ON runs (sweep_id, state)",
+    """CREATE TABLE history ({history_seq}run_id TEXT NOT NULL REFERENCES runs (run_id),
+        step INTEGER NOT NULL, logged_at {real} NOT NULL, metrics TEXT NOT NULL)""",
+    "CREATE INDEX history_by_run ON history (run_id)",
+)
+"""One schema for both; each database fills in its types. JSON columns are TEXT: JSON as
+Python writes it holds NaN and the infinities, real metric values."""
+
+
+class StoreError(UsageError):
+    """The store cannot be used: damaged, too new, on a network file system, unreachable."""
+
+
+class StoreLocked(NbsweepError):
+    """Another process held the store's write lock for longer than the busy timeout."""
+
+
+def is_url(location: str | Path) -> bool:
+    return isinstance(location, str) and location.startswith(POSTGRES_SCHEMES)
+
+
+def without_password(url: str) -> str:
+    """The URL to show: the password (and any password= parameter) replaced by ***."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        credentials, host = netloc.rsplit("@", 1)
+        if ":" in credentials:
+            credentials = credentials.split(":", 1)[0] + ":***"
+        netloc = f"{credentials}@{host}"
+    query = re.sub(r"(?i)(password=)[^&]*", r"\1***", parts.query)
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+class Sqlite:
+    """One SQLite file in WAL mode; ``BEGIN IMMEDIATE`` is the write lock."""
+
+    history_order = "history.rowid"
+
+    def __init__(self, connection: sqlite3.Connection, path: Path, busy_timeout: float) -> None:
+        self.connection = connection
+        self.connection.row_factory = sqlite3.Row
+        self.where = repr(str(path))
+        self.busy_timeout = busy_timeout
+
+    @classmethod
+    def open(cls, path: Path, busy_timeout: float) -> Sqlite:
+        # An agent calls in from its event loop and from worker threads, one at a time:
+        # the store serialises them, so the connection may cross threads.
+        connection = sqlite3.connect(
+            path, busy_timeout, isolation_level=None, check_same_thread=False
+        )
+        return cls(connection, path, busy_timeout)
+
+    @classmethod
+    def open_immutable(cls, path: Path) -> Sqlite:
+        try:
+            connection = sqlite3.connect(
+                f"{path.resolve().as_uri()}?immutable=1", uri=True, check_same_thread=False
+            )
+        except sqlite3.Error as error:
+            raise StoreError(f"cannot read sweep store {str(path)!r}: {error}") from None
+        return cls(connection, path, 0.0)
+
+    def prepare(self) -> None:
+        mode = self.connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        # With WAL this cannot corrupt the file; a power cut may lose the last commits.
+        self.connection.execute("PRAGMA synchronous = NORMAL")
+        if mode != "wal":
+            raise StoreError(
+                f"sweep store {self.where} cannot use WAL mode; put it on a local disk"
+            )
+
+    def schema(self) -> list[str]:
+        types = {"real": "REAL", "serial": "INTEGER PRIMARY KEY", "history_seq": ""}
+        return [statement.format(**types) for statement in SCHEMA]
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self.connection.execute(sql, params)
+
+    def tables(self) -> set[str]:
+        return {row[0] for row in self.execute("SELECT name FROM sqlite_master")}
+
+    def begin(self, write: bool) -> None:
+        """A write takes the file's write lock at BEGIN, so it never fails half-way for want
+        of it; a read needs no lock (WAL never blocks readers)."""
+        self.execute("BEGIN IMMEDIATE" if write else "BEGIN DEFERRED")
+
+    def commit(self) -> None:
+        self.execute("COMMIT")
+
+    def rollback(self) -> None:
+        if self.connection.in_transaction:
+            self.execute("ROLLBACK")
+
+    def close(self) -> None:
+        self.connection.close()
+
+    def translate(self, error: Exception) -> NbsweepError | None:
+        """The one-line error for a driver error; None for our own bugs (re-raised)."""
+        if isinstance(error, (sqlite3.ProgrammingError, sqlite3.IntegrityError)):
+            return None
+        if not isinstance(error, sqlite3.DatabaseError):
+            return None
+        code = getattr(error, "sqlite_errorcode", 0) & 0xFF  # Python 3.11+; else the text says
+        text, where = str(error), self.where
+        if code in (_SQLITE_BUSY, _SQLITE_LOCKED) or "locked" in text:
+            return StoreLocked(
+                f"sweep store {where} stayed locked for over {self.busy_timeout:g}s; retry, or "
+                f"look for a stuck process holding it (fuser {where})"
+            )
+        if code in (_SQLITE_NOTADB, _SQLITE_CORRUPT) or re.search("not a database|malformed", text):
+            return StoreError(
+                f"{where} is not a readable sweep store ({text}); move it aside and nbsweep "
+                "starts a new one"
+            )
+        return StoreError(
+            f"cannot use sweep store {where}: {text}; check the disk and the file's permissions"
+        )
+
+
+class Postgres:
+    """A PostgreSQL database (psycopg 3); an advisory lock serialises writes."""
+
+    history_order = "history.seq"
+
+    def __init__(self, connection: Any, url: str, busy_timeout: float) -> None:
+        self.connection = connection
+        self.url = url
+        self.where = repr(without_password(url))
+        self.busy_timeout = busy_timeout
+        self._in_transaction = False
+
+    @classmethod
+    def open(cls, url: str, busy_timeout: float) -> Postgres:
+        try:
+            import psycopg
+        except ImportError:
+            raise UsageError(
+                "a PostgreSQL store needs psycopg: pip install 'nbsweep[postgres]'"
+            ) from None
+        try:
+            connection = psycopg.connect(
+                url,
+                autocommit=True,
+                row_factory=_row_factory,
+                connect_timeout=max(1, round(busy_timeout)),
+                application_name="nbsweep",
+            )
+        except psycopg.Error as error:
+            raise StoreError(
+                f"cannot connect to sweep store {without_password(url)!r}: "
+                f"{_first_line(error)}; check the URL, the server and the password"
+            ) from None
+        connection.execute(f"SET lock_timeout = '{int(busy_timeout * 1000)}ms'")
+        return cls(connection, url, busy_timeout)
+
+    def prepare(self) -> None:
+        pass
+
+    def schema(self) -> list[str]:
+        types = {
+            "real": "DOUBLE PRECISION",
+            "serial": "BIGSERIAL PRIMARY KEY",
+            "history_seq": "seq BIGSERIAL PRIMARY KEY, ",
+        }
+        return [statement.format(**types) for statement in SCHEMA]
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self.connection.execute(sql.replace("?", "%s"), tuple(params))
+
+    def tables(self) -> set[str]:
+        rows = self.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
+        )
+        return {row[0] for row in rows}
+
+    def begin(self, write: bool) -> None:
+        self.execute("BEGIN")
+        self._in_transaction = True
+        if write:
+            self.execute("SELECT pg_advisory_xact_lock(?)", (_WRITE_LOCK,))
+
+    def commit(self) -> None:
+        self.execute("COMMIT")
+        self._in_transaction = False
+
+    def rollback(self) -> None:
+        if self._in_transaction:
+            self._in_transaction = False
+            with contextlib.suppress(Exception):  # a dropped connection has nothing to undo
+                self.execute("ROLLBACK")
+
+    def close(self) -> None:
+        self.connection.close()
+
+    def translate(self, error: Exception) -> NbsweepError | None:
+        import psycopg
+
+        if isinstance(error, (psycopg.ProgrammingError, psycopg.IntegrityError)):
+            return None
+        if not isinstance(error, psycopg.Error):
+            return None
+        if getattr(error, "sqlstate", None) == "55P03":  # lock_not_available
+            return StoreLocked(
+                f"sweep store {self.where} stayed locked for over {self.busy_timeout:g}s; "
+                "retry, or look for a stuck agent holding it (pg_stat_activity)"
+            )
+        return StoreError(f"cannot use sweep store {self.where}: {_first_line(error)}")
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+class _Row(dict):  # type: ignore[type-arg]
+    """A row read by name, like sqlite3.Row, and by position."""
+
+    def __init__(self, names: Sequence[str], values: Sequence[Any]) -> None:
+        super().__init__(zip(names, values, strict=True))
+        self._values = tuple(values)
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, int):
+            return self._values[key]
+        return super().__getitem__(key)
+
+
+
+def _row_factory(cursor: Any) -> Any:
+    names = [column.name for column in cursor.description or ()]
+    return lambda values: _Row(names, values)

@@ -183,9 +183,13 @@ class Postgres:
                 application_name="nbsweep",
             )
         except psycopg.Error as error:
+            said = _first_line(error)
+            secret = urlsplit(url).password
+            if secret:  # a driver that quotes the URL back must not print the password
+                said = said.replace(secret, "***")
             raise StoreError(
                 f"cannot connect to sweep store {without_password(url)!r}: "
-                f"{_first_line(error)}; check the URL, the server and the password"
+                f"{said}; check the URL, the server and the password"
             ) from None
         connection.execute(f"SET lock_timeout = '{int(busy_timeout * 1000)}ms'")
         return cls(connection, url, busy_timeout)

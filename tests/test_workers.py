@@ -28,3 +28,16 @@ def test_exit_codes_reflect_the_workers():
 def test_workers_get_the_command_line_without_fanout():
     argv = ["agent", "s1", "--gpus", "0,1", "--count=2", "--workers=3", "--timeout", "5"]
     assert without_fanout_options(argv) == ["agent", "s1", "--count=2", "--timeout", "5"]
+
+
+def test_a_database_url_reaches_the_workers_in_their_environment():
+    from pathlib import Path
+
+    from nbsweep.sweeping.workers import Worker, agents_on_store
+
+    workers = [Worker("worker0", {"CUDA_VISIBLE_DEVICES": ""})]
+    url = "postgresql://me:secret@db.example/sweeps"
+    fleet, argv = agents_on_store(workers, ["agent", "local:x"], url)
+    assert argv == ["agent", "local:x"] and fleet[0].env["NBSWEEP_STORE"] == url
+    fleet, argv = agents_on_store(workers, ["agent", "local:x"], Path("s.db"))
+    assert argv == ["agent", "local:x", "--store", "s.db"] and "NBSWEEP_STORE" not in fleet[0].env

@@ -276,16 +276,16 @@ def _agent_processes(
     store: str | os.PathLike[str] | None,
     notebook: str | os.PathLike[str] | None,
 ) -> int:
-    from nbsweep.sweeping.workers import cpu_workers, run_workers
+    from nbsweep.sweeping.workers import agents_on_store, cpu_workers, run_workers
 
     argv = ["agent", sweep_id]
-    if store is not None:
-        argv += ["--store", str(store)]
     if count is not None:
         argv += ["--count", str(count)]
     if notebook is not None:
         argv += ["--notebook", str(notebook)]
-    return run_workers(cpu_workers(workers), argv)
+    location = store_location(store) if store is not None else None
+    fleet, argv = agents_on_store(cpu_workers(workers), argv, location)
+    return run_workers(fleet, argv)
 
 
 def _run(
@@ -349,8 +349,10 @@ def _reporter(progress: bool | TextIO) -> Reporter:
 
 def store_location(store: str | os.PathLike[str]) -> Path | str:
     """A store given as text or a path: a ``postgresql://`` URL stays text."""
+    from nbsweep.local.database import is_url
+
     text = os.fspath(store)
-    return text if text.startswith(("postgresql://", "postgres://")) else Path(text)
+    return text if is_url(text) else Path(text)
 
 
 def _require_main_thread(what: str) -> None:

@@ -23,10 +23,9 @@ class _StoreLocation(click.ParamType):
     name = "PATH|URL"
 
     def convert(self, value: Any, param: Any, ctx: Any) -> Path | str:
-        text = str(value)
-        if text.startswith(("postgresql://", "postgres://")):
-            return text
-        return Path(text)
+        from nbsweep.api import store_location
+
+        return store_location(str(value))
 
 
 def store_option(command: Callable) -> Callable:

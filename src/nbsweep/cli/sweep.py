@@ -137,17 +137,10 @@ def _create_local(
     if not run_it:
         click.echo(f"run it with: nbsweep agent local:{sweep_id}{store_flag} [--workers N]")
         return
-    from nbsweep.sweeping.workers import Worker, cpu_workers, run_workers
+    from nbsweep.sweeping.workers import agents_on_store, cpu_workers, run_workers
 
-    # A URL (it may hold a password) reaches the agents in their environment, not in ps.
-    argv = ["agent", f"local:{sweep_id}"]
-    fleet = cpu_workers(workers)
-    if isinstance(location, Path):
-        argv += ["--store", str(location)]
-    else:
-        fleet = [Worker(w.label, {**w.env, "NBSWEEP_STORE": location}) for w in fleet]
-    if count is not None:
-        argv += ["--count", str(count)]
+    argv = ["agent", f"local:{sweep_id}", *(["--count", str(count)] if count else [])]
+    fleet, argv = agents_on_store(cpu_workers(workers), argv, location)
     code = run_workers(fleet, argv)
     click.echo()
     click.get_current_context().invoke(

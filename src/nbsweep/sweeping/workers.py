@@ -11,6 +11,7 @@ import sys
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO
 
 from nbsweep.errors import EXIT_INTERRUPTED, UsageError
@@ -121,3 +122,15 @@ def _pump(stream: IO[str] | None, target: IO[str], prefix: str, lock: threading.
             target.write(prefix + line)
             target.flush()
     stream.close()
+
+
+def agents_on_store(
+    workers: Sequence[Worker], argv: Sequence[str], store: Path | str | None
+) -> tuple[list[Worker], list[str]]:
+    """Workers and their command line for a local store: a file as ``--store``; a database
+    URL (it may hold a password) in each worker's environment, out of ``ps``'s sight."""
+    if store is None:
+        return list(workers), list(argv)
+    if isinstance(store, Path):
+        return list(workers), [*argv, "--store", str(store)]
+    return [Worker(w.label, {**w.env, "NBSWEEP_STORE": store}) for w in workers], list(argv)

@@ -119,22 +119,17 @@ class Store:
         if is_url(path):
             url = str(path)
             store = cls(Postgres.open(url, busy_timeout), without_password(url), busy_timeout)
+        else:
+            path = Path(path)
+            refuse_network_file_system(path.resolve(), read_mounts())  # before creating anything
             try:
-                store._prepare()
-            except BaseException:
-                store.close()
-                raise
-            return store
-        path = Path(path)
-        refuse_network_file_system(path.resolve(), read_mounts())  # before creating anything
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise StoreError(
-                f"cannot create the folder of sweep store {str(path)!r}: {error.strerror}; "
-                "choose another path"
-            ) from None
-        store = cls(Sqlite.open(path, busy_timeout), path, busy_timeout)
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise StoreError(
+                    f"cannot create the folder of sweep store {str(path)!r}: {error.strerror}; "
+                    "choose another path"
+                ) from None
+            store = cls(Sqlite.open(path, busy_timeout), path, busy_timeout)
         try:
             store._prepare()
         except BaseException:

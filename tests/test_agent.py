@@ -103,7 +103,7 @@ def test_three_trials_of_a_notebook_that_never_calls_wandb(agent, server, tmp_pa
     result = agent.run(sweep, "--metric", "final_loss")
     assert result.returncode == 0, result.stderr
     runs = server.runs
-    assert sorted(runs) == ["r1", "r2", "r3"]
+    assert sorted(runs) == ["r1", "r2", "r3"], result.stderr[-3000:]
     assert runs["r1"].user_config == {"lr": 0.5}
     assert runs["r2"].user_config == {"epochs": 2, "opt": {"beta1": 0.1}}
     assert user_history(runs["r2"]) == [{"loss": 0.0, "epoch": 0}, {"loss": 0.1, "epoch": 1}]

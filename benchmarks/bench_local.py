@@ -21,9 +21,12 @@ kernel, cells, notebook saved) and the per-agent gap (one run's ``finished_at`` 
 recorded, wandb finished where on, the next hand-out). The runs are checked: N of them, all
 finished, each ``score`` equal to its ``x``.
 
-Part 2, ``Store.hand_out`` alone. For 1, 3 and 8 agents (``--agents``), that many processes
+Part 2, ``Store.hand_out`` alone. For 1, 8 and 32 agents (``--agents``), that many processes
 (multiprocessing, ``spawn``) share a fresh store and each loops ``hand_out`` -> ``finish``,
-with no notebook, until the sweep has nothing left: 48 points, handed out by
+with no notebook, until the sweep has nothing left. Each case runs on each database
+(``--databases``): a fresh SQLite file, and a fresh database on a PostgreSQL server the
+benchmark starts (the ``pgserver`` wheel, Unix socket; rows skipped with the reason where it
+or psycopg is missing). 48 points, handed out by
 
 * ``trivial``: a ``propose`` that returns the next point of a 6 x 8 grid (the store's cost);
 * ``grid``: the real engine, ``nbsweep.local.engine.Engine(config).propose``, on that grid;
@@ -31,14 +34,15 @@ with no notebook, until the sweep has nothing left: 48 points, handed out by
 
 The processes import everything and open the store first, then start together at a barrier.
 A latency is one ``hand_out`` call that returned a run, waiting for the write lock included.
-Reported per propose and agent count: p50, p95 and max of those, the longest call of all
+Reported per database, propose and agent count: p50, p99 and max of those, the median time
+spent in ``propose`` (the engine, inside the lock), the longest call of all
 (the last, empty one of each process included: an agent that never got the lock waited
 there), the median ``finish``, the wall time from the barrier to the last process done, and
-how many runs each process got. With nothing between ``finish`` and the next ``hand_out``,
-the agent holding the lock tends to get it again (SQLite's busy handler makes the others
-sleep and retry); ``--trial-ms`` sleeps between ``hand_out`` and ``finish``, a stand-in for
-the trial, so that the agents interleave. Grid points are checked to be handed out exactly
-once.
+how many runs each process got, and hand-outs per second (runs / wall). With nothing
+between ``finish`` and the next ``hand_out``, the agent holding the lock tends to get it
+again (SQLite's busy handler makes the others sleep and retry); ``--trial-ms`` sleeps
+between ``hand_out`` and ``finish``, a stand-in for the trial, so that the agents
+interleave. Grid points are checked to be handed out exactly once.
 
 Run it from the repository root, in an environment with nbsweep's ``local`` extra and
 nbconvert (the tools are the console scripts next to ``sys.executable``)::
@@ -47,6 +51,7 @@ nbconvert (the tools are the console scripts next to ``sys.executable``)::
     python benchmarks/bench_local.py
     python benchmarks/bench_local.py --trials 20 --agents 1,3 --json benchmarks/results/local.json
     python benchmarks/bench_local.py --hand-out-only --trial-ms 20
+    python benchmarks/bench_local.py --hand-out-only --databases postgres --agents 32
 
 Everything runs in a temporary folder, deleted at the end, with its own ``HOME`` and no
 ``WANDB_*`` variables from the caller (plus ``WANDB_SILENT``, no git or code saving, no
@@ -92,6 +97,7 @@ from common import (
 from nbsweep.local.store import AgentIdentity, RunRecord, RunState, Store
 
 GRID_X, GRID_Y = 6, 8  # 48 points
+DATABASES = ("sqlite", "postgres")
 POINTS = GRID_X * GRID_Y
 PROPOSERS = ("trivial", "grid", "bayes")
 BARRIER_TIMEOUT = 300.0  # seconds for every process to import and open the store
@@ -303,6 +309,20 @@ def make_propose(proposer: str, config: dict[str, Any]) -> Any:
     return Engine(config).propose  # imports the engine (and scikit-learn) now
 
 
+class Timed:
+    """``propose``, timed: each call's seconds go to ``calls``."""
+
+    def __init__(self, propose: Any) -> None:
+        self.propose, self.calls = propose, []
+
+    def __call__(self, runs: list[RunRecord]) -> Any:
+        started = time.perf_counter()
+        try:
+            return self.propose(runs)
+        finally:
+            self.calls.append(time.perf_counter() - started)
+
+
 def hand_out_worker(
     store_path: str,
     sweep_id: str,
@@ -314,8 +334,8 @@ def hand_out_worker(
 ) -> None:
     """One agent: hand_out -> finish until the sweep has nothing left; times go to results."""
     try:
-        propose = make_propose(proposer, config)
-        store = Store.open(Path(store_path))
+        propose = Timed(make_propose(proposer, config))
+        store = Store.open(store_path if "://" in store_path else Path(store_path))
         identity = AgentIdentity.current()
         barrier.wait(BARRIER_TIMEOUT)
         released = time.time()
@@ -332,7 +352,7 @@ def hand_out_worker(
                 time.sleep(trial)
             score = -((run.values["x"] - 0.3) ** 2) - (run.values["y"] - 0.6) ** 2
             finishing = time.perf_counter()
-            store.finish(run.run_id, RunState.finished, {"score": score}, None)
+            store.finish(run.run_id, run.agent, RunState.finished, {"score": score}, None)
             finishes.append(time.perf_counter() - finishing)
         store.close()
         results.put(
@@ -340,6 +360,7 @@ def hand_out_worker(
                 "pid": os.getpid(),
                 "hand_outs": hand_outs,
                 "finishes": finishes,
+                "proposing": propose.calls,
                 "empty": after - before,
                 "released": released,
                 "ended": time.time(),
@@ -353,19 +374,56 @@ def hand_out_worker(
 
 @dataclass
 class HandOut:
+    database: str
     proposer: str
     agents: int
     hand_outs: list[float] = field(default_factory=list)
+    proposing: list[float] = field(default_factory=list)
     finishes: list[float] = field(default_factory=list)
     empties: list[float] = field(default_factory=list)
     per_agent: list[int] = field(default_factory=list)
     wall: float = 0.0
 
 
-def hand_out_case(work: Path, proposer: str, agents: int, trial: float) -> HandOut:
+class PostgresServer:
+    """A PostgreSQL server in user space for the run (pgserver), and fresh databases on it."""
+
+    def __init__(self, work: Path) -> None:
+        import pgserver
+        import psycopg  # noqa: F401  (nbsweep's driver: missing means no row)
+
+        self.server = pgserver.get_server(work / "pgdata", cleanup_mode="stop")
+        self.count = 0
+
+    def fresh_database(self) -> str:
+        import psycopg
+
+        self.count += 1
+        name = f"bench_{self.count}"
+        base = self.server.get_uri()
+        with psycopg.connect(base, autocommit=True) as connection:
+            connection.execute(f"CREATE DATABASE {name}")
+        return base.replace("/postgres?", f"/{name}?", 1)
+
+    def stop(self) -> None:
+        self.server.cleanup()
+
+
+def hand_out_case(
+    work: Path,
+    database: str,
+    proposer: str,
+    agents: int,
+    trial: float,
+    postgres: PostgresServer | None,
+) -> HandOut:
     config = sweep_config(proposer)
-    path = work / "hand-out" / f"{proposer}-{agents}.db"
-    path.parent.mkdir(exist_ok=True)
+    if database == "postgres":
+        assert postgres is not None
+        path: Path | str = postgres.fresh_database()
+    else:
+        path = work / "hand-out" / f"{proposer}-{agents}.db"
+        path.parent.mkdir(exist_ok=True)
     with Store.open(path) as store:
         sweep_id = store.create_sweep(config)
     context = multiprocessing.get_context("spawn")
@@ -398,9 +456,10 @@ def hand_out_case(work: Path, proposer: str, agents: int, trial: float) -> HandO
     errors = [report["error"] for report in reports if "error" in report]
     if errors:
         raise SystemExit(f"hand-out {proposer} x{agents}: {errors}")
-    case = HandOut(proposer, agents)
+    case = HandOut(database, proposer, agents)
     for report in reports:
         case.hand_outs.extend(report["hand_outs"])
+        case.proposing.extend(report["proposing"])
         case.finishes.extend(report["finishes"])
         case.empties.append(report["empty"])
         case.per_agent.append(len(report["hand_outs"]))
@@ -477,28 +536,34 @@ def sweep_table(trials: int, base: tuple[float, list[float]], variants: list[Var
 def hand_out_table(cases: list[HandOut]) -> str:
     rows: list[tuple[str, ...]] = [
         (
+            "database",
             "propose",
             "agents",
             "p50 ms",
-            "p95 ms",
+            "p99 ms",
             "max ms",
+            "propose p50 ms",
             "longest call ms",
             "finish p50 ms",
             "wall s",
+            "hand-outs/s",
             "runs per agent",
         )
     ]
     for case in cases:
         rows.append(
             (
+                case.database,
                 case.proposer,
                 str(case.agents),
                 fmt(percentile(case.hand_outs, 0.5), 2, 1000),
-                fmt(percentile(case.hand_outs, 0.95), 2, 1000),
+                fmt(percentile(case.hand_outs, 0.99), 2, 1000),
                 fmt(max(case.hand_outs), 2, 1000),
+                fmt(percentile(case.proposing, 0.5), 2, 1000),
                 fmt(max(case.hand_outs + case.empties), 2, 1000),
                 fmt(percentile(case.finishes, 0.5), 2, 1000),
                 fmt(case.wall, 2),
+                fmt(len(case.hand_outs) / case.wall, 1),
                 ",".join(map(str, sorted(case.per_agent, reverse=True))),
             )
         )
@@ -539,16 +604,20 @@ def report(
         }
     data["hand_out"] = [
         {
+            "database": case.database,
             "propose": case.proposer,
             "agents": case.agents,
             "p50": percentile(case.hand_outs, 0.5),
             "p95": percentile(case.hand_outs, 0.95),
+            "p99": percentile(case.hand_outs, 0.99),
+            "propose_p50": percentile(case.proposing, 0.5),
             "max": max(case.hand_outs),
             "longest_call": max(case.hand_outs + case.empties),
             "wall": round(case.wall, 4),
             "per_agent": case.per_agent,
             "hand_outs": rounded(case.hand_outs),
             "finishes": rounded(case.finishes),
+            "proposing": rounded(case.proposing),
             "empties": rounded(case.empties),
         }
         for case in cases
@@ -570,9 +639,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--agents",
-        default="1,3,8",
+        default="1,8,32",
         metavar="N,N,...",
-        help="agent process counts for the hand-out timing (default 1,3,8)",
+        help="agent process counts for the hand-out timing (default 1,8,32)",
+    )
+    parser.add_argument(
+        "--databases",
+        default=",".join(DATABASES),
+        metavar="NAME,...",
+        help="hand-out timing on these stores: sqlite, postgres (default both)",
     )
     parser.add_argument(
         "--trial-ms",
@@ -594,6 +669,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--agents must look like 1,3,8")
     if not args.agents or min(args.agents) < 1:
         parser.error("--agents needs at least one count, each at least 1")
+    args.databases = [part.strip() for part in args.databases.split(",") if part.strip()]
+    if not args.databases or set(args.databases) - set(DATABASES):
+        parser.error(f"--databases takes {', '.join(DATABASES)}")
     return args
 
 
@@ -617,11 +695,27 @@ def main(argv: list[str] | None = None) -> int:
             base = nbconvert_runs(work, env, args.trials)
             for variant in variants:
                 nbsweep_sweep(work, env, variant, args.trials)
-        cases = []
-        for proposer in PROPOSERS:
-            for agents in args.agents:
-                print(f"hand-out: {proposer} x{agents}", file=sys.stderr, flush=True)
-                cases.append(hand_out_case(work, proposer, agents, args.trial_ms / 1000))
+        cases, postgres = [], None
+        databases = list(args.databases)
+        if "postgres" in databases:
+            try:
+                postgres = PostgresServer(work)
+            except ImportError as error:
+                print(f"postgres rows skipped: {error} (pip install 'nbsweep[test]')")
+                databases.remove("postgres")
+        try:
+            for proposer in PROPOSERS:
+                for agents in args.agents:
+                    for database in databases:
+                        print(f"hand-out: {database} {proposer} x{agents}", file=sys.stderr)
+                        cases.append(
+                            hand_out_case(
+                                work, database, proposer, agents, args.trial_ms / 1000, postgres
+                            )
+                        )
+        finally:
+            if postgres is not None:
+                postgres.stop()
         print(f"Python {platform.python_version()}, {os.cpu_count()} CPUs")
         if base is not None:
             print(f"{args.trials} trials of a trivial notebook")
@@ -629,7 +723,7 @@ def main(argv: list[str] | None = None) -> int:
             print()
         print(
             f"Store.hand_out, {POINTS} points, {args.trial_ms:g} ms between hand_out and "
-            "finish; p50/p95/max over the calls that returned a run"
+            "finish; p50/p99/max over the calls that returned a run"
         )
         print(hand_out_table(cases))
         if args.json is not None:

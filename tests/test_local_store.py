@@ -17,6 +17,7 @@ import pytest
 from nbsweep.errors import UsageError
 from nbsweep.local.store import (
     AgentIdentity,
+    LoggedRow,
     RunRecord,
     RunState,
     Store,
@@ -27,6 +28,11 @@ from nbsweep.local.store import (
 
 GRID = [{"x": i, "opt": {"name": "adam" if i % 2 else "sgd"}} for i in range(12)]
 SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+def row(step: int, values: dict) -> list[LoggedRow]:
+    """One history row, the run's ``step``-th."""
+    return [LoggedRow(step, step, time.time(), values)]
 
 
 def walk(points: list[dict]):
@@ -115,7 +121,9 @@ def test_a_grid_is_handed_out_once_and_then_exhausted(store, me):
     handed = []
     while (run := store.hand_out(sweep_id, me, propose)) is not None:
         assert run.state is RunState.running and run.agent == me and run.started_at
-        store.finish(run.run_id, RunState.finished, {"y": run.values["x"] ** 2}, "out.ipynb")
+        store.finish(
+            run.run_id, run.agent, RunState.finished, {"y": run.values["x"] ** 2}, "out.ipynb"
+        )
         handed.append(run.values)
     assert handed == GRID
     assert calls == list(range(13))  # the 13th call said "nothing left"
@@ -152,7 +160,7 @@ def test_run_cap_counts_every_run_created(store, me):
     states = [RunState.crashed, RunState.failed, RunState.finished]
     for state in states:
         run = store.hand_out(sweep_id, me, lambda runs: {"x": len(runs)})
-        store.finish(run.run_id, state, {}, None)
+        store.finish(run.run_id, run.agent, state, {}, None)
     assert store.hand_out(sweep_id, me, lambda runs: {"x": len(runs)}) is None
     assert [r.state for r in store.runs(sweep_id)] == states
 
@@ -180,7 +188,7 @@ def test_a_reused_pid_counts_as_dead(store, me):
 def test_requeue_gives_a_dead_agents_run_to_the_next_agent(store, me):
     sweep_id = store.create_sweep({"method": "grid"})
     lost = store.hand_out(sweep_id, dead_agent(), walk(GRID))
-    store.log_metrics(lost.run_id, 0, {"loss": 1.0})
+    store.log_metrics(lost.run_id, lost.agent, row(0, {"loss": 1.0}))
     proposed = []
 
     def propose(runs):
@@ -207,15 +215,30 @@ def test_a_silent_run_crashes_after_the_heartbeat_grace(store, me):
     quiet = store.hand_out(sweep_id, me, walk(GRID))
     beating = store.hand_out(sweep_id, me, walk(GRID))
     time.sleep(0.3)
-    assert store.heartbeat(beating.run_id)
+    assert store.heartbeat(beating.run_id, beating.agent)
     assert store.reap(sweep_id, heartbeat_grace=0.2) == [quiet.run_id]
     states = [r.state for r in store.runs(sweep_id)]
     assert states == [RunState.crashed, RunState.running]
     # The reaper guessed wrong: the agent is alive. Its heartbeat is refused (the run is no
     # longer its), but its real result is kept.
-    assert not store.heartbeat(quiet.run_id)
-    assert store.finish(quiet.run_id, RunState.finished, {"y": 1}, None)
+    assert not store.heartbeat(quiet.run_id, quiet.agent)
+    assert store.finish(quiet.run_id, quiet.agent, RunState.finished, {"y": 1}, None)
     assert store.runs(sweep_id)[0].state is RunState.finished
+
+
+def test_the_reaper_leaves_a_run_that_beat_since_it_looked(store, me):
+    # On PostgreSQL a holder's heartbeat does not wait for the store's lock, so it can land
+    # between the reaper's read and its write: the write must see it.
+    sweep_id = store.create_sweep({"method": "grid"})
+    run = store.hand_out(sweep_id, me, walk(GRID))
+    with store._transaction("DEFERRED") as db:
+        as_read = db.execute("SELECT * FROM runs WHERE run_id = ?", (run.run_id,)).fetchone()
+    time.sleep(0.01)
+    assert store.heartbeat(run.run_id, me)
+    with store._transaction():
+        assert not store._end_lost_run(as_read, time.time(), requeue=True)
+        assert not store._end_lost_run(as_read, time.time(), requeue=False)
+    assert store.runs(sweep_id)[0].state is RunState.running
 
 
 def test_history_rows_in_order_with_nan_and_nested_values(store, me):
@@ -223,8 +246,11 @@ def test_history_rows_in_order_with_nan_and_nested_values(store, me):
     run = store.hand_out(sweep_id, me, walk(GRID))
     before = store.runs(sweep_id)[0].heartbeat_at
     for step in range(5):
-        assert store.log_metrics(run.run_id, step, {"loss": 1 / (step + 1), "nan": math.nan})
-    store.finish(run.run_id, RunState.finished, {"best": -math.inf, "loss": math.nan}, None)
+        values = {"loss": 1 / (step + 1), "nan": math.nan}
+        assert store.log_metrics(run.run_id, run.agent, row(step, values))
+    store.finish(
+        run.run_id, run.agent, RunState.finished, {"best": -math.inf, "loss": math.nan}, None
+    )
     [stored] = store.runs(sweep_id, with_history=True)
     assert [row["_step"] for row in stored.history] == [0, 1, 2, 3, 4]
     assert [row["loss"] for row in stored.history] == [1.0, 0.5, 1 / 3, 0.25, 0.2]
@@ -232,22 +258,62 @@ def test_history_rows_in_order_with_nan_and_nested_values(store, me):
     assert stored.heartbeat_at > before and stored.values == GRID[0]
     assert stored.summary["best"] == -math.inf and math.isnan(stored.summary["loss"])
     assert store.runs(sweep_id)[0].history == []  # only when asked for
-    assert not store.log_metrics(run.run_id, 5, {"loss": 0.1})  # ended: not written
+    assert not store.log_metrics(run.run_id, run.agent, row(5, {"loss": 0.1}))  # ended: not written
 
 
 def test_the_owners_writes_touch_only_its_run(store, me):
     sweep_id = store.create_sweep({"method": "grid"})
     mine, other = (store.hand_out(sweep_id, me, walk(GRID)) for _ in range(2))
     other_before = store.runs(sweep_id)[1]
-    store.heartbeat(mine.run_id)
-    store.log_metrics(mine.run_id, 0, {"loss": 1.0})
-    store.finish(mine.run_id, RunState.failed, {"loss": 1.0}, None)
+    store.heartbeat(mine.run_id, mine.agent)
+    store.log_metrics(mine.run_id, mine.agent, row(0, {"loss": 1.0}))
+    store.finish(mine.run_id, mine.agent, RunState.failed, {"loss": 1.0}, None)
     other_after = store.runs(sweep_id, with_history=True)[1]
     assert other_after == other_before
     with pytest.raises(UsageError, match="no run 'zzzzzzzz'"):
-        store.finish("zzzzzzzz", RunState.finished, {}, None)
+        store.finish("zzzzzzzz", me, RunState.finished, {}, None)
     with pytest.raises(ValueError, match="ended state"):
-        store.finish(other.run_id, RunState.running, {}, None)
+        store.finish(other.run_id, other.agent, RunState.running, {}, None)
+
+
+def test_only_the_runs_holder_writes_to_it(store, me):
+    sweep_id = store.create_sweep({"method": "grid"})
+    lost = store.hand_out(sweep_id, dead_agent(), walk(GRID))
+    again = store.hand_out(sweep_id, me, walk(GRID), requeue_crashed=True)
+    assert again.run_id == lost.run_id and again.agent == me
+    # The first holder comes back (it was only silent): the run is another's now.
+    assert not store.heartbeat(lost.run_id, lost.agent)
+    assert not store.log_metrics(lost.run_id, lost.agent, row(0, {"loss": 9.0}))
+    assert not store.finish(lost.run_id, lost.agent, RunState.failed, {"loss": 9.0}, None)
+    assert store.log_metrics(again.run_id, me, row(0, {"loss": 1.0}))
+    assert store.finish(again.run_id, me, RunState.finished, {"loss": 1.0}, None)
+    [stored] = store.runs(sweep_id, with_history=True)
+    assert stored.state is RunState.finished and stored.summary == {"loss": 1.0}
+    assert [r["loss"] for r in stored.history] == [1.0]
+
+
+def test_history_rows_written_again_are_kept_once(store, me):
+    sweep_id = store.create_sweep({"method": "grid"})
+    run = store.hand_out(sweep_id, me, walk(GRID))
+    rows = [LoggedRow(n, 10 * n, time.time(), {"loss": n}) for n in range(3)]
+    assert store.log_metrics(run.run_id, me, rows[:2])
+    assert store.log_metrics(run.run_id, me, rows)  # a retry of the first write, and more
+    [stored] = store.runs(sweep_id, with_history=True)
+    assert [(r["_step"], r["loss"]) for r in stored.history] == [(0, 0), (10, 1), (20, 2)]
+
+
+def test_agent_names_decide_where_pids_can_be_checked(store, me):
+    sweep_id = store.create_sweep({"method": "grid"})
+    dead = dead_agent()
+    on_node_b = AgentIdentity("node-b", dead.pid, dead.started)  # a PID on another node
+    assert on_node_b.is_alive() and not on_node_b.is_alive("node-b")
+    store.hand_out(sweep_id, on_node_b, walk(GRID))
+    assert store.reap(sweep_id) == []  # node-b's PID means nothing here: only heartbeats
+    node_a = AgentIdentity("node-a", me.pid, me.started)
+    assert store.hand_out(sweep_id, node_a, walk(GRID)).values == GRID[1]
+    assert store.runs(sweep_id)[0].state is RunState.running
+    running = [r.run_id for r in store.runs(sweep_id)]
+    assert store.reap(sweep_id, heartbeat_grace=1e-6) == running  # both silent: both lost
 
 
 def test_stops_are_requested_and_seen(store, me):
@@ -256,7 +322,7 @@ def test_stops_are_requested_and_seen(store, me):
     other = store.hand_out(sweep_id, me, walk(GRID))
     store.request_stop([running.run_id])
     assert store.stop_requested(running.run_id) and not store.stop_requested(other.run_id)
-    assert store.finish(running.run_id, RunState.stopped, {}, None)
+    assert store.finish(running.run_id, running.agent, RunState.stopped, {}, None)
     with pytest.raises(UsageError, match="no run nope"):
         store.request_stop([other.run_id, "nope"])
     assert not store.stop_requested(other.run_id)  # all or nothing
@@ -283,7 +349,7 @@ def test_a_locked_store_raises_store_locked_within_the_timeout(tmp_path, me):
             holder.execute("BEGIN EXCLUSIVE")
             started = time.monotonic()
             with pytest.raises(StoreLocked, match=f"{path}.*retry.*stuck process"):
-                store.finish(run.run_id, RunState.finished, {}, None)
+                store.finish(run.run_id, run.agent, RunState.finished, {}, None)
             with pytest.raises(StoreLocked, match=r"stayed locked for over 0\.2s"):
                 store.hand_out(sweep_id, me, walk(GRID))  # retried, then given up
             assert time.monotonic() - started < 5
@@ -291,7 +357,7 @@ def test_a_locked_store_raises_store_locked_within_the_timeout(tmp_path, me):
             holder.execute("ROLLBACK")
         finally:
             holder.close()
-        assert store.finish(run.run_id, RunState.finished, {}, None)
+        assert store.finish(run.run_id, run.agent, RunState.finished, {}, None)
 
 
 def test_a_damaged_file_is_refused_with_its_path(tmp_path):
@@ -320,6 +386,26 @@ def test_a_newer_schema_is_refused(tmp_path):
         Store.open(path)
     with Store.open(tmp_path / "nested" / "folder" / "ok.db") as fresh:  # folders created
         assert fresh.sweeps() == []
+
+
+def test_a_version_1_store_is_upgraded_in_place(tmp_path, me):
+    path = tmp_path / "sweeps.db"
+    with Store.open(path) as store:
+        sweep_id = store.create_sweep({"method": "grid"})
+        old = store.hand_out(sweep_id, me, walk(GRID))
+        store.log_metrics(old.run_id, me, row(0, {"loss": 1.0}))
+    with sqlite3.connect(path) as raw:  # back to version 1: no row numbers
+        raw.execute("DROP INDEX history_once")
+        raw.execute("ALTER TABLE history DROP COLUMN n")
+        raw.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    raw.close()
+    with Store.open(path) as store:
+        assert store.log_metrics(old.run_id, me, [LoggedRow(1, 1, time.time(), {"loss": 0.5})] * 2)
+        [stored] = store.runs(sweep_id, with_history=True)
+    assert [r["loss"] for r in stored.history] == [1.0, 0.5]
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("SELECT value FROM meta").fetchone() == ("2",)
+    raw.close()
 
 
 MOUNTS = """\
@@ -352,6 +438,7 @@ def test_network_file_systems_are_detected(path, expected):
 
 def test_a_store_on_a_network_file_system_is_refused(tmp_path, monkeypatch):
     from nbsweep.local import store as local_store
+
     mounts = f"/dev/vda / ext4 rw 0 0\nserver:/x {tmp_path.resolve()} nfs rw 0 0\n"
     monkeypatch.setattr(local_store, "read_mounts", lambda: mounts)
     with pytest.raises(StoreError, match=r"network file system \(nfs\).*one machine.*W&B server"):
@@ -379,7 +466,7 @@ store = Store.open(path if "://" in path else Path(path))
 Path(barrier, str(os.getpid())).touch()
 while len(os.listdir(barrier)) < agents:
     time.sleep(0.002)
-agent, latencies = AgentIdentity.current(), []
+agent, latencies = AgentIdentity.current(f"node-{os.getpid()}"), []
 while True:
     started = time.perf_counter()
     run = store.hand_out(sweep_id, agent, propose)
@@ -387,7 +474,7 @@ while True:
     if run is None:
         break
     time.sleep(0.005)
-    store.finish(run.run_id, RunState.finished, {"y": run.values["x"]}, None)
+    store.finish(run.run_id, run.agent, RunState.finished, {"y": run.values["x"]}, None)
 store.close()
 print(json.dumps(latencies))
 """
@@ -428,7 +515,7 @@ def test_concurrent_agents_get_every_grid_point_exactly_once(tmp_path, location,
         runs = store.runs(sweep_id)
     assert sorted((r.values for r in runs), key=lambda v: v["x"]) == points
     assert {r.state for r in runs} == {RunState.finished}
-    assert len({r.agent.pid for r in runs}) > 1  # they really did share the sweep
+    assert len({r.agent.host for r in runs}) > 1  # they really did share the sweep
 
 
 def test_concurrent_agents_stop_at_the_run_cap(tmp_path, location):

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from nbsweep.errors import NbsweepError, UsageError
+from nbsweep.errors import EXIT_FAILED, NbsweepError, UsageError
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 # Every write transaction on PostgreSQL takes this advisory lock first, so writes are
@@ -22,6 +22,7 @@ POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 _WRITE_LOCK = 0x6E627377  # "nbsw"
 _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_CORRUPT, _SQLITE_NOTADB = 5, 6, 11, 26
 
+HISTORY_ONCE = "CREATE UNIQUE INDEX history_once ON history (run_id, n)"
 SCHEMA = (
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     """CREATE TABLE sweeps (sweep_id TEXT PRIMARY KEY, config TEXT NOT NULL,
@@ -34,16 +35,31 @@ SCHEMA = (
         heartbeat_at {real}, summary TEXT NOT NULL, notebook TEXT,
         stop_requested INTEGER NOT NULL DEFAULT 0)""",
     "CREATE INDEX runs_by_sweep ON runs (sweep_id, state)",
+    # n: the row's place in its run, as the agent counted; a write retried after a lost
+    # connection may arrive twice, and the second is ignored.
     """CREATE TABLE history ({history_seq}run_id TEXT NOT NULL REFERENCES runs (run_id),
-        step INTEGER NOT NULL, logged_at {real} NOT NULL, metrics TEXT NOT NULL)""",
+        step INTEGER NOT NULL, logged_at {real} NOT NULL, metrics TEXT NOT NULL, n INTEGER)""",
     "CREATE INDEX history_by_run ON history (run_id)",
+    HISTORY_ONCE,
 )
 """One schema for both; each database fills in its types. JSON columns are TEXT: JSON as
 Python writes it holds NaN and the infinities, real metric values."""
+UPGRADE_FROM_1 = ("ALTER TABLE history ADD COLUMN n INTEGER", HISTORY_ONCE)
+"""Schema version 1 to 2 (rows of version 1 have no n, and are never written again)."""
 
 
 class StoreError(UsageError):
     """The store cannot be used: damaged, too new, on a network file system, unreachable."""
+
+
+class StoreDisconnected(StoreError):
+    """The connection to the database server was lost (the store reconnects)."""
+
+
+class StoreUnreachable(StoreError):
+    """The database server stayed unreachable for longer than the reconnect timeout."""
+
+    exit_code = EXIT_FAILED
 
 
 class StoreLocked(NbsweepError):
@@ -113,12 +129,16 @@ class Sqlite:
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         return self.connection.execute(sql, params)
 
+    def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        self.connection.executemany(sql, rows)
+
     def tables(self) -> set[str]:
         return {row[0] for row in self.execute("SELECT name FROM sqlite_master")}
 
-    def begin(self, write: bool) -> None:
+    def begin(self, write: bool, serialised: bool = True) -> None:
         """A write takes the file's write lock at BEGIN, so it never fails half-way for want
-        of it; a read needs no lock (WAL never blocks readers)."""
+        of it (SQLite has no other lock: every write is serialised); a read needs no lock
+        (WAL never blocks readers)."""
         self.execute("BEGIN IMMEDIATE" if write else "BEGIN DEFERRED")
 
     def commit(self) -> None:
@@ -168,31 +188,14 @@ class Postgres:
 
     @classmethod
     def open(cls, url: str, busy_timeout: float) -> Postgres:
-        try:
-            import psycopg
-        except ImportError:
-            raise UsageError(
-                "a PostgreSQL store needs psycopg: pip install 'nbsweep[postgres]'"
-            ) from None
-        try:
-            connection = psycopg.connect(
-                url,
-                autocommit=True,
-                row_factory=_row_factory,
-                connect_timeout=max(1, round(busy_timeout)),
-                application_name="nbsweep",
-            )
-        except psycopg.Error as error:
-            said = _first_line(error)
-            secret = urlsplit(url).password
-            if secret:  # a driver that quotes the URL back must not print the password
-                said = said.replace(secret, "***")
-            raise StoreError(
-                f"cannot connect to sweep store {without_password(url)!r}: "
-                f"{said}; check the URL, the server and the password"
-            ) from None
-        connection.execute(f"SET lock_timeout = '{int(busy_timeout * 1000)}ms'")
-        return cls(connection, url, busy_timeout)
+        return cls(_connect(url, busy_timeout), url, busy_timeout)
+
+    def reconnect(self) -> None:
+        """A new connection in place of a lost one; StoreError while the server is away."""
+        with contextlib.suppress(Exception):
+            self.connection.close()
+        self._in_transaction = False
+        self.connection = _connect(self.url, self.busy_timeout)
 
     def prepare(self) -> None:
         pass
@@ -208,16 +211,21 @@ class Postgres:
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         return self.connection.execute(sql.replace("?", "%s"), tuple(params))
 
+    def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        with self.connection.cursor() as cursor:
+            cursor.executemany(sql.replace("?", "%s"), [tuple(row) for row in rows])
+
     def tables(self) -> set[str]:
         rows = self.execute(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
         )
         return {row[0] for row in rows}
 
-    def begin(self, write: bool) -> None:
+    def begin(self, write: bool, serialised: bool = True) -> None:
+        """``serialised`` writes take the store's one lock; others rely on row locks."""
         self.execute("BEGIN")
         self._in_transaction = True
-        if write:
+        if write and serialised:
             self.execute("SELECT pg_advisory_xact_lock(?)", (_WRITE_LOCK,))
 
     def commit(self) -> None:
@@ -240,12 +248,46 @@ class Postgres:
             return None
         if not isinstance(error, psycopg.Error):
             return None
+        if isinstance(error, psycopg.OperationalError) and (
+            self.connection.closed or self.connection.broken
+        ):  # pg_terminate_backend, a server restart, a network cut
+            return StoreDisconnected(
+                f"lost the connection to sweep store {self.where}: {_first_line(error)}"
+            )
         if getattr(error, "sqlstate", None) == "55P03":  # lock_not_available
             return StoreLocked(
                 f"sweep store {self.where} stayed locked for over {self.busy_timeout:g}s; "
                 "retry, or look for a stuck agent holding it (pg_stat_activity)"
             )
         return StoreError(f"cannot use sweep store {self.where}: {_first_line(error)}")
+
+
+def _connect(url: str, busy_timeout: float) -> Any:
+    try:
+        import psycopg
+    except ImportError:
+        raise UsageError(
+            "a PostgreSQL store needs psycopg: pip install 'nbsweep[postgres]'"
+        ) from None
+    try:
+        connection = psycopg.connect(
+            url,
+            autocommit=True,
+            row_factory=_row_factory,
+            connect_timeout=max(1, round(busy_timeout)),
+            application_name="nbsweep",
+        )
+    except psycopg.Error as error:
+        said = _first_line(error)
+        secret = urlsplit(url).password
+        if secret:  # a driver that quotes the URL back must not print the password
+            said = said.replace(secret, "***")
+        raise StoreError(
+            f"cannot connect to sweep store {without_password(url)!r}: "
+            f"{said}; check the URL, the server and the password"
+        ) from None
+    connection.execute(f"SET lock_timeout = '{int(busy_timeout * 1000)}ms'")
+    return connection
 
 
 def _first_line(error: Exception) -> str:
@@ -263,7 +305,6 @@ class _Row(dict):  # type: ignore[type-arg]
         if isinstance(key, int):
             return self._values[key]
         return super().__getitem__(key)
-
 
 
 def _row_factory(cursor: Any) -> Any:

@@ -67,9 +67,14 @@ class Engine:
             return None
         return {name: entry["value"] for name, entry in proposal.config.items()}
 
+    @property
+    def terminates_early(self) -> bool:
+        """The sweep has an early-termination rule (hyperband) to apply as metrics arrive."""
+        return bool(self.config.get("early_terminate"))
+
     def runs_to_stop(self, runs: Sequence[Run]) -> set[str]:
         """Runs the early-termination rule (hyperband) would stop now."""
-        if not self.config.get("early_terminate"):
+        if not self.terminates_early:
             return set()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

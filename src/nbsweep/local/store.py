@@ -1,45 +1,58 @@
-"""The store of local sweeps: one SQLite file holding sweeps, their runs and metric history,
-shared by the agent processes of one machine (no W&B server).
+"""The store of local sweeps: sweeps, their runs and metric history, shared by agent
+processes with no W&B server. An SQLite file serves one machine; a PostgreSQL database serves
+any number.
 
-The search engine is stateless (it derives the next run from the list of runs), so this file
-*is* the sweep's state. Every hand-out is one ``BEGIN IMMEDIATE`` transaction: reap runs whose
-agent is gone, claim a pending run, else ask the engine for a new one and insert it. Agents
-queue on that one write lock, so no two of them ever get the same grid point. SQLite's locks
-are only trustworthy on a local disk, so a store on a network file system is refused: beyond
-one machine, the distributed controller is a W&B server.
+The search engine is stateless (it derives the next run from the list of runs), so the store
+*is* the sweep's state. Every hand-out is one write transaction holding the store's write lock
+(``BEGIN IMMEDIATE``; an advisory lock on PostgreSQL): reap runs whose agent is gone, claim a
+pending run, else ask the engine for a new one and insert it. Agents queue on that one lock,
+so no two of them ever get the same grid point. SQLite's locks are only trustworthy on a
+local disk, so an SQLite file on a network file system is refused.
+
+Only a run's holder writes to it: heartbeats, history and the result name the agent. A lost
+PostgreSQL connection is reopened with backoff and the call retried; each write is safe to
+repeat (history rows carry their place in the run, and a retried hand-out takes back the run
+the lost attempt may have claimed).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import secrets
 import string
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from nbsweep.errors import UsageError
 from nbsweep.local.database import (
+    UPGRADE_FROM_1,
     Postgres,
     Sqlite,
+    StoreDisconnected,
     StoreError,
     StoreLocked,
+    StoreUnreachable,
     is_url,
     without_password,
 )
 from nbsweep.local.filesystems import network_file_system, read_mounts
-from nbsweep.processes import AgentIdentity
+from nbsweep.processes import AgentIdentity, agent_name
 from nbsweep.status import ENDED_STATES, RunState
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DEFAULT_BUSY_TIMEOUT = 10.0  # seconds one statement waits for another process's write lock
 BUSY_TIMEOUT_ENV = "NBSWEEP_STORE_BUSY_TIMEOUT"
+DEFAULT_RECONNECT_TIMEOUT = 120.0  # seconds a lost database server is waited for
+RECONNECT_TIMEOUT_ENV = "NBSWEEP_STORE_RECONNECT_TIMEOUT"
 DEFAULT_HEARTBEAT_GRACE = 600.0  # seconds of silence before a running run counts as lost
+HEARTBEAT_TIMEOUT_ENV = "NBSWEEP_HEARTBEAT_TIMEOUT"
 HAND_OUT_ATTEMPTS = 3  # hand_out survives this many busy timeouts in a row, minus one
 SWEEP_STATES = ("running", "paused", "finished", "canceled")
 """W&B's own: paused hands nothing out until resumed; finished (stopped, or its target
@@ -74,7 +87,38 @@ class SweepRecord:
     name: str | None
 
 
+@dataclass(frozen=True)
+class LoggedRow:
+    """One history row as its agent recorded it."""
+
+    n: int  # its place among the run's rows, from 0
+    step: int
+    logged_at: float
+    values: dict[str, Any]
+
+
 Propose = Callable[[list[RunRecord]], dict[str, Any] | None]
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _reconnecting(method: Callable[P, T]) -> Callable[P, T]:
+    """Run ``method`` (one transaction) again after reopening a lost connection."""
+
+    @functools.wraps(method)
+    def again(*args: P.args, **kwargs: P.kwargs) -> T:
+        store = args[0]
+        assert isinstance(store, Store)
+        while True:
+            try:
+                result = method(*args, **kwargs)
+            except StoreDisconnected as error:
+                store._reconnect(error)
+                continue
+            store._down_since = None
+            return result
+
+    return again
 
 
 class Store:
@@ -88,6 +132,13 @@ class Store:
         self._busy_timeout = busy_timeout
         self._thread_lock = threading.RLock()
         self.read_only = False
+        self.reconnect_timeout = reconnect_timeout_from(os.environ)
+        """Seconds a lost database server is waited for before StoreUnreachable."""
+        self.on_retry: Callable[[str], None] | None = None
+        """Told, in a line, when the connection is lost and when it is back."""
+        self._down_since: float | None = None
+        self.heartbeat_grace = heartbeat_grace_from(os.environ)
+        """Seconds without a heartbeat before a running run is lost, unless a call says."""
 
     @classmethod
     def open_for_reading(cls, path: Path) -> Store:
@@ -146,6 +197,7 @@ class Store:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    @_reconnecting
     def create_sweep(self, config: dict[str, Any], name: str | None = None) -> str:
         with self._transaction() as db:
             sweep_id = self._unused_id("sweeps", "sweep_id")
@@ -155,15 +207,18 @@ class Store:
             )
         return sweep_id
 
+    @_reconnecting
     def sweep(self, sweep_id: str) -> SweepRecord:
         with self._transaction("DEFERRED"):
             return _sweep_from_row(self._require_sweep(sweep_id))
 
+    @_reconnecting
     def sweeps(self) -> list[SweepRecord]:
         with self._transaction("DEFERRED") as db:
             rows = db.execute("SELECT * FROM sweeps ORDER BY created_at, sweep_id").fetchall()
         return [_sweep_from_row(row) for row in rows]
 
+    @_reconnecting
     def set_sweep_state(self, sweep_id: str, state: str) -> list[str]:
         """Set the sweep's state; canceled also flags its running runs to stop. Returns the
         runs so flagged. Ended sweeps stay ended: resuming one is a UsageError."""
@@ -189,7 +244,7 @@ class Store:
         propose: Propose,
         *,
         requeue_crashed: bool = False,
-        heartbeat_grace: float = DEFAULT_HEARTBEAT_GRACE,
+        heartbeat_grace: float | None = None,
     ) -> RunRecord | None:
         """The next run for ``agent``, already marked running, or None when the sweep has none.
 
@@ -197,27 +252,44 @@ class Store:
         else, unless the sweep is finished or has ``run_cap`` runs, call ``propose`` with every
         run of the sweep (with history) and insert its values as a new run (None from it:
         nothing left). ``propose`` runs inside the lock so that no two agents get the same
-        point: import the engine before the first call. A busy lock is retried with backoff.
+        point: import the engine before the first call. A busy lock is retried with backoff;
+        a lost connection is reopened, and the retry first takes back a run the lost attempt
+        claimed for ``agent`` (its commit may have landed unacknowledged).
         """
         attempt = 0
+        lost_attempt_at: float | None = None
         while True:
+            started = time.time()
             try:
                 with self._transaction():
-                    return self._hand_out_locked(
-                        sweep_id, agent, propose, requeue_crashed, heartbeat_grace
+                    run = self._hand_out_locked(
+                        sweep_id,
+                        agent,
+                        propose,
+                        requeue_crashed,
+                        self.heartbeat_grace if heartbeat_grace is None else heartbeat_grace,
+                        lost_attempt_at,
                     )
             except StoreLocked:
                 attempt += 1
                 if attempt >= HAND_OUT_ATTEMPTS:
                     raise
                 time.sleep(0.1 * 2**attempt)
+                continue
+            except StoreDisconnected as error:
+                self._reconnect(error)
+                lost_attempt_at = lost_attempt_at or started
+                continue
+            self._down_since = None
+            return run
 
+    @_reconnecting
     def reap(
         self,
         sweep_id: str,
         *,
         requeue_crashed: bool = False,
-        heartbeat_grace: float = DEFAULT_HEARTBEAT_GRACE,
+        heartbeat_grace: float | None = None,
     ) -> list[str]:
         """End the sweep's lost runs; returns their ids.
 
@@ -230,44 +302,70 @@ class Store:
             return []
         with self._transaction():
             self._require_sweep(sweep_id)
-            return self._reap_locked(sweep_id, time.time(), requeue_crashed, heartbeat_grace)
+            return self._reap_locked(
+                sweep_id,
+                time.time(),
+                requeue_crashed,
+                self.heartbeat_grace if heartbeat_grace is None else heartbeat_grace,
+                agent_name(),
+            )
 
-    # The owning agent's writes. Each returns False when the run is no longer its to write
-    # (reaped, or ended), so that the agent can give the trial up.
+    # The holding agent's writes. Each returns False when the run is no longer ``agent``'s
+    # to write (reaped and requeued, handed to another, or ended), so that it can give the
+    # trial up.
 
-    def heartbeat(self, run_id: str) -> bool:
-        with self._transaction():
-            return self._touch(run_id, time.time())
+    @_reconnecting
+    def heartbeat(self, run_id: str, agent: AgentIdentity) -> bool:
+        with self._transaction("HOLDER"):
+            return self._touch(run_id, agent, time.time())
 
-    def log_metrics(self, run_id: str, step: int, values: dict[str, Any]) -> bool:
-        now = time.time()
-        with self._transaction() as db:
-            if not self._touch(run_id, now):
+    @_reconnecting
+    def log_metrics(self, run_id: str, agent: AgentIdentity, rows: Sequence[LoggedRow]) -> bool:
+        """Append history rows; a row already written (same ``n``) is skipped."""
+        with self._transaction("HOLDER") as db:
+            if not self._touch(run_id, agent, time.time()):
                 return False
-            db.execute(
-                "INSERT INTO history (run_id, step, logged_at, metrics) VALUES (?, ?, ?, ?)",
-                (run_id, step, now, json.dumps(values)),
+            db.execute_many(
+                "INSERT INTO history (run_id, step, logged_at, metrics, n)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                [(run_id, row.step, row.logged_at, json.dumps(row.values), row.n) for row in rows],
             )
         return True
 
+    @_reconnecting
     def finish(
-        self, run_id: str, state: RunState, summary: dict[str, Any], notebook: str | None
+        self,
+        run_id: str,
+        agent: AgentIdentity,
+        state: RunState,
+        summary: dict[str, Any],
+        notebook: str | None,
     ) -> bool:
         """Record the run's end. A run the reaper marked crashed is accepted too: its agent
         was alive after all, and its real result beats the reaper's guess."""
         if state not in ENDED_STATES:
             raise ValueError(f"finish needs an ended state, not {state!r}")
         now = time.time()
-        with self._transaction() as db:
+        with self._transaction("HOLDER") as db:
             changed = db.execute(
                 "UPDATE runs SET state = ?, summary = ?, notebook = ?, finished_at = ?,"
-                " heartbeat_at = ? WHERE run_id = ? AND state IN ('running', 'crashed')",
-                (RunState(state).value, json.dumps(summary), notebook, now, now, run_id),
+                f" heartbeat_at = ? WHERE run_id = ? AND state IN ('running', 'crashed')"
+                f" AND {_HELD_BY}",
+                (
+                    RunState(state).value,
+                    json.dumps(summary),
+                    notebook,
+                    now,
+                    now,
+                    run_id,
+                    *_holder(agent),
+                ),
             ).rowcount
             if not changed:
                 self._require_run(run_id)
         return bool(changed)
 
+    @_reconnecting
     def request_stop(self, run_ids: Iterable[str]) -> None:
         """Flag the runs for their agents to stop; all or nothing when an id is unknown."""
         with self._transaction() as db:
@@ -282,10 +380,12 @@ class Store:
                     f"no run {', '.join(unknown)} in {str(self.path)!r}; nothing was stopped"
                 )
 
+    @_reconnecting
     def stop_requested(self, run_id: str) -> bool:
         with self._transaction("DEFERRED"):
             return bool(self._require_run(run_id)["stop_requested"])
 
+    @_reconnecting
     def runs(self, sweep_id: str, *, with_history: bool = False) -> list[RunRecord]:
         """The sweep's runs in creation order."""
         with self._transaction("DEFERRED"):
@@ -295,12 +395,26 @@ class Store:
     # Inside a transaction
 
     def _hand_out_locked(
-        self, sweep_id: str, agent: AgentIdentity, propose: Propose, requeue: bool, grace: float
+        self,
+        sweep_id: str,
+        agent: AgentIdentity,
+        propose: Propose,
+        requeue: bool,
+        grace: float,
+        lost_attempt_at: float | None,
     ) -> RunRecord | None:
         sweep = _sweep_from_row(self._require_sweep(sweep_id))
         now = time.time()
-        self._reap_locked(sweep_id, now, requeue, grace)
-        holder = (agent.host, agent.pid, agent.started, now, now)
+        if lost_attempt_at is not None:
+            claimed = self._db.execute(
+                f"SELECT run_id FROM runs WHERE sweep_id = ? AND state = 'running' AND {_HELD_BY}"
+                " AND started_at >= ? ORDER BY seq LIMIT 1",
+                (sweep_id, *_holder(agent), lost_attempt_at),
+            ).fetchone()
+            if claimed is not None:
+                return _run_from_row(self._require_run(claimed["run_id"]))
+        self._reap_locked(sweep_id, now, requeue, grace, agent.host)
+        holder = (*_holder(agent), now, now)
         if sweep.state != "running":  # paused, or ended: nothing new, nothing requeued
             return None
         pending = self._db.execute(
@@ -328,7 +442,9 @@ class Store:
         )
         return _run_from_row(self._require_run(run_id))
 
-    def _reap_locked(self, sweep_id: str, now: float, requeue: bool, grace: float) -> list[str]:
+    def _reap_locked(
+        self, sweep_id: str, now: float, requeue: bool, grace: float, here: str
+    ) -> list[str]:
         reaped = []
         for row in self._db.execute(
             "SELECT * FROM runs WHERE sweep_id = ? AND state IN ('running', 'pending')"
@@ -339,33 +455,40 @@ class Store:
                 lost = bool(row["stop_requested"])  # never to be run
             else:
                 agent, heartbeat = _agent_from_row(row), row["heartbeat_at"]
-                dead = agent is not None and not agent.is_alive()
+                dead = agent is not None and not agent.is_alive(here)
                 lost = dead or heartbeat is None or heartbeat < now - grace
-            if lost:
-                self._end_lost_run(row, now, requeue)
+            if lost and self._end_lost_run(row, now, requeue):
                 reaped.append(row["run_id"])
         return reaped
 
-    def _end_lost_run(self, row: Any, now: float, requeue: bool) -> None:
+    def _end_lost_run(self, row: Any, now: float, requeue: bool) -> bool:
+        """End the run as read in ``row``; False when it changed since (a PostgreSQL holder
+        writes its own row without the store's lock: a heartbeat just landed, or the end)."""
+        unchanged = "run_id = ? AND state = ? AND heartbeat_at IS NOT DISTINCT FROM ?"
+        read = (row["run_id"], row["state"], row["heartbeat_at"])
         if requeue and not row["stop_requested"]:
-            # A fresh start: hyperband counts history rows, so the lost attempt's must go.
-            self._db.execute("DELETE FROM history WHERE run_id = ?", (row["run_id"],))
-            self._db.execute(
+            changed = self._db.execute(
                 "UPDATE runs SET state = 'pending', agent_host = NULL, agent_pid = NULL,"
                 " agent_started = NULL, started_at = NULL, heartbeat_at = NULL,"
-                " summary = '{}', notebook = NULL WHERE run_id = ?",
-                (row["run_id"],),
-            )
-            return
+                f" summary = '{{}}', notebook = NULL WHERE {unchanged}",
+                read,
+            ).rowcount
+            if changed:  # a fresh start: hyperband counts history rows, so the lost attempt's go
+                self._db.execute("DELETE FROM history WHERE run_id = ?", (row["run_id"],))
+            return bool(changed)
         state = RunState.stopped if row["stop_requested"] else RunState.crashed
-        self._db.execute(
-            "UPDATE runs SET state = ?, finished_at = ? WHERE run_id = ?",
-            (state.value, now, row["run_id"]),
+        return bool(
+            self._db.execute(
+                f"UPDATE runs SET state = ?, finished_at = ? WHERE {unchanged}",
+                (state.value, now, *read),
+            ).rowcount
         )
 
-    def _touch(self, run_id: str, now: float) -> bool:
+    def _touch(self, run_id: str, agent: AgentIdentity, now: float) -> bool:
         changed = self._db.execute(
-            "UPDATE runs SET heartbeat_at = ? WHERE run_id = ? AND state = 'running'", (now, run_id)
+            f"UPDATE runs SET heartbeat_at = ? WHERE run_id = ? AND state = 'running'"
+            f" AND {_HELD_BY}",
+            (now, run_id, *_holder(agent)),
         ).rowcount
         if not changed:
             self._require_run(run_id)
@@ -416,14 +539,19 @@ class Store:
                 for statement in db.schema():
                     db.execute(statement)
                 db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            self._check_schema(db)
+            if self._check_schema(db) == 1:
+                for statement in UPGRADE_FROM_1:
+                    db.execute(statement)
+                db.execute(
+                    "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),)
+                )
 
-    def _check_schema(self, db: Sqlite | Postgres) -> None:
+    def _check_schema(self, db: Sqlite | Postgres) -> int:
+        """The store's schema version, if this nbsweep can read it."""
         if "meta" not in db.tables():
             kind = "an SQLite file" if isinstance(db, Sqlite) else "a database"
             raise StoreError(
-                f"{str(self.path)!r} is {kind} but not an nbsweep sweep store; "
-                "choose another path"
+                f"{str(self.path)!r} is {kind} but not an nbsweep sweep store; choose another path"
             )
         version = int(
             db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
@@ -433,13 +561,47 @@ class Store:
                 f"sweep store {str(self.path)!r} has schema version {version}, newer than "
                 f"this nbsweep reads ({SCHEMA_VERSION}); upgrade nbsweep"
             )
+        return version
+
+    def _reconnect(self, lost: StoreDisconnected) -> None:
+        """Reopen the connection, with backoff; StoreUnreachable once the server has been
+        away for ``reconnect_timeout`` seconds (counted from the first loss)."""
+        if not isinstance(self._db, Postgres):
+            raise lost
+        now = time.monotonic()
+        if self._down_since is None:
+            self._down_since = now
+            if self.on_retry is not None:
+                self.on_retry(f"{lost}; reconnecting")
+        reason, delay = str(lost), 0.05
+        with self._thread_lock:
+            while True:
+                try:
+                    self._db.reconnect()
+                except StoreError as error:
+                    reason = str(error)
+                else:
+                    if self.on_retry is not None:
+                        self.on_retry(f"sweep store {str(self.path)!r} is back")
+                    return
+                if time.monotonic() - self._down_since >= self.reconnect_timeout:
+                    raise StoreUnreachable(
+                        f"sweep store {str(self.path)!r} unreachable for over "
+                        f"{self.reconnect_timeout:g}s ({reason}); start the agent again "
+                        f"once it is back (or raise {RECONNECT_TIMEOUT_ENV})"
+                    )
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
 
     @contextlib.contextmanager
     def _transaction(self, mode: str = "IMMEDIATE") -> Iterator[Sqlite | Postgres]:
         """IMMEDIATE: a write, which holds the store's write lock from its start, so a write
-        never fails half-way for want of it; DEFERRED is for reads, which never wait."""
+        never fails half-way for want of it; DEFERRED is for reads, which never wait.
+        HOLDER: a run's holder writing its own row; the store's lock on SQLite (its only
+        lock), row locks on PostgreSQL: heartbeats of many agents do not queue behind
+        hand-outs (the reaper re-checks the row it ends)."""
         with self._thread_lock, self._translated_errors():
-            self._db.begin(write=mode == "IMMEDIATE")
+            self._db.begin(write=mode != "DEFERRED", serialised=mode == "IMMEDIATE")
             try:
                 yield self._db
             except BaseException:
@@ -460,15 +622,29 @@ class Store:
 
 def busy_timeout_from(environ: Mapping[str, str]) -> float:
     """``NBSWEEP_STORE_BUSY_TIMEOUT``: how long a statement waits for another's write lock."""
-    text = environ.get(BUSY_TIMEOUT_ENV, "").strip()
+    return _seconds_from(environ, BUSY_TIMEOUT_ENV, DEFAULT_BUSY_TIMEOUT)
+
+
+def reconnect_timeout_from(environ: Mapping[str, str]) -> float:
+    """``NBSWEEP_STORE_RECONNECT_TIMEOUT``: how long a lost database server is waited for."""
+    return _seconds_from(environ, RECONNECT_TIMEOUT_ENV, DEFAULT_RECONNECT_TIMEOUT)
+
+
+def heartbeat_grace_from(environ: Mapping[str, str]) -> float:
+    """``NBSWEEP_HEARTBEAT_TIMEOUT``: seconds without a heartbeat before a run is lost."""
+    return _seconds_from(environ, HEARTBEAT_TIMEOUT_ENV, DEFAULT_HEARTBEAT_GRACE)
+
+
+def _seconds_from(environ: Mapping[str, str], name: str, default: float) -> float:
+    text = environ.get(name, "").strip()
     if not text:
-        return DEFAULT_BUSY_TIMEOUT
+        return default
     try:
         value = float(text)
     except ValueError:
         value = -1.0
     if not value > 0:
-        raise UsageError(f"{BUSY_TIMEOUT_ENV}={text!r} is not a number of seconds above 0")
+        raise UsageError(f"{name}={text!r} is not a number of seconds above 0")
     return value
 
 
@@ -488,6 +664,13 @@ def refuse_network_file_system(path: Path, mounts: str) -> None:
             "local disk, or run the sweep on a W&B server (cloud or self-hosted) to use "
             "several machines"
         )
+
+
+_HELD_BY = "agent_host = ? AND agent_pid = ? AND agent_started = ?"
+
+
+def _holder(agent: AgentIdentity) -> tuple[str, int, float]:
+    return (agent.host, agent.pid, agent.started)
 
 
 def _agent_from_row(row: Any) -> AgentIdentity | None:

@@ -173,6 +173,51 @@ def postgres_server(tmp_path_factory):
     server.cleanup()
 
 
+class PrivateServer:
+    """A PostgreSQL server of one test's own, to stop and start again mid-sweep."""
+
+    def __init__(self, server) -> None:
+        self.server = server
+        self.url = server.get_uri()
+
+    def stop(self) -> None:
+        from pgserver._commands import pg_ctl
+
+        # fast: every session is cut at once, as when a server is restarted under clients.
+        pg_ctl(
+            ["-w", "-m", "fast", "stop"], pgdata=self.server.pgdata, user=self.server.system_user
+        )
+
+    def start(self) -> None:
+        self.server.ensure_postgres_running()
+        assert self.server.get_uri() == self.url  # the same socket: clients find it again
+
+    def terminate_sessions(self, application: str = "nbsweep") -> int:
+        """pg_terminate_backend on every session of ``application``: how many were cut."""
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as connection:
+            rows = connection.execute(
+                "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity"
+                " WHERE application_name = %s AND pid <> pg_backend_pid()",
+                (application,),
+            ).fetchall()
+        return sum(1 for (cut,) in rows if cut)
+
+
+@pytest.fixture
+def private_postgres(tmp_path_factory, postgres_server):
+    """A server of this test's own (a sibling of the session's, same wheel)."""
+    import pgserver
+
+    server = pgserver.get_server(tmp_path_factory.mktemp("pgown"), cleanup_mode="stop")
+    private = PrivateServer(server)
+    yield private
+    with contextlib.suppress(Exception):
+        private.start()  # cleanup stops a running server; a stopped one may be left mid-stop
+    server.cleanup()
+
+
 @pytest.fixture
 def postgres_url(postgres_server) -> str:
     """A fresh, empty database on the session's server: its URL."""

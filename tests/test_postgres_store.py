@@ -4,10 +4,20 @@ both back ends in test_local_store.py."""
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import subprocess
+import sys
 import time
+from pathlib import Path
 
+import nbformat
 import pytest
-from test_local_sweeps import Local
+from test_local_sweeps import LONG, ROOT, Local
+
+from nbsweep.local.database import Postgres
+from nbsweep.local.store import AgentIdentity, LoggedRow, RunState, Store, StoreUnreachable
 
 pytest.importorskip("sweeps", reason="local sweeps need the engine: pip install 'nbsweep[local]'")
 
@@ -49,3 +59,233 @@ def test_the_store_url_is_shown_without_its_password(local):
     result = local("status", NBSWEEP_STORE=no_server)
     assert result.returncode == 2 and "hunter2" not in result.stderr
     assert "cannot connect to sweep store" in result.stderr
+
+
+# Faults. Each test has a server of its own (private_postgres) to cut, stop and restart.
+
+
+def test_a_cut_connection_is_reopened_and_the_call_retried(private_postgres):
+    said, me = [], AgentIdentity.current()
+    with Store.open(private_postgres.url) as store:
+        store.on_retry = said.append
+        sweep_id = store.create_sweep({"method": "random"})
+        run = store.hand_out(sweep_id, me, lambda runs: {"x": len(runs)})
+        assert private_postgres.terminate_sessions() == 1
+        assert store.log_metrics(run.run_id, me, [LoggedRow(0, 0, time.time(), {"loss": 1.0})])
+        assert store.finish(run.run_id, me, RunState.finished, {"loss": 1.0}, None)
+        [stored] = store.runs(sweep_id, with_history=True)
+    assert stored.state is RunState.finished and len(stored.history) == 1
+    assert len(said) == 2 and "lost the connection" in said[0] and "is back" in said[1]
+
+
+def test_a_hand_out_whose_commit_was_not_acknowledged_is_taken_back(private_postgres, monkeypatch):
+    real_commit, cut = Postgres.commit, []
+
+    def commit_then_lose_the_connection(self):
+        real_commit(self)
+        if not cut:  # the commit landed; its reply never arrives
+            cut.append(private_postgres.terminate_sessions())
+            self.execute("SELECT 1")
+
+    me = AgentIdentity.current()
+    with Store.open(private_postgres.url) as store:
+        sweep_id = store.create_sweep({"method": "random"})
+        monkeypatch.setattr(Postgres, "commit", commit_then_lose_the_connection)
+        run = store.hand_out(sweep_id, me, lambda runs: {"x": len(runs)})
+        monkeypatch.undo()
+        assert cut == [1]
+        assert [r.run_id for r in store.runs(sweep_id)] == [run.run_id]  # not a second run
+        assert run.values == {"x": 0} and run.agent == me
+
+
+def test_a_server_that_stays_away_is_unreachable_in_one_line(private_postgres):
+    with Store.open(private_postgres.url) as store:
+        store.reconnect_timeout = 1.0
+        sweep_id = store.create_sweep({"method": "random"})
+        private_postgres.stop()
+        started = time.monotonic()
+        with pytest.raises(StoreUnreachable, match=r"unreachable for over 1s .*start the agent"):
+            store.runs(sweep_id)
+        assert time.monotonic() - started < 5
+        private_postgres.start()
+        assert store.runs(sweep_id) == []  # and usable again once it is back
+
+
+STEPS = [
+    ("steps = 6", ["parameters"]),
+    "import pathlib, time, nbsweep\npathlib.Path('started.flag').touch()\n"
+    "for step in range(steps):\n    nbsweep.log({'loss': 1 / (step + 1)})\n    time.sleep(0.4)",
+]
+
+
+@pytest.fixture
+def own(tmp_path, request, private_postgres):
+    runner = Local(tmp_path, f"pgown-{request.node.name}-{time.time_ns()}")
+    runner.env["NBSWEEP_STORE"] = private_postgres.url
+    runner.server = private_postgres
+    yield runner
+    runner.finish(timeout=10)
+
+
+def _wait_for(path, process, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.05)
+
+
+def _history(url: str, sweep_id: str) -> dict[int, list[float]]:
+    with Store.open(url) as store:
+        runs = store.runs(sweep_id, with_history=True)
+    assert {run.state for run in runs} == {RunState.finished}, [run.state for run in runs]
+    return {run.values["steps"]: [row["loss"] for row in run.history] for run in runs}
+
+
+def _losses(steps: int) -> list[float]:
+    return [1 / (step + 1) for step in range(steps)]
+
+
+def test_a_connection_cut_mid_trial_is_reopened_and_the_trial_recorded(own):
+    sweep_id = own.sweep("method: grid\nparameters:\n  steps: {values: [6, 2]}\n", STEPS)
+    agent = own.start("agent", f"local:{sweep_id}", "--no-wandb")
+    _wait_for(own.cwd / "started.flag", agent)
+    time.sleep(1.2)  # a heartbeat or two has written history
+    assert own.server.terminate_sessions() == 1  # the agent's one connection
+    _, err = agent.communicate(timeout=120)
+    assert agent.returncode == 0, err[-3000:]
+    assert "lost the connection to sweep store" in err and "reconnecting" in err, err
+    assert "is back" in err
+    assert _history(own.server.url, sweep_id) == {6: _losses(6), 2: _losses(2)}  # each row once
+
+
+def test_the_server_restarted_mid_sweep_loses_nothing(own):
+    sweep_id = own.sweep("method: grid\nparameters:\n  steps: {values: [6, 2, 1]}\n", STEPS)
+    agent = own.start("agent", f"local:{sweep_id}", "--no-wandb")
+    _wait_for(own.cwd / "started.flag", agent)
+    time.sleep(0.8)
+    own.server.stop()
+    time.sleep(2.5)  # heartbeats fail meanwhile; the trial goes on
+    assert agent.poll() is None
+    own.server.start()
+    _, err = agent.communicate(timeout=120)
+    assert agent.returncode == 0, err[-3000:]
+    assert "reconnecting" in err and "is back" in err, err
+    assert _history(own.server.url, sweep_id) == {s: _losses(s) for s in (6, 2, 1)}
+
+
+def test_a_store_that_stays_away_ends_the_agent_in_one_line_after_the_trial(own):
+    sweep_id = own.sweep("method: grid\nparameters:\n  steps: {values: [6, 2]}\n", STEPS)
+    agent = own.start(
+        "agent", f"local:{sweep_id}", "--no-wandb", NBSWEEP_STORE_RECONNECT_TIMEOUT="2"
+    )
+    _wait_for(own.cwd / "started.flag", agent)
+    own.server.stop()
+    _, err = agent.communicate(timeout=120)
+    assert agent.returncode == 1, err[-3000:]
+    last = err.strip().splitlines()[-1]
+    assert "unreachable for over 2s" in last and "was not recorded" in last, err
+    assert "Traceback" not in err
+    notebook = last.split("its notebook is ")[1].split("'")[1]
+    saved = nbformat.read(own.cwd / notebook, as_version=4)  # the trial was saved locally
+    assert saved.cells[-1].source.startswith("import pathlib")
+    own.server.start()
+
+
+def test_a_killed_agents_run_is_reaped_after_its_heartbeat_timeout_and_requeued(own):
+    sweep_id = own.sweep("method: grid\nparameters:\n  seconds: {values: [60, 0]}\n", LONG)
+    victim = own.start("agent", f"local:{sweep_id}", "--no-wandb", NBSWEEP_AGENT_NAME="node-b")
+    _wait_for(own.cwd / "started.flag", victim)
+    victim.send_signal(signal.SIGKILL)
+    killed_at = time.monotonic()
+    victim.communicate()
+    assert own.leftovers() == [], "the killed agent's kernel died with it"
+    [held] = own.status(sweep_id)["runs"]
+    # Seen from this machine (not named node-b), node-b's PID says nothing: only its
+    # heartbeat, stopped 0 s ago, can tell.
+    assert held["state"] == "running"
+    too_short = own("agent", f"local:{sweep_id}", "--heartbeat-timeout", "2")
+    assert too_short.returncode == 2 and "too short" in too_short.stderr
+    assert too_short.stderr.count("\n") == 1, too_short.stderr
+    time.sleep(max(0.0, killed_at + 4.5 - time.monotonic()))
+    result = own(
+        "agent",
+        f"local:{sweep_id}",
+        "--no-wandb",
+        "--requeue-crashed",
+        "--heartbeat-timeout",
+        "4",
+        "--agent-name",
+        "node-a",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = own.status(sweep_id)["runs"]
+    assert [run["state"] for run in runs] == ["finished", "finished"]
+    assert runs[0]["run_id"] == held["run_id"] and runs[0]["values"] == {"seconds": 60}  # requeued
+    with Store.open(own.server.url) as store:
+        assert {run.agent.host for run in store.runs(sweep_id)} == {"node-a"}
+
+
+def test_bayes_run_cap_is_exact_while_status_reads(local):
+    sweep_id = local.sweep(
+        "method: bayes\nmetric: {name: score, goal: minimize}\nrun_cap: 12\nparameters:\n"
+        "  x: {min: 0.0, max: 1.0}\n",
+        TRIVIAL,
+    )
+    agents = local.start("agent", f"local:{sweep_id}", "--workers", "3", "--no-wandb")
+    seen = []
+    while agents.poll() is None:
+        status = local.status(sweep_id)  # exits 0 with consistent totals, or fails here
+        assert sum(status["totals"].values()) == len(status["runs"]) <= 12
+        seen.append(status["totals"].get("finished", 0))
+        time.sleep(0.2)
+    _, err = agents.communicate()
+    assert agents.returncode == 0, err[-3000:]
+    assert len(seen) >= 2 and seen == sorted(seen), seen  # read while they wrote
+    status = local.status(sweep_id)
+    assert len(status["runs"]) == 12 and status["totals"]["finished"] == 12
+    assert len({run["values"]["x"] for run in status["runs"]}) == 12
+
+
+def test_the_slurm_example_runs_an_agent_on_the_postgresql_store(local):
+    sweep_id = local.sweep("method: grid\nparameters:\n  x: {values: [3, 4]}\n", TRIVIAL)
+    script = str(ROOT / "examples" / "slurm_array.sh")
+    env = {
+        **local.env,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{local.env.get('PATH', '')}",
+        "SLURM_SUBMIT_DIR": str(local.cwd),
+        "SLURM_ARRAY_TASK_ID": "3",
+        "COUNT": "2",
+        "SWEEP": f"local:{sweep_id}",
+    }
+    task = subprocess.run(["bash", script], env=env, capture_output=True, text=True, timeout=240)
+    assert task.returncode == 0, task.stderr[-3000:]
+    with Store.open(local.url) as store:
+        runs = store.runs(sweep_id)
+    assert sorted(run.values["x"] for run in runs) == [3, 4]
+    assert {run.agent.host for run in runs} == {f"{socket.gethostname()}-3"}
+    on_sqlite = {**env, "NBSWEEP_STORE": str(local.cwd / "s.db")}
+    refused = subprocess.run(["bash", script], env=on_sqlite, capture_output=True, text=True)
+    assert refused.returncode == 2 and "every node shares it" in refused.stderr
+
+
+def test_a_wrong_password_and_a_malformed_url_are_one_line_each(own):
+    import psycopg
+
+    server = own.server
+    with psycopg.connect(server.url, autocommit=True) as connection:
+        connection.execute("CREATE ROLE alice LOGIN PASSWORD 'right-one'")
+        hba = connection.execute("SHOW hba_file").fetchone()[0]
+    rules = Path(hba).read_text()
+    Path(hba).write_text(f"local all alice scram-sha-256\n{rules}")  # alice needs her password
+    with psycopg.connect(server.url, autocommit=True) as connection:
+        connection.execute("SELECT pg_reload_conf()")
+    wrong = server.url.replace("postgres:@", "alice:wrong-one@", 1)
+    result = own("status", NBSWEEP_STORE=wrong)
+    assert result.returncode == 2, result.stderr
+    assert "password authentication failed" in result.stderr, result.stderr
+    assert "wrong-one" not in result.stderr and result.stderr.count("\n") == 1
+    right = own("status", NBSWEEP_STORE=wrong.replace("wrong-one", "right-one"))
+    assert "authentication" not in right.stderr, right.stderr  # she gets in (then may lack rights)
+    malformed = own("status", NBSWEEP_STORE="postgresql://nbsweep:pw@host:notaport/db")
+    assert malformed.returncode == 2 and malformed.stderr.count("\n") == 1, malformed.stderr
+    assert "pw@" not in malformed.stderr and "Traceback" not in malformed.stderr

@@ -238,6 +238,8 @@ def run_agent(
     requeue_crashed: bool = False,
     handle_signals: bool = True,
     heartbeat: float | None = None,
+    agent_name: str | None = None,
+    heartbeat_timeout: float | None = None,
 ) -> int:
     """One agent in this process, on the sweep's server (local or W&B); its exit code."""
     import dataclasses
@@ -251,7 +253,14 @@ def run_agent(
     local_id = local_sweep_id(sweep_id) or (sweep_id if local else None)
     server: Any
     if local_id is not None:
-        server = LocalSweepServer(open_store(store), local_id, requeue_crashed=requeue_crashed)
+        server = LocalSweepServer(
+            open_store(store),
+            local_id,
+            requeue_crashed=requeue_crashed,
+            agent_name=agent_name,
+            heartbeat_timeout=heartbeat_timeout,
+            on_retry=reporter.warn,
+        )
         config_project = server.record.config.get("project")
         path = SweepPath(local_id, project or config_project or "nbsweep-local", None)
     else:
@@ -259,6 +268,11 @@ def run_agent(
         path = SweepPath(parsed.sweep, project or parsed.project, entity or parsed.entity)
         server = SweepService(Credentials.from_environment(), on_retry=reporter.warn)
     beat = heartbeat or (1.0 if local_id is not None else 5.0)
+    if heartbeat_timeout is not None and heartbeat_timeout <= 3 * beat:
+        raise UsageError(
+            f"--heartbeat-timeout {heartbeat_timeout:g} is too short for heartbeats every "
+            f"{beat:g}s: give it more than {3 * beat:g}s"
+        )
     settings = dataclasses.replace(settings, heartbeat=beat)
     running = Agent(server, path, settings, reporter, handle_signals=handle_signals)
     try:
@@ -267,6 +281,8 @@ def run_agent(
         return _run(running.run, lambda loop, now: loop.call_soon_threadsafe(running.interrupt))
     finally:
         teardown()
+        if isinstance(server, LocalSweepServer):
+            server.close()
 
 
 def _agent_processes(

@@ -34,6 +34,8 @@ def agent(
     local: bool,
     store: Path | str | None,
     requeue_crashed: bool,
+    agent_name: str | None,
+    heartbeat_timeout: float | None,
     no_wandb: bool,
     preload: str,
     preload_cuda: bool,
@@ -83,6 +85,8 @@ def agent(
             entity=entity,
             requeue_crashed=requeue_crashed,
             heartbeat=heartbeat,
+            agent_name=agent_name,
+            heartbeat_timeout=heartbeat_timeout,
         )
     )
 

@@ -161,6 +161,21 @@ def agent_options(command: Callable) -> Callable:
             "crashed.",
         ),
         click.option(
+            "--agent-name",
+            envvar="NBSWEEP_AGENT_NAME",
+            metavar="NAME",
+            help="Local sweeps: the name this machine's agents go by in the store (default: "
+            "the host name); give each node its own where nodes share a host name.",
+        ),
+        click.option(
+            "--heartbeat-timeout",
+            envvar="NBSWEEP_HEARTBEAT_TIMEOUT",
+            type=click.FloatRange(min=0, min_open=True),
+            metavar="SECONDS",
+            help="Local sweeps: a run whose agent sent no heartbeat for this long is lost "
+            "(crashed, or requeued with --requeue-crashed)  [default: 600]",
+        ),
+        click.option(
             "--preload",
             default="auto",
             show_default=True,

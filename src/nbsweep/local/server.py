@@ -1,18 +1,20 @@
-"""A local sweep as the agent sees a sweep server: hand-outs from the SQLite store and the
-embedded engine instead of W&B heartbeats. Several agents on one machine share one sweep."""
+"""A local sweep as the agent sees a sweep server: hand-outs from the store (SQLite or
+PostgreSQL) and the embedded engine instead of W&B heartbeats. Several agents share one sweep:
+on one machine, or on many through PostgreSQL."""
 
 from __future__ import annotations
 
 import os
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nbsweep.errors import UsageError
+from nbsweep.errors import NbsweepError, UsageError
 from nbsweep.local.database import is_url, without_password
 from nbsweep.local.engine import Engine
-from nbsweep.local.store import AgentIdentity, RunState, Store
+from nbsweep.local.store import AgentIdentity, LoggedRow, RunState, Store, StoreUnreachable
 
 if TYPE_CHECKING:
     from nbsweep.sweeping.path import SweepPath
@@ -22,7 +24,6 @@ if TYPE_CHECKING:
 DEFAULT_STORE = Path(".nbsweep") / "sweeps.db"
 STORE_ENV = "NBSWEEP_STORE"
 LOCAL_PREFIX = "local:"
-
 
 
 def store_path(option: Path | str | None, environ: Mapping[str, str] = os.environ) -> Path | str:
@@ -57,22 +58,47 @@ class LocalSweepServer:
         *,
         requeue_crashed: bool = False,
         stop_check_interval: float = 2.0,
+        agent_name: str | None = None,
+        heartbeat_timeout: float | None = None,
+        on_retry: Callable[[str], None] | None = None,
     ) -> None:
         self.store = store
         self.sweep_id = sweep_id
+        store.on_retry = on_retry
+        if heartbeat_timeout is not None:
+            store.heartbeat_grace = heartbeat_timeout
         self.record = store.sweep(sweep_id)
         # Imports the engine and scikit-learn now, before any hand-out takes the lock.
         self.engine = Engine(self.record.config)
-        self.identity = AgentIdentity.current()
+        self.identity = AgentIdentity.current(agent_name)
         self.requeue_crashed = requeue_crashed
         self.stop_check_interval = stop_check_interval
         self._last_stop_check = 0.0
+        # The trial's history rows, written as they come by a writer thread, never on the
+        # event loop: a slow or restarting database server does not hold up the trial. The
+        # heartbeat and the end write what the writer has not.
+        self._rows: list[LoggedRow] = []
+        self._sent = 0  # how many of them are written
+        self._rows_run: str | None = None  # whose rows they are
+        self._rows_changed = threading.Condition()
+        self._closed = False
+        self._writing = threading.Thread(target=self._writer, name="nbsweep-store-writer")
+        self._writing.daemon = True
+        self._writing.start()
+
+    def close(self) -> None:
+        """Stop the writer and close the store (SQLite folds its log into the file)."""
+        with self._rows_changed:
+            self._closed = True
+            self._rows_changed.notify()
+        self._writing.join(timeout=5)
+        self.store.close()
 
     def sweep(self, path: SweepPath) -> dict[str, Any]:
         return {"name": self.sweep_id, "state": self.record.state, "config": self.record.config}
 
     def create_agent(self, path: SweepPath, host: str) -> str:
-        return f"local-{host}-{os.getpid()}"
+        return f"local-{self.identity.host}-{os.getpid()}"
 
     def heartbeat(self, agent_id: str, running: Mapping[str, bool]) -> list[dict[str, Any]]:
         live = [run_id for run_id, alive in running.items() if alive]
@@ -84,22 +110,28 @@ class LocalSweepServer:
             self.engine.propose,
             requeue_crashed=self.requeue_crashed,
         )
-        if run is None:
+        if run is not None:
+            with self._rows_changed:
+                self._rows, self._sent, self._rows_run = [], 0, run.run_id
+        else:
             state = self.store.sweep(self.sweep_id).state
             if state == "paused":
                 return []  # the agent asks again after its poll interval
             if state == "running" and self.engine.target_reached(self.store.runs(self.sweep_id)):
                 self.store.set_sweep_state(self.sweep_id, "finished")
+        if run is None:
             return [{"type": "exit"}]
         args = {name: {"value": value} for name, value in run.values.items()}
         return [{"type": "run", "run_id": run.run_id, "args": args}]
 
     def _while_running(self, run_id: str) -> list[dict[str, Any]]:
-        if not self.store.heartbeat(run_id):
+        if not self._write_rows(run_id) or not self.store.heartbeat(run_id, self.identity):
             # The run was taken from us (reaped after a long silence): stop working on it.
             return [{"type": "stop", "run_id": run_id}]
         if self.store.stop_requested(run_id):  # nbsweep sweep --cancel, or --stop-run
             return [{"type": "stop", "run_id": run_id}]
+        if not self.engine.terminates_early:
+            return []  # reading every run's history is for hyperband alone
         now = time.monotonic()
         if now - self._last_stop_check < self.stop_check_interval:
             return []
@@ -111,15 +143,53 @@ class LocalSweepServer:
         return []
 
     def record_metric(self, run_id: str, record: MetricRecord) -> None:
-        self.store.log_metrics(run_id, record.step, record.values)
+        with self._rows_changed:
+            count = len(self._rows)
+            self._rows.append(LoggedRow(count, record.step, time.time(), record.values))
+            self._rows_run = run_id
+            self._rows_changed.notify()
+
+    def _writer(self) -> None:
+        """Writes unsent rows as they come: each write takes every row recorded meanwhile."""
+        while True:
+            with self._rows_changed:
+                self._rows_changed.wait_for(lambda: self._closed or len(self._rows) > self._sent)
+                if self._closed:
+                    return
+                run_id = self._rows_run
+            if run_id is None:
+                continue
+            try:
+                self._write_rows(run_id)
+            except NbsweepError:  # the heartbeat says why, and the end writes them
+                time.sleep(1.0)
 
     def trial_finished(self, run_id: str, result: TrialResult) -> None:
-        self.store.finish(
-            run_id,
-            RunState.of(result.status),
-            result.metrics.summary(),
-            str(result.output),
-        )
+        try:
+            if self._write_rows(run_id):
+                self.store.finish(
+                    run_id,
+                    self.identity,
+                    RunState.of(result.status),
+                    result.metrics.summary(),
+                    str(result.output),
+                )
+        except StoreUnreachable as error:
+            raise StoreUnreachable(
+                f"{error}; run {run_id} was not recorded, its notebook is {str(result.output)!r}"
+            ) from None
+
+    def _write_rows(self, run_id: str) -> bool:
+        """Write the rows recorded since the last write; False: the run is no longer ours."""
+        with self._rows_changed:
+            rows = self._rows[self._sent :]
+        if not rows:
+            return True
+        if not self.store.log_metrics(run_id, self.identity, rows):
+            return False
+        with self._rows_changed:
+            self._sent = max(self._sent, rows[-1].n + 1)
+        return True
 
     def trial_environment(self, path: SweepPath, run_id: str, param_file: Path) -> dict[str, str]:
         """An offline wandb run per trial (no sweep id: W&B has no such sweep to sync to)."""

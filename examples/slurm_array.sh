@@ -1,24 +1,41 @@
 #!/usr/bin/env bash
-# One W&B sweep across a SLURM cluster: a job array whose every task is one `nbsweep agent`
-# on one GPU, each asking the W&B server for its next trial.
+# One sweep across a SLURM cluster: a job array whose every task is one `nbsweep agent` on
+# one GPU, each asking the sweep's controller for its next trial. The controller is either
 #
-#   nbsweep sweep sweeps/digits-random.yaml           # once, on the login node; prints the id
-#   sbatch --export=ALL,SWEEP=me/digits/k3x9q2ab,COUNT=5 examples/slurm_array.sh
+# * a PostgreSQL database (a local sweep: W&B's engine runs inside each agent, no W&B server,
+#   no internet; the nodes only need to reach the database):
+#
+#     export NBSWEEP_STORE=postgresql://nbsweep@db-node:5432/sweeps   # password: ~/.pgpass
+#     nbsweep sweep --local sweeps/digits-random.yaml  # once, on the login node; prints the id
+#     sbatch --export=ALL,SWEEP=local:k3x9q2ab,COUNT=5 examples/slurm_array.sh
+#
+# * or a W&B server, cloud or self-hosted:
+#
+#     nbsweep sweep sweeps/digits-random.yaml           # once, on the login node; prints the id
+#     sbatch --export=ALL,SWEEP=me/digits/k3x9q2ab,COUNT=5 examples/slurm_array.sh
 #
 # Submit from the repository root: the agents run the sweep's `program:` relative to it and
 # save each trial's notebook in nbsweep-runs/<sweep>/<run>/ there (run ids are unique, so the
 # tasks never write to the same folder; the folder must be on a file system every node sees).
 #
-# Where the sweep lives. Beyond one machine the controller is the W&B server, cloud or
-# self-hosted: it holds the sweep, picks each trial's values (grid, random, bayes), applies
-# early termination and stops, and every agent on every node just asks it for the next trial.
-# The compute nodes therefore need HTTPS to it: api.wandb.ai, or your server, named with
-#   export WANDB_BASE_URL=https://wandb.example.org        # before sbatch; --export=ALL passes it
-# Credentials come from WANDB_API_KEY in the environment or ~/.netrc (`wandb login` once);
-# never write the key into this file.
-# A local sweep (`nbsweep sweep --local`, a SQLite store, no server) is for one machine only:
-# SQLite's locking is not safe on NFS or Lustre, so do not point tasks on several nodes at one
-# store. On one multi-GPU node, use `nbsweep agent local:ID --gpus all` instead of an array.
+# Where the sweep lives.
+# * PostgreSQL (SWEEP=local:ID, NBSWEEP_STORE=postgresql://...): the database holds the sweep,
+#   its runs and their metrics; each hand-out is one transaction under one lock, so tasks
+#   started at the same instant get different trials and a grid runs once. Each task goes by
+#   its own agent name (host name and array index: nodes that share a host name stay
+#   distinct); a task that dies is noticed by its silence, and its run is requeued after
+#   HEARTBEAT_TIMEOUT seconds (default 300 here). A dropped connection or a restarted server
+#   is waited for (NBSWEEP_STORE_RECONNECT_TIMEOUT, 120 s) without stopping the trial. Keep
+#   the password out of this file and of the URL: ~/.pgpass or PGPASSWORD. Install with
+#   `pip install 'nbsweep[local,postgres]'`.
+# * W&B: the server picks each trial's values and applies early termination and stops. The
+#   compute nodes need HTTPS to it: api.wandb.ai, or your server, named with
+#     export WANDB_BASE_URL=https://wandb.example.org      # before sbatch; --export=ALL passes it
+#   Credentials come from WANDB_API_KEY in the environment or ~/.netrc (`wandb login` once);
+#   never write the key into this file.
+# An SQLite store (the default for local sweeps) is for one machine only: SQLite's locking is
+# not safe on NFS or Lustre, and nbsweep refuses it there. On one multi-GPU node, use
+# `nbsweep agent local:ID --gpus all` instead of an array.
 #
 # SLURM reads the #SBATCH lines below (up to the first command); `sbatch --array=0-7` and the
 # like on the command line override them.
@@ -43,8 +60,24 @@
 
 set -euo pipefail
 
-: "${SWEEP:?set SWEEP=ENTITY/PROJECT/SWEEP_ID, e.g. sbatch --export=ALL,SWEEP=me/digits/k3x9q2ab}"
+: "${SWEEP:?set SWEEP=local:ID (with NBSWEEP_STORE=postgresql://...) or ENTITY/PROJECT/ID}"
 count="${COUNT:-5}"  # trials per task at most; the sweep's own run_cap also ends it
+agent_options=(--count "$count")
+if [[ "$SWEEP" == local:* ]]; then
+    case "${NBSWEEP_STORE:-}" in
+        postgresql://* | postgres://*) ;;
+        *)
+            echo "SWEEP=$SWEEP is a local sweep: set NBSWEEP_STORE=postgresql://... so that" \
+                "every node shares it (an SQLite file is for one machine)" >&2
+            exit 2
+            ;;
+    esac
+    agent_options+=(
+        --agent-name "$(hostname)-${SLURM_ARRAY_TASK_ID:-0}"
+        --heartbeat-timeout "${HEARTBEAT_TIMEOUT:-300}"
+        --requeue-crashed
+    )
+fi
 
 cd "${SLURM_SUBMIT_DIR:-.}"
 if [[ -f .venv/bin/activate ]]; then  # `make test` or `make demo` created it
@@ -57,4 +90,4 @@ echo "task ${SLURM_ARRAY_TASK_ID:-0} of job ${SLURM_ARRAY_JOB_ID:-none} on $(hos
 
 # exec: nbsweep gets SLURM's signals directly. Its exit status is the task's: 0 done (or the
 # server said the sweep is over), 1 too many failed trials in a row, 2 a usage error.
-exec nbsweep agent "$SWEEP" --count "$count"
+exec nbsweep agent "$SWEEP" "${agent_options[@]}"

@@ -524,3 +524,32 @@ def test_concurrent_agents_stop_at_the_run_cap(tmp_path, location):
         run_agents(tmp_path, location, sweep_id, 3, [], mode="endless")
         runs = store.runs(sweep_id)
     assert sorted(r.values["x"] for r in runs) == list(range(20))
+
+
+def test_the_servers_writer_drops_the_rows_of_a_run_no_longer_its(location):
+    pytest.importorskip("sweeps", reason="the local sweep server needs the engine")
+    from nbsweep.local.server import LocalSweepServer
+    from nbsweep.trial.metrics import MetricRecord
+
+    store = Store.open(location)
+    sweep_id = store.create_sweep({"method": "grid", "parameters": {"x": {"values": [1, 2]}}})
+    server = LocalSweepServer(store, sweep_id)
+    try:
+        [command] = server.heartbeat("agent", {})
+        run_id = command["run_id"]
+        server.record_metric(run_id, MetricRecord(0, {"loss": 1.0}, "nbsweep"))
+        deadline = time.monotonic() + 10
+        while not store.runs(sweep_id, with_history=True)[0].history:  # written by the writer
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert store.reap(sweep_id, requeue_crashed=True, heartbeat_grace=1e-9) == [run_id]
+        writes = []
+        real = store.log_metrics
+        store.log_metrics = lambda *args: writes.append(args) or real(*args)  # a spy
+        server.record_metric(run_id, MetricRecord(1, {"loss": 0.5}, "nbsweep"))
+        time.sleep(0.5)
+        assert len(writes) == 1, "refused once, then dropped: the writer does not spin"
+        assert server.heartbeat("agent", {run_id: True}) == [{"type": "stop", "run_id": run_id}]
+        assert store.runs(sweep_id, with_history=True)[0].history == []  # requeued: fresh
+    finally:
+        server.close()

@@ -110,17 +110,15 @@ class LocalSweepServer:
             self.engine.propose,
             requeue_crashed=self.requeue_crashed,
         )
-        if run is not None:
-            with self._rows_changed:
-                self._rows, self._sent, self._rows_run = [], 0, run.run_id
-        else:
+        if run is None:
             state = self.store.sweep(self.sweep_id).state
             if state == "paused":
                 return []  # the agent asks again after its poll interval
             if state == "running" and self.engine.target_reached(self.store.runs(self.sweep_id)):
                 self.store.set_sweep_state(self.sweep_id, "finished")
-        if run is None:
             return [{"type": "exit"}]
+        with self._rows_changed:
+            self._rows, self._sent, self._rows_run = [], 0, run.run_id
         args = {name: {"value": value} for name, value in run.values.items()}
         return [{"type": "run", "run_id": run.run_id, "args": args}]
 
@@ -157,8 +155,7 @@ class LocalSweepServer:
                 if self._closed:
                     return
                 run_id = self._rows_run
-            if run_id is None:
-                continue
+            assert run_id is not None  # set with the first row
             try:
                 self._write_rows(run_id)
             except NbsweepError:  # the heartbeat says why, and the end writes them
@@ -180,16 +177,17 @@ class LocalSweepServer:
             ) from None
 
     def _write_rows(self, run_id: str) -> bool:
-        """Write the rows recorded since the last write; False: the run is no longer ours."""
+        """Write the rows recorded since the last write; False: the run is no longer ours
+        (its rows are then dropped: nobody may write them)."""
         with self._rows_changed:
             rows = self._rows[self._sent :]
         if not rows:
             return True
-        if not self.store.log_metrics(run_id, self.identity, rows):
-            return False
+        written = self.store.log_metrics(run_id, self.identity, rows)
         with self._rows_changed:
-            self._sent = max(self._sent, rows[-1].n + 1)
-        return True
+            if self._rows_run == run_id:  # not a write that finished after the next hand-out
+                self._sent = max(self._sent, rows[-1].n + 1)
+        return written
 
     def trial_environment(self, path: SweepPath, run_id: str, param_file: Path) -> dict[str, str]:
         """An offline wandb run per trial (no sweep id: W&B has no such sweep to sync to)."""

@@ -191,6 +191,25 @@ def test_a_store_that_stays_away_ends_the_agent_in_one_line_after_the_trial(own)
     own.server.start()
 
 
+def test_sigterm_while_the_store_is_away_stops_the_agent_at_once(own):
+    sweep_id = own.sweep("method: grid\nparameters:\n  seconds: {values: [60]}\n", LONG)
+    agent = own.start("agent", f"local:{sweep_id}", "--no-wandb", "--stop-grace", "1")
+    _wait_for(own.cwd / "started.flag", agent)
+    own.server.stop()
+    time.sleep(1.5)  # a heartbeat now waits for the server (for up to 120 s)
+    signalled = time.monotonic()
+    agent.send_signal(signal.SIGTERM)
+    _, err = agent.communicate(timeout=60)
+    assert time.monotonic() - signalled < 15, "it did not wait out the reconnect timeout"
+    last = err.strip().splitlines()[-1]
+    assert agent.returncode == 1 and "stopped waiting for it" in last, err[-3000:]
+    notebook = last.split("its notebook is ")[1].split("'")[1]
+    saved = nbformat.read(own.cwd / notebook, as_version=4)  # the partial notebook is kept
+    assert saved.metadata["nbsweep"]["status"] == "stopped"
+    assert own.leftovers() == [], "no kernel survives"
+    own.server.start()
+
+
 def test_a_killed_agents_run_is_reaped_after_its_heartbeat_timeout_and_requeued(own):
     sweep_id = own.sweep("method: grid\nparameters:\n  seconds: {values: [60, 0]}\n", LONG)
     victim = own.start("agent", f"local:{sweep_id}", "--no-wandb", NBSWEEP_AGENT_NAME="node-b")

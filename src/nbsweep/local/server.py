@@ -86,6 +86,10 @@ class LocalSweepServer:
         self._writing.daemon = True
         self._writing.start()
 
+    def stop_waiting(self) -> None:
+        """Give up waiting for an unreachable store (the agent was told to stop now)."""
+        self.store.stop_waiting()
+
     def close(self) -> None:
         """Stop the writer and close the store (SQLite folds its log into the file)."""
         with self._rows_changed:

@@ -137,6 +137,7 @@ class Store:
         self.on_retry: Callable[[str], None] | None = None
         """Told, in a line, when the connection is lost and when it is back."""
         self._down_since: float | None = None
+        self._stop_waiting = threading.Event()
         self.heartbeat_grace = heartbeat_grace_from(os.environ)
         """Seconds without a heartbeat before a running run is lost, unless a call says."""
 
@@ -584,14 +585,23 @@ class Store:
                     if self.on_retry is not None:
                         self.on_retry(f"sweep store {str(self.path)!r} is back")
                     return
+                if self._stop_waiting.is_set():
+                    raise StoreUnreachable(
+                        f"sweep store {str(self.path)!r} unreachable ({reason}); stopped "
+                        "waiting for it, as told"
+                    )
                 if time.monotonic() - self._down_since >= self.reconnect_timeout:
                     raise StoreUnreachable(
                         f"sweep store {str(self.path)!r} unreachable for over "
                         f"{self.reconnect_timeout:g}s ({reason}); start the agent again "
                         f"once it is back (or raise {RECONNECT_TIMEOUT_ENV})"
                     )
-                time.sleep(delay)
+                self._stop_waiting.wait(delay)
                 delay = min(delay * 2, 2.0)
+
+    def stop_waiting(self) -> None:
+        """Have a wait for a lost server (now or later) end at once with StoreUnreachable."""
+        self._stop_waiting.set()
 
     @contextlib.contextmanager
     def _transaction(self, mode: str = "IMMEDIATE") -> Iterator[Sqlite | Postgres]:

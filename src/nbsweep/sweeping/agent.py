@@ -49,7 +49,10 @@ FORKED_WARM_UP_AFTER = 0.0
 
 
 class SweepServer(Protocol):
-    """W&B (``wandb_api.SweepService``) or a local sweep (``local_sweep.LocalSweepServer``)."""
+    """W&B (``wandb_api.SweepService``) or a local sweep (``local.server.LocalSweepServer``).
+
+    A server may also have ``stop_waiting()``: told to stop now (Ctrl-C twice, SIGTERM), the
+    agent calls it so that a call waiting for an unreachable store gives up at once."""
 
     offline_runs: bool
     """Whether each trial's wandb run is an offline one (local sweeps)."""
@@ -191,6 +194,9 @@ class Agent:
                 )
             return
         self.exit_requested = True
+        stop_waiting = getattr(self.server, "stop_waiting", None)
+        if stop_waiting is not None:
+            stop_waiting()
         if self.stop is not None:
             self.reporter.warn("stopping the current trial now")
             self.stop.stop("interrupted", now=self.stop.requested.is_set())

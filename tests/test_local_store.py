@@ -222,8 +222,10 @@ def test_a_silent_run_crashes_after_the_heartbeat_grace(store, me):
     # The reaper guessed wrong: the agent is alive. Its heartbeat is refused (the run is no
     # longer its), but its real result is kept.
     assert not store.heartbeat(quiet.run_id, quiet.agent)
+    assert store.log_metrics(quiet.run_id, quiet.agent, row(0, {"y": 1}))  # its rows too
     assert store.finish(quiet.run_id, quiet.agent, RunState.finished, {"y": 1}, None)
-    assert store.runs(sweep_id)[0].state is RunState.finished
+    [first, _] = store.runs(sweep_id, with_history=True)
+    assert first.state is RunState.finished and [r["y"] for r in first.history] == [1]
 
 
 def test_the_reaper_leaves_a_run_that_beat_since_it_looked(store, me):

@@ -16,7 +16,13 @@ import nbformat
 import pytest
 from test_local_sweeps import EPOCHS, LONG, ROOT, Local
 
-from nbsweep.local.database import Postgres
+from nbsweep.local.database import (
+    _WRITE_LOCK,
+    Postgres,
+    StoreLocked,
+    _scrubbed,
+    without_password,
+)
 from nbsweep.local.store import AgentIdentity, LoggedRow, RunState, Store, StoreUnreachable
 
 pytest.importorskip("sweeps", reason="local sweeps need the engine: pip install 'nbsweep[local]'")
@@ -59,6 +65,43 @@ def test_the_store_url_is_shown_without_its_password(local):
     result = local("status", NBSWEEP_STORE=no_server)
     assert result.returncode == 2 and "hunter2" not in result.stderr
     assert "cannot connect to sweep store" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://u:hunter2@h:5432/db", "postgresql://u:***@h:5432/db"),
+        # Unencoded characters a URL parser reads as the end of the host part.
+        ("postgresql://u:hun#ter2@h/db", "postgresql://u:***@h/db"),
+        ("postgresql://u:hu/n?t@er2@h/db", "postgresql://u:***@h/db"),
+        (
+            "postgres://h/db?sslmode=require&password=hunter2",
+            "postgres://h/db?sslmode=require&password=***",
+        ),
+        ("postgresql://u@h/db", "postgresql://u@h/db"),
+    ],
+)
+def test_passwords_are_never_shown(url, shown):
+    assert without_password(url) == shown
+    secret = "hu/n?t@er2" if "hu/n" in url else "hunter2"
+    assert secret not in _scrubbed(f'connection to "{url}" failed', url)
+
+
+def test_a_lock_timeout_leaves_the_connection_usable(postgres_url):
+    import psycopg
+
+    me = AgentIdentity.current()
+    with (
+        Store.open(postgres_url, busy_timeout=0.3) as store,
+        psycopg.connect(postgres_url, autocommit=True) as other,
+    ):
+        sweep_id = store.create_sweep({"method": "random"})
+        other.execute("BEGIN")
+        other.execute("SELECT pg_advisory_xact_lock(%s)", (_WRITE_LOCK,))  # a stuck agent
+        with pytest.raises(StoreLocked, match="stayed locked"):
+            store.hand_out(sweep_id, me, lambda runs: {"x": 1})
+        other.execute("ROLLBACK")
+        assert store.hand_out(sweep_id, me, lambda runs: {"x": 1}).values == {"x": 1}
 
 
 # Faults. Each test has a server of its own (private_postgres) to cut, stop and restart.

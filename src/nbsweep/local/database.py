@@ -12,7 +12,7 @@ import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote
 
 from nbsweep.errors import EXIT_FAILED, NbsweepError, UsageError
 
@@ -71,22 +71,45 @@ def is_url(location: str | Path) -> bool:
 
 
 def without_password(url: str) -> str:
-    """The URL to show: the password (and any password= parameter) replaced by ***."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        credentials, host = netloc.rsplit("@", 1)
+    """The URL to show: the password (and any password= parameter) replaced by ***.
+
+    Read from the raw text, not a URL parser: a password with an unencoded ``#``, ``?``,
+    ``/`` or ``@`` would make a parser find no password at all, and print it."""
+    scheme, sep, rest = url.partition("://")
+    if sep and "@" in rest:
+        credentials, host = rest.rsplit("@", 1)
         if ":" in credentials:
-            credentials = credentials.split(":", 1)[0] + ":***"
-        netloc = f"{credentials}@{host}"
-    query = re.sub(r"(?i)(password=)[^&]*", r"\1***", parts.query)
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+            rest = credentials.split(":", 1)[0] + ":***@" + host
+    return re.sub(r"(?i)(password=)[^&\s]*", r"\1***", f"{scheme}{sep}{rest}")
+
+
+def _secrets_of(url: str) -> list[str]:
+    """The password in ``url``'s credentials and in any password= parameter."""
+    found = []
+    _, sep, rest = url.partition("://")
+    if sep and "@" in rest:
+        credentials = rest.rsplit("@", 1)[0]
+        if ":" in credentials:
+            found.append(credentials.split(":", 1)[1])
+    found += re.findall(r"(?i)password=([^&\s]*)", url)
+    return [secret for secret in found if secret]
+
+
+def _scrubbed(text: str, url: str) -> str:
+    """``text`` (a driver's message, which may quote the URL) with no secret of ``url``."""
+    for secret in sorted(_secrets_of(url), key=len, reverse=True):
+        text = text.replace(secret, "***")
+        decoded = unquote(secret)
+        if decoded != secret:
+            text = text.replace(decoded, "***")
+    return text
 
 
 class Sqlite:
     """One SQLite file in WAL mode; ``BEGIN IMMEDIATE`` is the write lock."""
 
     history_order = "history.rowid"
+    same_as = "IS"  # equal, NULL to NULL too (IS NOT DISTINCT FROM needs SQLite 3.39)
 
     def __init__(self, connection: sqlite3.Connection, path: Path, busy_timeout: float) -> None:
         self.connection = connection
@@ -178,6 +201,7 @@ class Postgres:
     """A PostgreSQL database (psycopg 3); an advisory lock serialises writes."""
 
     history_order = "history.seq"
+    same_as = "IS NOT DISTINCT FROM"
 
     def __init__(self, connection: Any, url: str, busy_timeout: float) -> None:
         self.connection = connection
@@ -189,6 +213,9 @@ class Postgres:
     @classmethod
     def open(cls, url: str, busy_timeout: float) -> Postgres:
         return cls(_connect(url, busy_timeout), url, busy_timeout)
+
+    def usable(self) -> bool:
+        return not (self.connection.closed or self.connection.broken)
 
     def reconnect(self) -> None:
         """A new connection in place of a lost one; StoreError while the server is away."""
@@ -252,14 +279,17 @@ class Postgres:
             self.connection.closed or self.connection.broken
         ):  # pg_terminate_backend, a server restart, a network cut
             return StoreDisconnected(
-                f"lost the connection to sweep store {self.where}: {_first_line(error)}"
+                f"lost the connection to sweep store {self.where}: "
+                f"{_scrubbed(_first_line(error), self.url)}"
             )
         if getattr(error, "sqlstate", None) == "55P03":  # lock_not_available
             return StoreLocked(
                 f"sweep store {self.where} stayed locked for over {self.busy_timeout:g}s; "
                 "retry, or look for a stuck agent holding it (pg_stat_activity)"
             )
-        return StoreError(f"cannot use sweep store {self.where}: {_first_line(error)}")
+        return StoreError(
+            f"cannot use sweep store {self.where}: {_scrubbed(_first_line(error), self.url)}"
+        )
 
 
 def _connect(url: str, busy_timeout: float) -> Any:
@@ -269,6 +299,7 @@ def _connect(url: str, busy_timeout: float) -> Any:
         raise UsageError(
             "a PostgreSQL store needs psycopg: pip install 'nbsweep[postgres]'"
         ) from None
+    connection = None
     try:
         connection = psycopg.connect(
             url,
@@ -277,16 +308,14 @@ def _connect(url: str, busy_timeout: float) -> Any:
             connect_timeout=max(1, round(busy_timeout)),
             application_name="nbsweep",
         )
+        connection.execute(f"SET lock_timeout = '{int(busy_timeout * 1000)}ms'")
     except psycopg.Error as error:
-        said = _first_line(error)
-        secret = urlsplit(url).password
-        if secret:  # a driver that quotes the URL back must not print the password
-            said = said.replace(secret, "***")
+        if connection is not None:
+            connection.close()
         raise StoreError(
             f"cannot connect to sweep store {without_password(url)!r}: "
-            f"{said}; check the URL, the server and the password"
+            f"{_scrubbed(_first_line(error), url)}; check the URL, the server and the password"
         ) from None
-    connection.execute(f"SET lock_timeout = '{int(busy_timeout * 1000)}ms'")
     return connection
 
 

@@ -81,6 +81,9 @@ class LocalSweepServer:
         self._sent = 0  # how many of them are written
         self._rows_run: str | None = None  # whose rows they are
         self._rows_changed = threading.Condition()
+        # Held from taking rows to recording them written, and over a hand-out: rows of one
+        # attempt of a run never reach the next (a requeued run may come back to us).
+        self._attempt = threading.Lock()
         self._closed = False
         self._writing = threading.Thread(target=self._writer, name="nbsweep-store-writer")
         self._writing.daemon = True
@@ -108,12 +111,16 @@ class LocalSweepServer:
         live = [run_id for run_id, alive in running.items() if alive]
         if live:
             return self._while_running(live[0])
-        run = self.store.hand_out(
-            self.sweep_id,
-            self.identity,
-            self.engine.propose,
-            requeue_crashed=self.requeue_crashed,
-        )
+        with self._attempt:
+            run = self.store.hand_out(
+                self.sweep_id,
+                self.identity,
+                self.engine.propose,
+                requeue_crashed=self.requeue_crashed,
+            )
+            if run is not None:
+                with self._rows_changed:
+                    self._rows, self._sent, self._rows_run = [], 0, run.run_id
         if run is None:
             state = self.store.sweep(self.sweep_id).state
             if state == "paused":
@@ -121,8 +128,6 @@ class LocalSweepServer:
             if state == "running" and self.engine.target_reached(self.store.runs(self.sweep_id)):
                 self.store.set_sweep_state(self.sweep_id, "finished")
             return [{"type": "exit"}]
-        with self._rows_changed:
-            self._rows, self._sent, self._rows_run = [], 0, run.run_id
         args = {name: {"value": value} for name, value in run.values.items()}
         return [{"type": "run", "run_id": run.run_id, "args": args}]
 
@@ -146,9 +151,10 @@ class LocalSweepServer:
 
     def record_metric(self, run_id: str, record: MetricRecord) -> None:
         with self._rows_changed:
+            if run_id != self._rows_run:
+                return  # not the run handed out last: nobody's rows to write
             count = len(self._rows)
             self._rows.append(LoggedRow(count, record.step, time.time(), record.values))
-            self._rows_run = run_id
             self._rows_changed.notify()
 
     def _writer(self) -> None:
@@ -159,7 +165,7 @@ class LocalSweepServer:
                 if self._closed:
                     return
                 run_id = self._rows_run
-            assert run_id is not None  # set with the first row
+            assert run_id is not None  # rows come after a hand-out
             try:
                 self._write_rows(run_id)
             except NbsweepError:  # the heartbeat says why, and the end writes them
@@ -167,14 +173,14 @@ class LocalSweepServer:
 
     def trial_finished(self, run_id: str, result: TrialResult) -> None:
         try:
-            if self._write_rows(run_id):
-                self.store.finish(
-                    run_id,
-                    self.identity,
-                    RunState.of(result.status),
-                    result.metrics.summary(),
-                    str(result.output),
-                )
+            self._write_rows(run_id)  # refused or not: finish says whether the run is ours
+            self.store.finish(
+                run_id,
+                self.identity,
+                RunState.of(result.status),
+                result.metrics.summary(),
+                str(result.output),
+            )
         except StoreUnreachable as error:
             raise StoreUnreachable(
                 f"{error}; run {run_id} was not recorded, its notebook is {str(result.output)!r}"
@@ -183,15 +189,17 @@ class LocalSweepServer:
     def _write_rows(self, run_id: str) -> bool:
         """Write the rows recorded since the last write; False: the run is no longer ours
         (its rows are then dropped: nobody may write them)."""
-        with self._rows_changed:
-            rows = self._rows[self._sent :]
-        if not rows:
-            return True
-        written = self.store.log_metrics(run_id, self.identity, rows)
-        with self._rows_changed:
-            if self._rows_run == run_id:  # not a write that finished after the next hand-out
+        with self._attempt:
+            with self._rows_changed:
+                if self._rows_run != run_id:
+                    return False  # the rows are another run's (or attempt's) now
+                rows = self._rows[self._sent :]
+            if not rows:
+                return True
+            written = self.store.log_metrics(run_id, self.identity, rows)
+            with self._rows_changed:
                 self._sent = max(self._sent, rows[-1].n + 1)
-        return written
+            return written
 
     def trial_environment(self, path: SweepPath, run_id: str, param_file: Path) -> dict[str, str]:
         """An offline wandb run per trial (no sweep id: W&B has no such sweep to sync to)."""

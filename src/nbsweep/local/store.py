@@ -109,13 +109,15 @@ def _reconnecting(method: Callable[P, T]) -> Callable[P, T]:
     def again(*args: P.args, **kwargs: P.kwargs) -> T:
         store = args[0]
         assert isinstance(store, Store)
+        retried = False
         while True:
             try:
                 result = method(*args, **kwargs)
             except StoreDisconnected as error:
-                store._reconnect(error)
+                store._reconnect(error, retried)
+                retried = True
                 continue
-            store._down_since = None
+            store._back()
             return result
 
     return again
@@ -278,10 +280,10 @@ class Store:
                 time.sleep(0.1 * 2**attempt)
                 continue
             except StoreDisconnected as error:
-                self._reconnect(error)
+                self._reconnect(error, lost_attempt_at is not None)
                 lost_attempt_at = lost_attempt_at or started
                 continue
-            self._down_since = None
+            self._back()
             return run
 
     @_reconnecting
@@ -322,9 +324,10 @@ class Store:
 
     @_reconnecting
     def log_metrics(self, run_id: str, agent: AgentIdentity, rows: Sequence[LoggedRow]) -> bool:
-        """Append history rows; a row already written (same ``n``) is skipped."""
+        """Append history rows; a row already written (same ``n``) is skipped. Like
+        ``finish``, a run the reaper marked crashed takes its holder's rows."""
         with self._transaction("HOLDER") as db:
-            if not self._touch(run_id, agent, time.time()):
+            if not self._touch(run_id, agent, time.time(), ("running", "crashed")):
                 return False
             db.execute_many(
                 "INSERT INTO history (run_id, step, logged_at, metrics, n)"
@@ -465,7 +468,7 @@ class Store:
     def _end_lost_run(self, row: Any, now: float, requeue: bool) -> bool:
         """End the run as read in ``row``; False when it changed since (a PostgreSQL holder
         writes its own row without the store's lock: a heartbeat just landed, or the end)."""
-        unchanged = "run_id = ? AND state = ? AND heartbeat_at IS NOT DISTINCT FROM ?"
+        unchanged = f"run_id = ? AND state = ? AND heartbeat_at {self._db.same_as} ?"
         read = (row["run_id"], row["state"], row["heartbeat_at"])
         if requeue and not row["stop_requested"]:
             changed = self._db.execute(
@@ -485,11 +488,14 @@ class Store:
             ).rowcount
         )
 
-    def _touch(self, run_id: str, agent: AgentIdentity, now: float) -> bool:
+    def _touch(
+        self, run_id: str, agent: AgentIdentity, now: float, states: tuple[str, ...] = ("running",)
+    ) -> bool:
+        placeholders = ", ".join("?" for _ in states)
         changed = self._db.execute(
-            f"UPDATE runs SET heartbeat_at = ? WHERE run_id = ? AND state = 'running'"
+            f"UPDATE runs SET heartbeat_at = ? WHERE run_id = ? AND state IN ({placeholders})"
             f" AND {_HELD_BY}",
-            (now, run_id, *_holder(agent)),
+            (now, run_id, *states, *_holder(agent)),
         ).rowcount
         if not changed:
             self._require_run(run_id)
@@ -564,18 +570,25 @@ class Store:
             )
         return version
 
-    def _reconnect(self, lost: StoreDisconnected) -> None:
+    def _reconnect(self, lost: StoreDisconnected, retried: bool) -> None:
         """Reopen the connection, with backoff; StoreUnreachable once the server has been
-        away for ``reconnect_timeout`` seconds (counted from the first loss)."""
+        away for ``reconnect_timeout`` seconds (counted from the first loss). ``retried``:
+        this call lost its connection before, after a reconnect that worked."""
         if not isinstance(self._db, Postgres):
             raise lost
-        now = time.monotonic()
-        if self._down_since is None:
-            self._down_since = now
-            if self.on_retry is not None:
-                self.on_retry(f"{lost}; reconnecting")
         reason, delay = str(lost), 0.05
         with self._thread_lock:
+            if self._down_since is None:
+                self._down_since = time.monotonic()
+                if self.on_retry is not None:
+                    self.on_retry(f"{lost}; reconnecting")
+            down_since = self._down_since
+            if retried:
+                # A server that takes connections but drops each call (a proxy in front of
+                # a dead one) must not be retried for ever. A new call tries once first.
+                self._give_up_if_due(down_since, reason)
+            if self._db.usable():
+                return  # another thread has reconnected since this call lost its connection
             while True:
                 try:
                     self._db.reconnect()
@@ -585,19 +598,26 @@ class Store:
                     if self.on_retry is not None:
                         self.on_retry(f"sweep store {str(self.path)!r} is back")
                     return
-                if self._stop_waiting.is_set():
-                    raise StoreUnreachable(
-                        f"sweep store {str(self.path)!r} unreachable ({reason}); stopped "
-                        "waiting for it, as told"
-                    )
-                if time.monotonic() - self._down_since >= self.reconnect_timeout:
-                    raise StoreUnreachable(
-                        f"sweep store {str(self.path)!r} unreachable for over "
-                        f"{self.reconnect_timeout:g}s ({reason}); start the agent again "
-                        f"once it is back (or raise {RECONNECT_TIMEOUT_ENV})"
-                    )
+                self._give_up_if_due(down_since, reason)
                 self._stop_waiting.wait(delay)
                 delay = min(delay * 2, 2.0)
+
+    def _give_up_if_due(self, down_since: float, reason: str) -> None:
+        if self._stop_waiting.is_set():
+            raise StoreUnreachable(
+                f"sweep store {str(self.path)!r} unreachable ({reason}); stopped waiting for "
+                "it, as told"
+            )
+        if time.monotonic() - down_since >= self.reconnect_timeout:
+            raise StoreUnreachable(
+                f"sweep store {str(self.path)!r} unreachable for over "
+                f"{self.reconnect_timeout:g}s ({reason}); start the agent again once it is "
+                f"back (or raise {RECONNECT_TIMEOUT_ENV})"
+            )
+
+    def _back(self) -> None:
+        with self._thread_lock:
+            self._down_since = None
 
     def stop_waiting(self) -> None:
         """Have a wait for a lost server (now or later) end at once with StoreUnreachable."""
@@ -611,8 +631,10 @@ class Store:
         lock), row locks on PostgreSQL: heartbeats of many agents do not queue behind
         hand-outs (the reaper re-checks the row it ends)."""
         with self._thread_lock, self._translated_errors():
-            self._db.begin(write=mode != "DEFERRED", serialised=mode == "IMMEDIATE")
             try:
+                # Inside the try: a lock timeout at BEGIN must roll back too, else a
+                # PostgreSQL connection is left in a failed transaction.
+                self._db.begin(write=mode != "DEFERRED", serialised=mode == "IMMEDIATE")
                 yield self._db
             except BaseException:
                 self._db.rollback()

@@ -68,6 +68,14 @@ def local(tmp_path, request):
     runner.finish(timeout=10)
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def on_either_store(request, local):
+    """``local`` on an SQLite file, then on a PostgreSQL database (a real server)."""
+    if request.param == "postgres":
+        local.env["NBSWEEP_STORE"] = request.getfixturevalue("postgres_url")
+    return local
+
+
 def grid(xs: int, ys: int) -> str:
     return (
         "method: grid\nmetric: {name: score, goal: maximize}\nparameters:\n"
@@ -98,7 +106,8 @@ def test_bayes_with_run_cap_and_three_agents(local):
     assert len(local.status(sweep_id)["runs"]) == 30
 
 
-def test_metric_target_ends_the_sweep(local):
+def test_metric_target_ends_the_sweep(on_either_store):
+    local = on_either_store
     sweep_id = local.sweep(
         "method: random\nmetric: {name: score, goal: maximize, target: 5}\nrun_cap: 40\n"
         "parameters:\n  x: {value: 1}\n  y: {values: [0, 1]}\n",
@@ -106,7 +115,9 @@ def test_metric_target_ends_the_sweep(local):
     )
     result = local("agent", f"local:{sweep_id}", "--no-wandb")
     assert result.returncode == 0, result.stderr
-    assert len(local.status(sweep_id)["runs"]) == 1, "the first run reached the target"
+    status = local.status(sweep_id)
+    assert len(status["runs"]) == 1, "the first run reached the target"
+    assert status["state"] == "finished"
 
 
 LONG = [
@@ -155,7 +166,8 @@ EPOCHS = [
 ]
 
 
-def test_hyperband_stops_a_poor_run(local):
+def test_hyperband_stops_a_poor_run(on_either_store):
+    local = on_either_store
     sweep_id = local.sweep(
         "method: grid\nmetric: {name: loss, goal: minimize}\n"
         "early_terminate: {type: hyperband, min_iter: 3, eta: 2}\n"

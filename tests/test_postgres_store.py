@@ -14,7 +14,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from test_local_sweeps import EPOCHS, LONG, ROOT, Local
+from test_local_sweeps import LONG, ROOT, Local
 
 from nbsweep.local.database import (
     _WRITE_LOCK,
@@ -351,24 +351,3 @@ def test_a_wrong_password_and_a_malformed_url_are_one_line_each(own):
     malformed = own("status", NBSWEEP_STORE="postgresql://nbsweep:pw@host:notaport/db")
     assert malformed.returncode == 2 and malformed.stderr.count("\n") == 1, malformed.stderr
     assert "pw@" not in malformed.stderr and "Traceback" not in malformed.stderr
-
-
-def test_hyperband_stops_and_metric_target_ends_the_sweep_on_postgresql(local):
-    sweep_id = local.sweep(
-        "method: grid\nmetric: {name: loss, goal: minimize}\n"
-        "early_terminate: {type: hyperband, min_iter: 3, eta: 2}\n"
-        "parameters:\n  quality: {values: [1.0, 50.0, 60.0]}\n",
-        EPOCHS,
-    )
-    result = local("agent", f"local:{sweep_id}", "--no-wandb", "--stop-grace", "2")
-    assert result.returncode == 0, result.stderr[-3000:]
-    states = {run["values"]["quality"]: run["state"] for run in local.status(sweep_id)["runs"]}
-    assert states[1.0] == "finished" and "stopped" in states.values(), states
-    target = local.sweep(
-        "method: random\nmetric: {name: score, goal: maximize, target: 5}\nrun_cap: 40\n"
-        "parameters:\n  x: {values: [7, 8]}\n",
-        TRIVIAL,
-    )
-    assert local("agent", f"local:{target}", "--no-wandb").returncode == 0
-    status = local.status(target)
-    assert len(status["runs"]) == 1 and status["state"] == "finished", "the first run hit it"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import ModuleType
 from typing import Any, Protocol
 
@@ -50,10 +50,14 @@ class Engine:
         self.sweeps = load_engine()
 
     def problems(self) -> list[str]:
-        """What the engine's own schema refuses in the config."""
+        """What the engine's own schema refuses in the config, less its deprecation notes:
+        W&B still runs the natural-log ``log_uniform`` family (with a warning, which
+        ``sweeping.config`` gives too), so a local sweep runs them as well."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return list(self.sweeps.schema_violations_from_proposed_config(self.config))
+            found = self.sweeps.schema_violations_from_proposed_config(self.config)
+        deprecated = tuple(self.sweeps.params.PARAM_DEPRECATION_MAP.values())
+        return [problem for problem in found if not problem.endswith(deprecated)]
 
     def propose(self, runs: Sequence[Run]) -> dict[str, Any] | None:
         """The next run's parameter values, or None when the sweep has nothing left to try
@@ -65,7 +69,8 @@ class Engine:
             proposal = self.sweeps.next_run(self.config, [self._to_engine(r) for r in runs])
         if proposal is None:
             return None
-        return {name: entry["value"] for name, entry in proposal.config.items()}
+        values = {name: entry["value"] for name, entry in proposal.config.items()}
+        return _as_specified(values, self.config.get("parameters") or {})
 
     @property
     def terminates_early(self) -> bool:
@@ -100,3 +105,53 @@ class Engine:
             summary_metrics=dict(run.summary),
             history=list(run.history),
         )
+
+
+def _as_specified(values: Mapping[str, Any], parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """The engine's values as plain Python, each number of the type its spec implies, nested
+    ``parameters:`` groups too. The engine samples with numpy: its scalars are no JSON (the
+    store's) and no literal a user expects (``batch_size`` an ``int64``)."""
+    typed: dict[str, Any] = {}
+    for name, value in values.items():
+        spec = parameters.get(name)
+        spec = spec if isinstance(spec, Mapping) else {}
+        inner = spec.get("parameters")
+        if isinstance(inner, Mapping) and isinstance(value, Mapping):
+            typed[name] = _as_specified(value, inner)
+        else:
+            typed[name] = _quantized(_plain(value), spec)
+    return typed
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars and arrays, also inside lists and dicts, as Python's own values."""
+    import numpy  # here, not at the top: it comes with the engine (nbsweep[local])
+
+    if isinstance(value, (numpy.generic, numpy.ndarray)):
+        return value.tolist()
+    if isinstance(value, Mapping):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
+
+
+# The keys that make a quantized (q_*) value whole: an integer q and integer bounds or mu/sigma.
+_WHOLE_KEYS = ("q", "min", "max", "mu", "sigma")
+
+
+def _quantized(value: Any, spec: Mapping[str, Any]) -> Any:
+    """A ``q_*`` value as an int when its spec is all integers, else a float. The engine has
+    no one rule: random search gives an int whenever ``q`` is one (``min: 0.0, q: 2`` too),
+    grid search (``numpy.arange``) a float whenever any of ``min``, ``max``, ``q`` is."""
+    distribution = spec.get("distribution")
+    if not (isinstance(distribution, str) and distribution.startswith("q_")):
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return value
+    whole = "q" in spec and all(_is_int(spec[key]) for key in _WHOLE_KEYS if key in spec)
+    return round(value) if whole and math.isfinite(value) else float(value)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -16,6 +16,7 @@ import pytest
 
 from nbsweep.errors import UsageError
 from nbsweep.local.store import (
+    SCHEMA_VERSION,
     AgentIdentity,
     LoggedRow,
     RunRecord,
@@ -396,9 +397,10 @@ def test_a_version_1_store_is_upgraded_in_place(tmp_path, me):
         sweep_id = store.create_sweep({"method": "grid"})
         old = store.hand_out(sweep_id, me, walk(GRID))
         store.log_metrics(old.run_id, me, row(0, {"loss": 1.0}))
-    with sqlite3.connect(path) as raw:  # back to version 1: no row numbers
+    with sqlite3.connect(path) as raw:  # back to version 1: no row numbers, no run errors
         raw.execute("DROP INDEX history_once")
         raw.execute("ALTER TABLE history DROP COLUMN n")
+        raw.execute("ALTER TABLE runs DROP COLUMN error")
         raw.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
     raw.close()
     with Store.open(path) as store:
@@ -406,7 +408,7 @@ def test_a_version_1_store_is_upgraded_in_place(tmp_path, me):
         [stored] = store.runs(sweep_id, with_history=True)
     assert [r["loss"] for r in stored.history] == [1.0, 0.5]
     with sqlite3.connect(path) as raw:
-        assert raw.execute("SELECT value FROM meta").fetchone() == ("2",)
+        assert raw.execute("SELECT value FROM meta").fetchone() == (str(SCHEMA_VERSION),)
     raw.close()
 
 

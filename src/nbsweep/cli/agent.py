@@ -11,6 +11,7 @@ import click
 
 from nbsweep.cli.options import (
     agent_options,
+    agent_run_options,
     execution_options,
     trial_settings,
 )
@@ -19,6 +20,7 @@ from nbsweep.cli.options import (
 @click.command(context_settings={"ignore_unknown_options": False})
 @click.argument("sweep_id")
 @agent_options
+@agent_run_options
 @execution_options
 def agent(
     sweep_id: str,

@@ -2,18 +2,34 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
-config_var_option = click.option(
+
+class AgentOption(click.Option):
+    """An option of how trials run: `nbsweep agent` has it, and `nbsweep sweep --run` too,
+    which hands it on to the agents it starts (``handed_on``)."""
+
+
+_option = functools.partial(click.option, cls=AgentOption)
+
+config_var_option = _option(
     "--config-var",
     default="config",
     show_default=True,
     metavar="NAME",
     help="Variable holding a config dict, used when no cell is tagged 'parameters'.",
+)
+sweep_function_option = _option(
+    "--sweep-function",
+    metavar="NAME",
+    help="Where the notebook calls wandb.agent more than once: the function trials run "
+    "(as written in the call, e.g. train or mymod.train). Default: the last call's.",
 )
 
 
@@ -37,40 +53,47 @@ def store_option(command: Callable) -> Callable:
     )(command)
 
 
+gpus_option = click.option(
+    "--gpus",
+    metavar="IDS",
+    help="One agent per GPU: 0,1,2 or 'all'; each sees only its GPU through CUDA_VISIBLE_DEVICES.",
+)
+
+
 def execution_options(command: Callable) -> Callable:
     """Options every command that executes a notebook shares."""
     options = [
-        click.option(
+        _option(
             "--kernel",
             metavar="NAME",
             help="Kernel to use instead of the notebook's "
             "kernelspec (python3 means the interpreter running nbsweep).",
         ),
-        click.option(
+        _option(
             "--cwd",
             type=click.Path(file_okay=False, path_type=Path),
             help="Working directory of the kernel. Default: the notebook's folder.",
         ),
-        click.option(
+        _option(
             "--timeout",
             "cell_timeout",
             type=click.FloatRange(min=0, min_open=True),
             metavar="SECONDS",
             help="Stop a cell that runs longer (interrupt, then kill). Default: no limit.",
         ),
-        click.option(
+        _option(
             "--trial-timeout",
             type=click.FloatRange(min=0, min_open=True),
             metavar="SECONDS",
             help="Stop the notebook after this long. Default: no limit.",
         ),
-        click.option(
+        _option(
             "--run-install-cells",
             is_flag=True,
             help="Run install lines (!pip install, %pip install, %conda install ...) in "
             "trials. Default: skip them, saying so once.",
         ),
-        click.option(
+        _option(
             "--stop-grace",
             type=click.FloatRange(min=0),
             default=10.0,
@@ -80,24 +103,111 @@ def execution_options(command: Callable) -> Callable:
             "before killing the kernel.",
         ),
         config_var_option,
-        click.option(
+        sweep_function_option,
+        _option(
             "--allow-unknown",
             is_flag=True,
             help="Inject names the notebook does not define instead of failing.",
         ),
-        click.option(
+        _option(
             "--metric",
             "metrics",
             multiple=True,
             metavar="NAME",
             help="Report this variable's final value as a metric (repeatable).",
         ),
-        click.option(
+        _option(
             "--log-output",
             is_flag=True,
             help="Stream the kernel's stdout and stderr while it runs.",
         ),
-        click.option("--html", is_flag=True, help="Also save the executed notebook as HTML."),
+        _option("--html", is_flag=True, help="Also save the executed notebook as HTML."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def agent_run_options(command: Callable) -> Callable:
+    """How an agent runs its trials, beyond the execution options: `nbsweep agent` and
+    `nbsweep sweep --run` (which hands them on to its agents) share them."""
+    options = [
+        _option(
+            "--poll",
+            type=click.FloatRange(min=0.05),
+            default=2.0,
+            show_default=True,
+            metavar="SECONDS",
+            help="Heartbeat interval while idle; the next trial is asked for as soon as one ends.",
+        ),
+        _option(
+            "--heartbeat",
+            type=click.FloatRange(min=0.05),
+            metavar="SECONDS",
+            help="Heartbeat interval while a trial runs (how soon a stop arrives). Default: 5 for "
+            "W&B, 1 for local sweeps.",
+        ),
+        _option(
+            "--max-consecutive-failures",
+            type=click.IntRange(min=1),
+            default=3,
+            show_default=True,
+            help="Stop after this many failed trials in a row.",
+        ),
+        _option(
+            "--requeue-crashed",
+            is_flag=True,
+            help="Local sweeps: put a dead agent's run back to pending instead of marking it "
+            "crashed.",
+        ),
+        _option(
+            "--agent-name",
+            envvar="NBSWEEP_AGENT_NAME",
+            metavar="NAME",
+            help="Local sweeps: the name this machine's agents go by in the store (default: "
+            "the host name); give each node its own where nodes share a host name.",
+        ),
+        _option(
+            "--heartbeat-timeout",
+            envvar="NBSWEEP_HEARTBEAT_TIMEOUT",
+            type=click.FloatRange(min=0, min_open=True),
+            metavar="SECONDS",
+            help="Local sweeps: a run whose agent sent no heartbeat for this long is lost "
+            "(crashed, or requeued with --requeue-crashed)  [default: 600]",
+        ),
+        _option(
+            "--preload",
+            default="auto",
+            show_default=True,
+            metavar="auto|none|MODULES",
+            help="What the next trial's kernel imports while the current trial runs: auto "
+            "(the notebook's leading import statements), none, or modules (numpy,torch).",
+        ),
+        _option(
+            "--preload-cuda",
+            is_flag=True,
+            help="Also initialise CUDA (through torch) in the next trial's kernel.",
+        ),
+        _option(
+            "--kernel-start",
+            type=click.Choice(["fork", "exec"]),
+            default="fork",
+            show_default=True,
+            help="fork: each trial's kernel is forked from a template process that imported "
+            "ipykernel and the preload once (Linux, this Python's kernel, no --preload-cuda; "
+            "else exec, said once); exec: a fresh interpreter per kernel.",
+        ),
+        _option(
+            "--no-warm-kernels",
+            is_flag=True,
+            help="Start each trial's kernel when the trial starts (no kernel started ahead, "
+            "no preload).",
+        ),
+        _option(
+            "--no-wandb",
+            is_flag=True,
+            help="Open no wandb run per trial (local sweeps otherwise keep an offline one each).",
+        ),
     ]
     for option in reversed(options):
         command = option(command)
@@ -105,7 +215,7 @@ def execution_options(command: Callable) -> Callable:
 
 
 def agent_options(command: Callable) -> Callable:
-    """What `nbsweep agent` takes beyond the execution options."""
+    """What only `nbsweep agent` takes: which sweep, and how many agents."""
     options = [
         click.option("--count", type=click.IntRange(min=1), help="Stop after this many trials."),
         click.option(
@@ -119,34 +229,7 @@ def agent_options(command: Callable) -> Callable:
         click.option(
             "--entity", help="W&B entity of the sweep (else from SWEEP_ID or WANDB_ENTITY)."
         ),
-        click.option(
-            "--poll",
-            type=click.FloatRange(min=0.05),
-            default=2.0,
-            show_default=True,
-            metavar="SECONDS",
-            help="Heartbeat interval while idle; the next trial is asked for as soon as one ends.",
-        ),
-        click.option(
-            "--heartbeat",
-            type=click.FloatRange(min=0.05),
-            metavar="SECONDS",
-            help="Heartbeat interval while a trial runs (how soon a stop arrives). Default: 5 for "
-            "W&B, 1 for local sweeps.",
-        ),
-        click.option(
-            "--max-consecutive-failures",
-            type=click.IntRange(min=1),
-            default=3,
-            show_default=True,
-            help="Stop after this many failed trials in a row.",
-        ),
-        click.option(
-            "--gpus",
-            metavar="IDS",
-            help="One agent per GPU: 0,1,2 or 'all'; each sees only its GPU through "
-            "CUDA_VISIBLE_DEVICES.",
-        ),
+        gpus_option,
         click.option(
             "--workers",
             type=click.IntRange(min=1),
@@ -154,64 +237,30 @@ def agent_options(command: Callable) -> Callable:
         ),
         click.option("--local", is_flag=True, help="SWEEP_ID is a local sweep (same as local:ID)."),
         store_option,
-        click.option(
-            "--requeue-crashed",
-            is_flag=True,
-            help="Local sweeps: put a dead agent's run back to pending instead of marking it "
-            "crashed.",
-        ),
-        click.option(
-            "--agent-name",
-            envvar="NBSWEEP_AGENT_NAME",
-            metavar="NAME",
-            help="Local sweeps: the name this machine's agents go by in the store (default: "
-            "the host name); give each node its own where nodes share a host name.",
-        ),
-        click.option(
-            "--heartbeat-timeout",
-            envvar="NBSWEEP_HEARTBEAT_TIMEOUT",
-            type=click.FloatRange(min=0, min_open=True),
-            metavar="SECONDS",
-            help="Local sweeps: a run whose agent sent no heartbeat for this long is lost "
-            "(crashed, or requeued with --requeue-crashed)  [default: 600]",
-        ),
-        click.option(
-            "--preload",
-            default="auto",
-            show_default=True,
-            metavar="auto|none|MODULES",
-            help="What the next trial's kernel imports while the current trial runs: auto "
-            "(the notebook's leading import statements), none, or modules (numpy,torch).",
-        ),
-        click.option(
-            "--preload-cuda",
-            is_flag=True,
-            help="Also initialise CUDA (through torch) in the next trial's kernel.",
-        ),
-        click.option(
-            "--kernel-start",
-            type=click.Choice(["fork", "exec"]),
-            default="fork",
-            show_default=True,
-            help="fork: each trial's kernel is forked from a template process that imported "
-            "ipykernel and the preload once (Linux, this Python's kernel, no --preload-cuda; "
-            "else exec, said once); exec: a fresh interpreter per kernel.",
-        ),
-        click.option(
-            "--no-warm-kernels",
-            is_flag=True,
-            help="Start each trial's kernel when the trial starts (no kernel started ahead, "
-            "no preload).",
-        ),
-        click.option(
-            "--no-wandb",
-            is_flag=True,
-            help="Open no wandb run per trial (local sweeps otherwise keep an offline one each).",
-        ),
     ]
     for option in reversed(options):
         command = option(command)
     return command
+
+
+def handed_on(ctx: click.Context) -> list[str]:
+    """The ``AgentOption``s given on ``ctx``'s command line, as arguments for `nbsweep
+    agent`; the rest it has already: the same defaults, the same environment."""
+    arguments: list[str] = []
+    for param in ctx.command.params:
+        name = param.name
+        if not isinstance(param, AgentOption) or name is None:
+            continue
+        if ctx.get_parameter_source(name) is not ParameterSource.COMMANDLINE:
+            continue
+        flag, value = param.opts[0], ctx.params[name]
+        if param.is_flag:
+            arguments += [flag] if value else []
+        else:
+            # --name=value: a value that starts with "-" stays a value.
+            values = value if param.multiple else (value,)
+            arguments += [f"{flag}={item}" for item in values]
+    return arguments
 
 
 def trial_settings(
@@ -222,6 +271,7 @@ def trial_settings(
     trial_timeout: float | None,
     stop_grace: float,
     config_var: str,
+    sweep_function: str | None,
     allow_unknown: bool,
     metrics: tuple[str, ...],
     log_output: bool,
@@ -235,6 +285,7 @@ def trial_settings(
     del log_output  # a Reporter setting, not the trial's
     return TrialSettings(
         config_var=config_var,
+        sweep_function=sweep_function,
         allow_unknown=allow_unknown,
         html=html,
         kernel_name=kernel,

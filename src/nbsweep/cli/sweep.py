@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from nbsweep.cli.options import (
-    config_var_option,
+    agent_run_options,
+    execution_options,
+    gpus_option,
+    handed_on,
     store_option,
 )
 from nbsweep.cli.status import status
@@ -16,12 +21,14 @@ from nbsweep.errors import (
     UsageError,
 )
 
+if TYPE_CHECKING:
+    from nbsweep.sweeping.workers import Worker
+
 
 @click.command()
 @click.argument("sweep_file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--project", help="W&B project (else the YAML's project:, or WANDB_PROJECT).")
 @click.option("--entity", help="W&B entity (else the YAML's entity:, or WANDB_ENTITY).")
-@config_var_option
 @click.option("--dry-run", is_flag=True, help="Validate only; create nothing.")
 @click.option(
     "--print-yaml", is_flag=True, help="Print the sweep config as created (YAML); create nothing."
@@ -32,11 +39,13 @@ from nbsweep.errors import (
     "--run",
     "run_it",
     is_flag=True,
-    help="With --local: then run agents on it (--workers, --count) and print the leaderboard.",
+    help="With --local: then run agents on it and print the leaderboard. The agents take "
+    "--workers or --gpus, --count, and the options below of how `nbsweep agent` runs trials.",
 )
 @click.option(
-    "--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Agents for --run."
+    "--workers", type=click.IntRange(min=1), help="Agents for --run, without GPUs.  [default: 1]"
 )
+@gpus_option
 @click.option("--count", type=click.IntRange(min=1), help="Trials per agent for --run.")
 @click.option("--pause", "action", flag_value="pause", help="Pause local sweep SWEEP_FILE (an ID).")
 @click.option("--resume", "action", flag_value="resume", help="Resume a paused local sweep.")
@@ -47,7 +56,11 @@ from nbsweep.errors import (
     "--cancel", "action", flag_value="cancel", help="Cancel a local sweep: running trials stop."
 )
 @click.option("--stop-run", metavar="RUN_ID", help="Stop one run of local sweep SWEEP_FILE.")
+@agent_run_options
+@execution_options
+@click.pass_context
 def sweep(
+    ctx: click.Context,
     sweep_file: Path,
     project: str | None,
     entity: str | None,
@@ -57,10 +70,12 @@ def sweep(
     local: bool,
     store: Path | str | None,
     run_it: bool,
-    workers: int,
+    workers: int | None,
+    gpus: str | None,
     count: int | None,
     action: str | None,
     stop_run: str | None,
+    **how_trials_run: object,  # the agents' options: handed on as given (handed_on)
 ) -> None:
     """Validate SWEEP_FILE against W&B's rules and its notebook, then create the sweep on
     W&B, or with --local in a local store (no server; agents on this machine share it).
@@ -80,8 +95,7 @@ def sweep(
         return
     if run_it and not local:
         raise click.UsageError("--run runs local sweeps: add --local")
-    if not run_it and (workers != 1 or count is not None):
-        raise click.UsageError("--workers and --count go with --run")
+    fleet, agent_arguments = _agents(ctx, run_it, workers, gpus, count)
     checked = check_sweep(sweep_file, project=project, config_var=config_var, local=local)
     for note in checked.notes:
         click.echo(f"note: {note}", err=True)
@@ -92,7 +106,7 @@ def sweep(
     elif dry_run:
         click.echo(f"{sweep_file}: valid; command: {checked.config['command']}")
     elif local:
-        _create_local(checked.config, sweep_file.stem, store, run_it, workers, count)
+        _create_local(checked.config, sweep_file.stem, store, fleet, agent_arguments)
     else:
         warn = lambda message: click.echo(f"warning: {message}", err=True)  # noqa: E731
         path = create_wandb_sweep(checked.config, entity, on_retry=warn)
@@ -124,9 +138,39 @@ def _is_file(text: str) -> bool:
     return Path(text).suffix in (".yaml", ".yml", ".ipynb")
 
 
+def _agents(
+    ctx: click.Context, run_it: bool, workers: int | None, gpus: str | None, count: int | None
+) -> tuple[list[Worker], list[str]]:
+    """The agents --run starts and the arguments each gets beyond the sweep's ID and store;
+    an option of theirs without --run is a usage error (checked before a sweep is made)."""
+    arguments = handed_on(ctx)
+    if not run_it:
+        # --config-var is the sweep's own too: the notebook's parameters are checked with it.
+        names = [arg.split("=", 1)[0] for arg in arguments if not arg.startswith("--config-var")]
+        given = {"--workers": workers, "--gpus": gpus, "--count": count}
+        names = list(dict.fromkeys([*names, *(n for n, v in given.items() if v is not None)]))
+        if names:
+            verb = "goes" if len(names) == 1 else "go"
+            raise click.UsageError(f"{' and '.join(names)} {verb} with --run")
+        return [], []
+    from nbsweep.kernel.preload import Preload
+    from nbsweep.sweeping.workers import cpu_workers, gpu_workers
+
+    Preload.parse(str(ctx.params["preload"]))  # as an agent would, before the sweep is made
+    if gpus is not None and workers is not None:
+        raise click.UsageError("use --gpus or --workers, not both")
+    fleet = gpu_workers(gpus, os.environ) if gpus is not None else cpu_workers(workers or 1)
+    return fleet, [*(["--count", str(count)] if count else []), *arguments]
+
+
 def _create_local(
-    config: dict, name: str, store: Path | str | None, run_it: bool, workers: int, count: int | None
+    config: dict,
+    name: str,
+    store: Path | str | None,
+    fleet: list[Worker],
+    agent_arguments: list[str],
 ) -> None:
+    """Create the sweep; with a ``fleet``, run its agents on it, then show the leaderboard."""
     from nbsweep.api import create_local_sweep
     from nbsweep.local.server import shown, store_path
 
@@ -134,13 +178,13 @@ def _create_local(
     location = store_path(store)
     store_flag = f" --store {shown(store)}" if store is not None else ""
     click.echo(f"created local sweep {sweep_id} in {shown(location)}")
-    if not run_it:
+    if not fleet:
         click.echo(f"run it with: nbsweep agent local:{sweep_id}{store_flag} [--workers N]")
         return
-    from nbsweep.sweeping.workers import agents_on_store, cpu_workers, run_workers
+    from nbsweep.sweeping.workers import agents_on_store, run_workers
 
-    argv = ["agent", f"local:{sweep_id}", *(["--count", str(count)] if count else [])]
-    fleet, argv = agents_on_store(cpu_workers(workers), argv, location)
+    argv = ["agent", f"local:{sweep_id}", *agent_arguments]
+    fleet, argv = agents_on_store(fleet, argv, location)
     code = run_workers(fleet, argv)
     click.echo()
     click.get_current_context().invoke(

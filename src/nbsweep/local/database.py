@@ -33,7 +33,7 @@ SCHEMA = (
         run_values TEXT NOT NULL, agent_host TEXT, agent_pid INTEGER, agent_started {real},
         created_at {real} NOT NULL, started_at {real}, finished_at {real},
         heartbeat_at {real}, summary TEXT NOT NULL, notebook TEXT,
-        stop_requested INTEGER NOT NULL DEFAULT 0)""",
+        stop_requested INTEGER NOT NULL DEFAULT 0, error TEXT)""",
     "CREATE INDEX runs_by_sweep ON runs (sweep_id, state)",
     # n: the row's place in its run, as the agent counted; a write retried after a lost
     # connection may arrive twice, and the second is ignored.
@@ -44,8 +44,13 @@ SCHEMA = (
 )
 """One schema for both; each database fills in its types. JSON columns are TEXT: JSON as
 Python writes it holds NaN and the infinities, real metric values."""
-UPGRADE_FROM_1 = ("ALTER TABLE history ADD COLUMN n INTEGER", HISTORY_ONCE)
-"""Schema version 1 to 2 (rows of version 1 have no n, and are never written again)."""
+UPGRADES = {
+    1: ("ALTER TABLE history ADD COLUMN n INTEGER", HISTORY_ONCE),
+    2: ("ALTER TABLE runs ADD COLUMN error TEXT",),
+}
+"""Statements that take a store from the version it is keyed by to the next. Version 2:
+history rows are numbered (rows of version 1 have no n, and are never written again).
+Version 3: a run has why it failed or stopped (runs ended before have none)."""
 
 
 class StoreError(UsageError):

@@ -32,6 +32,7 @@ class RunLike(Protocol):
     summary: dict[str, Any]
     notebook: str | None
     history: list[dict[str, Any]]  # each with "step" and metric values
+    # Optional, read with error_of: ``error``, why the run failed or was stopped.
 
 
 R = TypeVar("R", bound=RunLike)
@@ -95,6 +96,11 @@ def state_of(run: RunLike) -> str:
     return str(run.state.value if isinstance(run.state, Enum) else run.state)
 
 
+def error_of(run: RunLike) -> str | None:
+    """Why the run failed or was stopped, in one line; None if nobody said."""
+    return getattr(run, "error", None)
+
+
 def duration(run: RunLike, now: float | None = None) -> float | None:
     """Seconds from start to finish, or so far while running; None if it has no start."""
     end = run.finished_at
@@ -120,7 +126,8 @@ def table(
     metric = metric_of(sweep)
     shown = [metric.name] if metric.name else []
     rows = [["#", "run", "state", *shown, "duration", "parameters", "notebook"]]
-    for place, run in enumerate(rank(sweep, runs), 1):
+    ranked = rank(sweep, runs)
+    for place, run in enumerate(ranked, 1):
         value = metric_value(run, metric.name)
         shown = [format_value(value, 6) if value is not None else "-"] if metric.name else []
         params = " ".join(f"{k}={format_value(v)}" for k, v in flatten(run.values).items())
@@ -154,6 +161,11 @@ def table(
         value = format_value(metric_value(top, metric.name), 6)
         found = f"best: {top.run_id} {metric.name}={value}"
         lines.append(found + (f" notebook: {top.notebook}" if top.notebook else ""))
+    for run in ranked:  # why runs failed: the table has no room for it
+        error = error_of(run)
+        if error:
+            said = f"run {run.run_id} {state_of(run)}: {error}"
+            lines.append(fit(said, width) if width else said)
     return "\n".join(lines) + "\n"
 
 
@@ -176,6 +188,7 @@ def as_json(sweep: SweepLike, runs: Iterable[RunLike], *, now: float | None = No
             "finished_at": run.finished_at,
             "duration": duration(run, now),
             "notebook": run.notebook,
+            "error": error_of(run),
             "summary": run.summary,
             "history": run.history,
         }

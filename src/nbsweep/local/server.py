@@ -180,6 +180,7 @@ class LocalSweepServer:
                 RunState.of(result.status),
                 result.metrics.summary(),
                 str(result.output),
+                result.error,
             )
         except StoreUnreachable as error:
             raise StoreUnreachable(

@@ -32,7 +32,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from nbsweep.errors import UsageError
 from nbsweep.local.database import (
-    UPGRADE_FROM_1,
+    UPGRADES,
     Postgres,
     Sqlite,
     StoreDisconnected,
@@ -46,7 +46,7 @@ from nbsweep.local.filesystems import network_file_system, read_mounts
 from nbsweep.processes import AgentIdentity, agent_name
 from nbsweep.status import ENDED_STATES, RunState
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DEFAULT_BUSY_TIMEOUT = 10.0  # seconds one statement waits for another process's write lock
 BUSY_TIMEOUT_ENV = "NBSWEEP_STORE_BUSY_TIMEOUT"
 DEFAULT_RECONNECT_TIMEOUT = 120.0  # seconds a lost database server is waited for
@@ -74,6 +74,7 @@ class RunRecord:
     summary: dict[str, Any]
     notebook: str | None  # the executed notebook's path
     stop_requested: bool
+    error: str | None = None  # why it failed or was stopped, in one line (secrets redacted)
     # Rows as logged plus ``_step`` and ``_timestamp`` (W&B's names); only when asked for.
     history: list[dict[str, Any]] = field(default_factory=list)
 
@@ -344,21 +345,24 @@ class Store:
         state: RunState,
         summary: dict[str, Any],
         notebook: str | None,
+        error: str | None = None,
     ) -> bool:
-        """Record the run's end. A run the reaper marked crashed is accepted too: its agent
-        was alive after all, and its real result beats the reaper's guess."""
+        """Record the run's end, and ``error``: why it did not finish. A run the reaper
+        marked crashed is accepted too: its agent was alive after all, and its real result
+        beats the reaper's guess."""
         if state not in ENDED_STATES:
             raise ValueError(f"finish needs an ended state, not {state!r}")
         now = time.time()
         with self._transaction("HOLDER") as db:
             changed = db.execute(
-                "UPDATE runs SET state = ?, summary = ?, notebook = ?, finished_at = ?,"
+                "UPDATE runs SET state = ?, summary = ?, notebook = ?, error = ?, finished_at = ?,"
                 f" heartbeat_at = ? WHERE run_id = ? AND state IN ('running', 'crashed')"
                 f" AND {_HELD_BY}",
                 (
                     RunState(state).value,
                     json.dumps(summary),
                     notebook,
+                    error,
                     now,
                     now,
                     run_id,
@@ -474,7 +478,7 @@ class Store:
             changed = self._db.execute(
                 "UPDATE runs SET state = 'pending', agent_host = NULL, agent_pid = NULL,"
                 " agent_started = NULL, started_at = NULL, heartbeat_at = NULL,"
-                f" summary = '{{}}', notebook = NULL WHERE {unchanged}",
+                f" summary = '{{}}', notebook = NULL, error = NULL WHERE {unchanged}",
                 read,
             ).rowcount
             if changed:  # a fresh start: hyperband counts history rows, so the lost attempt's go
@@ -546,9 +550,11 @@ class Store:
                 for statement in db.schema():
                     db.execute(statement)
                 db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            if self._check_schema(db) == 1:
-                for statement in UPGRADE_FROM_1:
-                    db.execute(statement)
+            found = self._check_schema(db)
+            if found < SCHEMA_VERSION:  # in place, in this one transaction: all or nothing
+                for version in range(found, SCHEMA_VERSION):
+                    for statement in UPGRADES[version]:
+                        db.execute(statement)
                 db.execute(
                     "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),)
                 )
@@ -720,6 +726,9 @@ def _run_from_row(row: Any) -> RunRecord:
         agent=_agent_from_row(row),
         summary=json.loads(row["summary"]),
         stop_requested=bool(row["stop_requested"]),
+        # A read-only store is read as it is, perhaps from before version 3. (``in`` on an
+        # sqlite3.Row looks at its values, not its names.)
+        error=row["error"] if "error" in row.keys() else None,  # noqa: SIM118
     )
 
 

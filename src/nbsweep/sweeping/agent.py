@@ -34,6 +34,7 @@ from nbsweep.kernel.preload import Preload
 from nbsweep.kernel.prestart import KernelRecipe, WarmKernel
 from nbsweep.kernel.process import Kernel
 from nbsweep.notebook import files
+from nbsweep.notebook.redaction import Redactor
 from nbsweep.sweeping.path import SweepPath
 from nbsweep.trial.metrics import MetricRecord, Metrics
 from nbsweep.trial.reporting import Reporter
@@ -403,7 +404,7 @@ class Agent:
             sweep_config=self.sweep_config,
             settings=self.options.trial,
         )
-        nb = self._read(notebook)[0]
+        nb, recipe = self._read(notebook)
         mode = RunMode.choose(
             nb, enabled=self.options.report_to_wandb, offline=self.server.offline_runs
         )
@@ -417,6 +418,7 @@ class Agent:
             self._on_wandb_lane,
             self.reporter.warn,
             offline=self.server.offline_runs,
+            kernel_dir=recipe.cwd,
         )
         wandb.started()
 
@@ -446,9 +448,16 @@ class Agent:
         except NbsweepError as error:
             # A trial that cannot even start (a kernel that dies at once, values the notebook
             # refuses) is a failed trial: the sweep hears of it and the failure guard counts it.
-            self.reporter.warn(f"run {run_id}: {error}")
+            said = Redactor.from_environ({**os.environ, **spec.env}).text(str(error))
+            self.reporter.warn(f"run {run_id}: {said}")
             result = TrialResult(
-                "failed", "could-not-start", spec.output or Path(), None, Metrics(), 0.0
+                "failed",
+                "could-not-start",
+                spec.output or Path(),
+                None,
+                Metrics(),
+                0.0,
+                start_error=said,
             )
         finally:
             if warming is not None:

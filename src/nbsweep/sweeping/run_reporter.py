@@ -15,6 +15,7 @@ Used alike by the agent (which runs the W&B calls on a thread of its own) and ``
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from enum import Enum
@@ -32,6 +33,9 @@ if TYPE_CHECKING:
     from nbsweep.trial.reporting import Reporter
     from nbsweep.trial.result import TrialResult
     from nbsweep.trial.run import TrialSpec
+
+ERROR_KEY = "nbsweep/error"
+"""The summary key of why a trial failed or was stopped (``TrialResult.error``)."""
 
 Submit = Callable[..., "Future[None] | None"]
 """Runs ``call(*args)``, now or on a thread of the caller's; a failure is warned, not raised."""
@@ -73,10 +77,13 @@ class RunReporter:
         warn: Callable[[str], None],
         *,
         offline: bool = False,
+        kernel_dir: Path | None = None,
     ) -> None:
         self.mode = mode
         self.offline = offline
-        """A local sweep: a notebook's own run is an offline run, with nothing to attach to."""
+        """A local sweep: a notebook's own run is an offline run, found under ``kernel_dir``."""
+        self.kernel_dir = kernel_dir
+        """Where the trial's kernel runs (the notebook's own offline run is written there)."""
         self.path = path
         self.run_id = run_id
         self.submit = submit
@@ -112,6 +119,8 @@ class RunReporter:
     def finished(self, result: TrialResult) -> Future[None] | None:
         """The trial is over: finish the run (or, for the notebook's own, attach the
         notebook). Returns what the caller may wait on before the next trial."""
+        if self.mode in (RunMode.OWNED_OFFLINE, RunMode.OWNED_ONLINE):
+            result = with_error_in_summary(result)
         if self.mode is RunMode.OWNED_OFFLINE and self.run is not None:
             return self.submit(
                 wandb_run.report_afterwards, self.run, self.records, result, self.warn
@@ -122,11 +131,24 @@ class RunReporter:
             return self.submit(
                 wandb_run.finish_reporting, None, self.path, self.run_id, result, self.warn
             )
+        if self.mode is RunMode.NOTEBOOK and self.kernel_dir is not None:
+            return self.submit(
+                wandb_run.attach_to_offline_run, self.run_id, result, self.kernel_dir, self.warn
+            )
         return None
 
     def _finish(self, result: TrialResult) -> None:
         if self.run is not None:
             wandb_run.finish_reporting(self.run, self.path, self.run_id, result, self.warn)
+
+
+def with_error_in_summary(result: TrialResult) -> TrialResult:
+    """``result`` with why it did not finish as ``nbsweep/error`` among its final values,
+    which are what an owned run's summary gets (beside ``nbsweep/status``)."""
+    if result.error is None:
+        return result
+    final = {**result.metrics.final, ERROR_KEY: result.error}
+    return dataclasses.replace(result, metrics=dataclasses.replace(result.metrics, final=final))
 
 
 def run_under_wandb_agent(

@@ -97,7 +97,10 @@ class Reporter:
 
     def trial_finished(self, result: TrialResult) -> None:
         self._clear_status()
-        self._line(f"{result.status} ({result.reason}) in {result.duration:.1f}s: {result.output}")
+        why = f"{result.error}: " if result.error else ""
+        self._line(
+            f"{result.status} ({result.reason}) in {result.duration:.1f}s: {why}{result.output}"
+        )
 
 
 def _format(value: object) -> str:
@@ -111,14 +114,8 @@ def failure_message(result: TrialResult) -> str:
         return f"trial ran, but its notebook was not saved: {result.save_error}"
     if failure is None:
         return f"trial failed ({result.reason}); notebook saved: {result.output}"
-    where = (
-        "the injected parameters cell"
-        if result.source_cell_index is None
-        else f"cell {result.source_cell_index}"
-    )
-    headline = f"{where} failed: {failure.ename}"
-    if failure.evalue:
-        headline += f": {failure.evalue}"
+    # Worded as the one-line ``result.error`` the agent and the store show, whole.
+    headline = f"{result.failed_cell} failed: {result.exception}"
     if failure.ename == "StdinNotImplementedError":
         headline += " (input() is not available in a trial: make the value a parameter)"
     body = "".join(f"\n    {line}" for line in _traceback_excerpt(failure.traceback))

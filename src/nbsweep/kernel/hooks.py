@@ -18,9 +18,11 @@ Records the notebook logs to its own run go to W&B once, by wandb; nbsweep only 
 from __future__ import annotations
 
 import ast
+import codecs
 import contextlib
 import json
 import os
+import shutil
 import sys
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -134,6 +136,61 @@ forwarding = False
 """True while ``nbsweep.log`` hands a record to the notebook's run: nbsweep has it already."""
 
 
+class _TrialRuns:
+    """Which of the notebook's ``wandb.init`` calls opens the trial's run, and which
+    ``wandb.agent`` call runs. The trial's run is the one opened inside the chosen sweep
+    function (W&B's tutorials), or, in a notebook that calls no ``wandb.agent``, the first
+    one opened. Every other ``wandb.init`` runs disabled: its code runs, nothing is
+    recorded, and no second run takes the trial's id."""
+
+    def __init__(self) -> None:
+        self.agent_calls = 0
+        self.in_sweep_function = False
+        self.sweep_function_ran = False
+        self.trial_run: int | None = None
+        """``id()`` of the trial's run, once opened."""
+        self.disabled: list[Any] = []
+        """Runs opened disabled, kept so that no later run gets one's ``id()``."""
+
+    def wants_trial_run(self) -> bool:
+        if self.trial_run is not None:
+            return False
+        if trial_file().get("sweep_function") is None:
+            return True
+        return self.in_sweep_function
+
+    def is_chosen(self, function: Any) -> bool:
+        """Whether this ``wandb.agent`` call is the one the trial runs (see
+        ``wandb_way.SweepFunction``)."""
+        ordinal = self.agent_calls
+        self.agent_calls += 1
+        chosen = trial_file().get("sweep_function")
+        if self.sweep_function_ran:
+            return False
+        if not isinstance(chosen, Mapping):
+            return True
+        name = chosen.get("name")
+        if name is None:
+            return ordinal == chosen.get("ordinal")
+        return ordinal >= int(chosen.get("ordinal") or 0) and _callable_name(function) == name
+
+    def counts(self, run: Any) -> bool:
+        """Whether nbsweep reads this run's records: the trial's run (any, before one)."""
+        if any(run is disabled for disabled in self.disabled):
+            return False
+        return self.trial_run is None or id(run) == self.trial_run
+
+
+_runs = _TrialRuns()
+
+
+def _callable_name(function: Any) -> str | None:
+    while hasattr(function, "func"):  # functools.partial, nested or not
+        function = function.func
+    name = getattr(function, "__name__", None)
+    return name if isinstance(name, str) else None
+
+
 def flush_pending() -> None:
     """Commit rows a notebook left open (``commit=False``) before the trial's end."""
     for history in _histories.values():
@@ -141,12 +198,54 @@ def flush_pending() -> None:
 
 
 def install() -> None:
-    """Patch wandb now if it is imported, else when the notebook imports it."""
+    """Patch wandb now if it is imported, else when the notebook imports it; give shell
+    lines no stdin."""
+    _close_shell_stdin()
     module = sys.modules.get("wandb")
     if module is not None:
         _patch(module)
     elif not any(isinstance(finder, _WandbImport) for finder in sys.meta_path):
         sys.meta_path.insert(0, _WandbImport())
+
+
+def _close_shell_stdin() -> None:
+    """``!cmd`` runs under a pseudo-terminal in ipykernel, so a command that prompts
+    (``!wandb login``, ``!apt install`` without -y) waits for ever for a person who is not
+    there. In a trial it runs in its own session (no terminal to open) with stdin at
+    /dev/null: a prompt reads end-of-file at once."""
+    shell_module = sys.modules.get("ipykernel.zmqshell")
+    if shell_module is None or getattr(shell_module.system, "_nbsweep", False):
+        return
+
+    def system(cmd: str) -> int:
+        import subprocess
+
+        process = subprocess.Popen(
+            cmd,
+            shell=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            executable=shutil.which(os.environ.get("SHELL") or "sh"),
+        )
+        assert process.stdout is not None
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        try:
+            while chunk := os.read(process.stdout.fileno(), 65536):
+                sys.stdout.write(decoder.decode(chunk))
+                sys.stdout.flush()
+            return process.wait()
+        except BaseException:  # an interrupt: the command and what it started end too
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, 9)
+            process.wait()
+            raise
+        finally:
+            process.stdout.close()
+
+    system._nbsweep = True  # type: ignore[attr-defined]
+    shell_module.system = system
 
 
 class _WandbImport:
@@ -198,11 +297,13 @@ def _wrap_run(run_class: Any) -> None:
 
     def partial_history(self: Any, data: Any, step: Any = None, commit: Any = None) -> None:
         history(self, data, step, commit)
-        if not forwarding and isinstance(data, Mapping):
+        if not forwarding and isinstance(data, Mapping) and _runs.counts(self):
             _histories.setdefault(id(self), _History()).log(data, step, commit)
 
     def summary_update(self: Any, record: Any) -> None:
         summary(self, record)
+        if not _runs.counts(self):
+            return
         values = {".".join(map(str, item.key)): item.value for item in record.update}
         flat = scalars(values)
         if flat:
@@ -221,7 +322,17 @@ def _wrap_run(run_class: Any) -> None:
 
 def _init(init: Callable[..., Any]) -> Callable[..., Any]:
     def trial_init(*args: Any, **kwargs: Any) -> Any:
+        if not _runs.wants_trial_run():
+            where = "outside the sweep function" if not _runs.in_sweep_function else "again"
+            note(
+                f"wandb.init {where} runs disabled in a trial (nothing is recorded): only "
+                "the sweep function's run is the trial's run"
+            )
+            disabled = init(*args, **{**kwargs, "mode": "disabled"})
+            _runs.disabled.append(disabled)
+            return disabled
         run = init(*args, **kwargs)
+        _runs.trial_run = id(run)
         values = trial_file().get("values")
         config = getattr(run, "config", None)
         if values and config is not None:
@@ -266,8 +377,31 @@ def _agent(
 ) -> None:
     if function is None:
         raise ValueError("wandb.agent needs the trial's function (function=...) under nbsweep")
-    # This kernel is one trial: the function runs once, whatever count says.
-    function()
+    if not _runs.is_chosen(function):
+        note(
+            f"wandb.agent({_callable_name(function) or 'function'}) skipped: a trial runs one "
+            "sweep function (the last wandb.agent call's; --sweep-function picks another)"
+        )
+        return
+    # This kernel is one trial: the function runs once, whatever count says. As wandb's
+    # agent does, the run it opened is finished when it returns, failed if it raised.
+    _runs.sweep_function_ran = True
+    _runs.in_sweep_function = True
+    try:
+        function()
+    except BaseException:
+        _finish_trial_run(exit_code=1)
+        raise
+    finally:
+        _runs.in_sweep_function = False
+    _finish_trial_run(exit_code=0)
+
+
+def _finish_trial_run(exit_code: int) -> None:
+    wandb = sys.modules.get("wandb")
+    run = getattr(wandb, "run", None)
+    if run is not None and id(run) == _runs.trial_run:
+        run.finish(exit_code=exit_code)
 
 
 class _Controller:

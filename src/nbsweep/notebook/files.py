@@ -70,9 +70,7 @@ def notebook_text(nb: NotebookNode) -> str:
     return nbformat.v4.writes(nb) + "\n"
 
 
-def atomic_write(
-    path: Path, write: Callable[[BinaryIO], object], durable: bool = True
-) -> None:
+def atomic_write(path: Path, write: Callable[[BinaryIO], object], durable: bool = True) -> None:
     """Have ``write`` fill a temp file in ``path``'s folder, then move it over ``path``.
     ``durable``: on disk before it replaces ``path`` (not needed for a file only read now)."""
     try:

@@ -30,6 +30,12 @@ from nbsweep.notebook.parameters import (
     find_parameters_or_none,
     is_parameter_name,
 )
+from nbsweep.notebook.wandb_way import (
+    NotebookSweep,
+    SweepFunction,
+    analyse,
+    values_go_to_wandb_config,
+)
 
 # Cells earlier tools added to mark a failure; they would be stale in a new run.
 _STALE_TAGS = ("papermill-error-cell-tag",)
@@ -57,6 +63,8 @@ class Injection:
     injected_cell_index: int | None
     origins: tuple[int | None, ...]
     """For each cell of ``notebook``: its index in the notebook as read, None if injected."""
+    sweep_function: SweepFunction | None = None
+    """The ``wandb.agent`` call the trial runs, where the notebook has any."""
 
     def source_index(self, index: int) -> int | None:
         return self.origins[index] if 0 <= index < len(self.origins) else None
@@ -130,24 +138,28 @@ def parameterize(
     *,
     config_var: str = DEFAULT_CONFIG_VAR,
     allow_unknown: bool = False,
+    sweep_function: str | None = None,
 ) -> Injection:
     """Inject ``values`` (flat dotted names, or nested dicts) into a clean copy of ``nb``.
 
     Safe to run twice on its own output. With no values the notebook is only cleaned.
+    ``sweep_function``: which ``wandb.agent`` call's function trials run (None: the last).
     """
     nb, origins = clean(nb)
     nested = nest(values)
-    if not nested:
-        return Injection(nb, {}, (), None, None, tuple(origins))
     language = _language(nb)
+    shape = analyse(nb, sweep_function) if language == "python" else NotebookSweep()
+    chosen = shape.sweep_function()
+    if not nested:
+        return Injection(nb, {}, (), None, None, tuple(origins), chosen)
     if language != "python":
         raise NotebookError(
             f"nbsweep injects Python, but this notebook's language is {language!r}: "
             "run it without parameters or use a Python kernel"
         )
     found = find_parameters_or_none(nb, config_var)
-    if found is None:
-        return _for_wandb_config(nb, nested, origins, config_var, allow_unknown)
+    if values_go_to_wandb_config(found, shape) or found is None:
+        return _for_wandb_config(nb, nested, origins, shape, config_var, allow_unknown)
     if not allow_unknown:
         _check_known(nested, found.tree, found.names(), "the notebook's parameters are")
     warnings: list[str] = []
@@ -157,7 +169,7 @@ def parameterize(
     position = _insert(nb, found, cell)
     split = found.style == "config-dict" and not found.statement_is_last
     origins[position:position] = [None, origins[found.cell_index]] if split else [None]
-    return Injection(nb, nested, tuple(warnings), found, position, tuple(origins))
+    return Injection(nb, nested, tuple(warnings), found, position, tuple(origins), chosen)
 
 
 def _language(nb: NotebookNode) -> str:
@@ -170,21 +182,20 @@ def _for_wandb_config(
     nb: NotebookNode,
     nested: dict[str, Any],
     origins: list[int | None],
+    shape: NotebookSweep,
     config_var: str,
     allow_unknown: bool,
 ) -> Injection:
-    """A notebook with no parameters cell and no config dict that reads ``wandb.config``
-    (W&B's tutorials): nothing is injected; the kernel's ``wandb.init`` gets the values."""
-    from nbsweep.notebook.wandb_way import analyse
-
-    shape = analyse(nb)
-    if not shape.reads_wandb_config:
+    """A notebook whose values go to ``wandb.config`` (W&B's tutorials; see
+    ``values_go_to_wandb_config``): nothing is injected; the kernel's ``wandb.init`` gets
+    the values. Where the notebook's sweep names its parameters, the values are checked."""
+    if not (shape.has_own_sweep or shape.reads_wandb_config):
         find_parameters(nb, config_var)  # raises: says how to declare parameters
     names = [name for name in shape.parameter_names() if is_parameter_name(name)]
     if names and not allow_unknown:
         tree = nest([(name, OPAQUE) for name in names])
         _check_known(nested, tree, names, "the notebook's sweep parameters are")
-    return Injection(nb, nested, (), None, None, tuple(origins))
+    return Injection(nb, nested, (), None, None, tuple(origins), shape.sweep_function())
 
 
 def _check_known(nested: dict[str, Any], tree: Any, known: list[str], listing: str) -> None:

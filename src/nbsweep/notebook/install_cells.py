@@ -22,10 +22,15 @@ _INSTALL = re.compile(
     rf"^(?:!!?\s*(?:{_PYTHON_M_PIP}|uv\s+pip|{_INSTALLER})|%(?:pip|conda|mamba|micromamba))"
     r"(?:\s+-\S+)*\s+install(?:\s|$)"
 )
+# W&B's CLI lines a trial must never run: a login waits on a prompt, and an agent or a
+# sweep would start a second sweep inside the trial (the trial already is one of its runs).
+_WANDB_CLI = re.compile(r"^!!?\s*(?:\S*/)?wandb\s+(?:login|agent|sweep|controller|launch)\b")
 # Cell magics whose body is Python that runs once: their install lines are skipped too.
 _PYTHON_CELL_MAGICS = frozenset({"capture", "time"})
+_NEVER_RUN = "never run in a trial"
 _SKIPPED = re.compile(
-    rf"^(?P<indent>[ \t]*)(?:pass  )?{re.escape(MARK)}(?P<command>.*) \({OPTION} runs it\)$"
+    rf"^(?P<indent>[ \t]*)(?:pass  )?{re.escape(MARK)}(?P<command>.*) "
+    rf"\((?:{OPTION} runs it|{_NEVER_RUN})\)$"
 )
 _TRIPLE_QUOTE = re.compile(r'"""|\'\'\'')
 _MESSAGE_EXAMPLES = 3
@@ -37,20 +42,23 @@ class SkippedLine:
     """Index in the notebook given to ``skip_install_lines``."""
     line: str
     """The install command as the kernel would have run it (continuations joined)."""
+    wandb_cli: bool = False
+    """A ``!wandb login|agent|sweep`` line: skipped even with ``--run-install-cells``."""
 
 
-def skip_install_lines(nb: NotebookNode) -> list[SkippedLine]:
-    """Replace the install lines of ``nb``'s code cells, in place, with comments; return
-    what was skipped. Safe to run twice: lines an earlier run skipped (an executed notebook
-    run again) are restored and skipped again, so they are reported again, same source."""
+def skip_install_lines(nb: NotebookNode, installs: bool = True) -> list[SkippedLine]:
+    """Replace the install lines (with ``installs``) and W&B CLI lines of ``nb``'s code
+    cells, in place, with comments; return what was skipped. Safe to run twice: lines an
+    earlier run skipped (an executed notebook run again) are restored and skipped again,
+    so they are reported again, same source."""
     skipped: list[SkippedLine] = []
     for index, cell in enumerate(nb.cells):
         if cell.cell_type != "code":
             continue
-        new_source, lines = _skip_in_source(_restored(_source(cell)))
+        new_source, lines = _skip_in_source(_restored(_source(cell)), installs)
         if lines:
             cell.source = new_source
-            skipped.extend(SkippedLine(index, line) for line in lines)
+            skipped.extend(SkippedLine(index, line, wandb_cli) for line, wandb_cli in lines)
     return skipped
 
 
@@ -74,20 +82,21 @@ def _restored(source: str) -> str:
     return "\n".join(_SKIPPED.sub(r"\g<indent>\g<command>", line) for line in source.split("\n"))
 
 
-def _skip_in_source(source: str) -> tuple[str, list[str]]:
+def _skip_in_source(source: str, installs: bool) -> tuple[str, list[tuple[str, bool]]]:
     lines = source.split("\n")
     start = _body_start(lines)
     if start is None:
         return source, []
-    skipped: list[str] = []
+    skipped: list[tuple[str, bool]] = []
     open_quote: str | None = None
     row = start
     while row < len(lines):
         end = _logical_end(lines, row)
         command = _joined(lines[row : end + 1])
-        if open_quote is None and _INSTALL.match(command):
-            lines[row : end + 1] = _replacement(lines[row : end + 1], command)
-            skipped.append(command)
+        wandb_cli = bool(_WANDB_CLI.match(command))
+        if open_quote is None and (wandb_cli or (installs and _INSTALL.match(command))):
+            lines[row : end + 1] = _replacement(lines[row : end + 1], command, wandb_cli)
+            skipped.append((command, wandb_cli))
         else:
             for line in lines[row : end + 1]:
                 open_quote = _quote_state(line, open_quote)
@@ -118,12 +127,13 @@ def _joined(physical: list[str]) -> str:
     return " ".join(part for part in parts if part)
 
 
-def _replacement(physical: list[str], command: str) -> list[str]:
+def _replacement(physical: list[str], command: str, wandb_cli: bool) -> list[str]:
     """As many lines as were there (tracebacks keep their line numbers). An indented line
     is in a block, which a comment alone would leave empty: ``pass`` keeps it valid."""
     indent = physical[0][: len(physical[0]) - len(physical[0].lstrip())]
     statement = "pass  " if indent else ""
-    first = f"{indent}{statement}{MARK}{command} ({OPTION} runs it)"
+    why = _NEVER_RUN if wandb_cli else f"{OPTION} runs it"
+    first = f"{indent}{statement}{MARK}{command} ({why})"
     return [first] + [f"{indent}#"] * (len(physical) - 1)
 
 
@@ -146,8 +156,22 @@ def skipped_message(
     """One line naming what was skipped, cells numbered as ``nbsweep inspect`` and failure
     messages number them (the user's notebook, markdown included); None if nothing was.
     ``source_index``: the trial's cell index -> the user's."""
-    if not skipped:
-        return None
+    installs = [item for item in skipped if not item.wandb_cli]
+    wandb_lines = [item for item in skipped if item.wandb_cli]
+    parts = []
+    if installs:
+        parts.append(f"{_listed(installs, 'install', source_index)}; {OPTION} runs them")
+    if wandb_lines:
+        parts.append(f"{_listed(wandb_lines, 'W&B CLI', source_index)}; {_WANDB_CLI_WHY}")
+    return " and ".join(parts) or None
+
+
+_WANDB_CLI_WHY = "a trial is already a run of the sweep, logged in"
+
+
+def _listed(
+    skipped: Sequence[SkippedLine], what: str, source_index: Callable[[int], int | None]
+) -> str:
     shown = [
         f"cell {_user_number(item.cell_index, source_index)}: {item.line}"
         for item in skipped[:_MESSAGE_EXAMPLES]
@@ -156,13 +180,15 @@ def skipped_message(
         shown.append(f"and {len(skipped) - _MESSAGE_EXAMPLES} more")
     count = len(skipped)
     noun = "line" if count == 1 else "lines"
-    return f"skipped {count} install {noun} ({'; '.join(shown)}); {OPTION} runs them"
+    return f"skipped {count} {what} {noun} ({'; '.join(shown)})"
 
 
 def is_skipped_message(message: str) -> bool:
     """Whether a trial warning is ``skipped_message``'s, the same for every trial of a
     notebook, so an agent says it once."""
-    return message.startswith("skipped ") and message.endswith(f"; {OPTION} runs them")
+    return message.startswith("skipped ") and message.endswith(
+        (f"; {OPTION} runs them", f"; {_WANDB_CLI_WHY}")
+    )
 
 
 def _user_number(index: int, source_index: Callable[[int], int | None]) -> int:

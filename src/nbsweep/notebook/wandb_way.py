@@ -11,17 +11,40 @@ from __future__ import annotations
 
 import ast
 import copy
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from nbformat import NotebookNode
 
-from nbsweep.notebook.parameters import INJECTED_TAG, parse_leniently
+from nbsweep.errors import NotebookError
+from nbsweep.notebook.parameters import INJECTED_TAG, ParameterSet, parse_leniently
 
-_WHAT_TO_DO = (
-    "write it as a literal, or put the sweep in a YAML and run `nbsweep sweep SWEEP.yaml`"
-)
+_WHAT_TO_DO = "write it as a literal, or put the sweep in a YAML and run `nbsweep sweep SWEEP.yaml`"
+
+
+@dataclass(frozen=True)
+class AgentCall:
+    """One ``wandb.agent(...)`` call in the notebook."""
+
+    cell: int
+    line: int
+    function: str | None
+    """The function as written: ``train``, ``mymod.train``, ``partial(train)``, ``lambda``."""
+    runtime_name: str | None
+    """The ``__name__`` it has when called (a partial's function's); None if unknown."""
+    count: int | None
+
+
+@dataclass(frozen=True)
+class SweepFunction:
+    """Which ``wandb.agent`` call a trial runs, as the kernel's ``wandb.agent`` finds it:
+    the ``ordinal``-th call (0-based, in the order they run), or, where the function's name
+    is known, the first call at or after it whose function has that name."""
+
+    name: str | None
+    ordinal: int
 
 
 @dataclass(frozen=True)
@@ -35,18 +58,78 @@ class NotebookSweep:
     sweep_cell: int | None = None
     project: str | None = None
     entity: str | None = None
-    agent_function: str | None = None
-    agent_cell: int | None = None
-    agent_count: int | None = None
+    agent_calls: tuple[AgentCall, ...] = ()
+    chosen: int | None = None
+    """The index in ``agent_calls`` of the call trials run: the last one, unless asked."""
     defaults: dict[str, Any] = field(default_factory=dict)
     """What the agent's function gives ``wandb.init(config=...)`` or sets on wandb.config."""
+    function_is_readable: bool = False
+    """The chosen call's function is defined in the notebook (not imported, not a lambda)."""
     problems: tuple[str, ...] = ()
     """Steps that are not literals, each with the cell and what to do."""
+    syntax_errors: tuple[str, ...] = ()
+    """Cells that are not Python (IPython's ``!`` and ``%`` lines aside): ``cell 3 line 2: ...``."""
     reads_wandb_config: bool = False
     """The notebook reads ``wandb.config`` or calls ``wandb.init`` (also inside functions)."""
 
     def parameter_names(self) -> list[str]:
         return sweep_parameter_names(self.config or {})
+
+    @property
+    def has_own_sweep(self) -> bool:
+        """The notebook calls ``wandb.sweep`` or ``wandb.agent`` itself (W&B's tutorials)."""
+        return self.sweep_cell is not None or bool(self.agent_calls)
+
+    @property
+    def agent(self) -> AgentCall | None:
+        return None if self.chosen is None else self.agent_calls[self.chosen]
+
+    @property
+    def agent_function(self) -> str | None:
+        return self.agent.function if self.agent else None
+
+    @property
+    def agent_cell(self) -> int | None:
+        return self.agent.cell if self.agent else None
+
+    @property
+    def agent_count(self) -> int | None:
+        return self.agent.count if self.agent else None
+
+    def sweep_function(self) -> SweepFunction | None:
+        """What the kernel needs to run the chosen call and skip the others."""
+        if self.agent is None or self.chosen is None:
+            return None
+        return SweepFunction(self.agent.runtime_name, self.chosen)
+
+    def syntax_error(self) -> NotebookError | None:
+        """The first cell that is not Python, as the error reading the sweep from it is."""
+        if not self.syntax_errors:
+            return None
+        more = len(self.syntax_errors) - 1
+        also = f" (and {more} more)" if more else ""
+        return NotebookError(
+            f"{self.syntax_errors[0]}{also}: nbsweep reads the notebook's sweep from its "
+            "cells; fix the cell and run again"
+        )
+
+
+def values_go_to_wandb_config(found: ParameterSet | None, shape: NotebookSweep) -> bool:
+    """Where a trial's values enter the notebook, the one rule everything follows:
+
+    1. a cell tagged ``parameters``: after it, always;
+    2. else, a notebook that calls ``wandb.sweep``/``wandb.agent`` itself: ``wandb.config``
+       (the notebook's sweep names the parameters; a top-level ``config`` dict is left as
+       it is, as it is under ``wandb.agent``);
+    3. else the top-level ``config`` dict;
+    4. else ``wandb.config`` if the notebook reads it or calls ``wandb.init``.
+
+    False with ``found`` None: the notebook declares no parameters at all."""
+    if found is not None and found.style == "parameters-cell":
+        return False
+    if shape.has_own_sweep:
+        return True
+    return found is None and shape.reads_wandb_config
 
 
 def sweep_parameter_names(config: Mapping[str, Any]) -> list[str]:
@@ -92,6 +175,7 @@ class _Reader:
         self.imported: dict[str, str] = {}
         """Names bound by ``from wandb import sweep, agent``: local name -> wandb's."""
         self.literals: dict[str, Any] = {}
+        self.agent_calls: list[AgentCall] = []
 
     def cell(self, index: int, module: ast.Module) -> None:
         for statement in module.body:
@@ -218,9 +302,7 @@ class _Reader:
         try:
             return ast.literal_eval(node)
         except ValueError:
-            raise _Unresolved(
-                f"{ast.unparse(node)} is not a literal; {_WHAT_TO_DO}"
-            ) from None
+            raise _Unresolved(f"{ast.unparse(node)} is not a literal; {_WHAT_TO_DO}") from None
 
     def call(self, index: int, node: ast.Call, target: ast.expr | None) -> None:
         func = node.func
@@ -285,34 +367,114 @@ class _Reader:
         keywords = {kw.arg: kw.value for kw in node.keywords if kw.arg}
         function = node.args[1] if len(node.args) > 1 else keywords.get("function")
         count = node.args[4] if len(node.args) > 4 else keywords.get("count")
-        self.found["agent_cell"] = index
-        if isinstance(function, ast.Name):
-            self.found["agent_function"] = function.id
         known = self.literals.get(count.id) if isinstance(count, ast.Name) else None
         if isinstance(count, ast.Constant) and isinstance(count.value, int):
-            self.found["agent_count"] = count.value
-        elif isinstance(known, int):
-            self.found["agent_count"] = known
+            known = count.value
+        written, runtime_name = _function_names(function)
+        self.agent_calls.append(
+            AgentCall(
+                index,
+                node.lineno,
+                written,
+                runtime_name,
+                known if isinstance(known, int) and not isinstance(known, bool) else None,
+            )
+        )
 
 
-def analyse(nb: NotebookNode) -> NotebookSweep:
+def analyse(nb: NotebookNode, sweep_function: str | None = None) -> NotebookSweep:
+    """Read the notebook's sweep. ``sweep_function``: the function of the ``wandb.agent``
+    call trials run (as written, or its name); None: the last call. NotebookError if no
+    call has it."""
     reader = _Reader()
     reads_config = False
+    syntax_errors: list[str] = []
     for index, cell in enumerate(nb.cells):
         if cell.cell_type != "code" or INJECTED_TAG in cell.metadata.get("tags", []):
             continue
-        module, _ = parse_leniently(cell.source)
+        module, problem = _parse_cell(cell.source)
+        if problem is not None:
+            syntax_errors.append(f"cell {index} {problem}")
         reader.cell(index, module)
         reads_config = reads_config or _reads_wandb_config(module, reader.wandb_names)
-    problems = reader.problems
-    function = reader.functions.get(reader.found.get("agent_function") or "")
+    calls = tuple(reader.agent_calls)
+    chosen = _choose(calls, sweep_function)
+    written = calls[chosen].function if chosen is not None else None
+    function = reader.functions.get(written or "")
     defaults = _defaults(function, reader.wandb_names) if function is not None else {}
     return NotebookSweep(
         **reader.found,
+        agent_calls=calls,
+        chosen=chosen,
         defaults=defaults,
-        problems=tuple(dict.fromkeys(problems)),
+        function_is_readable=function is not None,
+        problems=tuple(dict.fromkeys(reader.problems)),
+        syntax_errors=tuple(syntax_errors),
         reads_wandb_config=reads_config,
     )
+
+
+def _choose(calls: tuple[AgentCall, ...], wanted: str | None) -> int | None:
+    if not calls:
+        if wanted is not None:
+            raise NotebookError(
+                f"--sweep-function {wanted}: the notebook calls no wandb.agent; leave it out"
+            )
+        return None
+    if wanted is None:
+        return len(calls) - 1
+    matching = [i for i, call in enumerate(calls) if wanted in (call.function, call.runtime_name)]
+    if not matching:
+        listed = ", ".join(sorted({str(call.function) for call in calls}))
+        raise NotebookError(
+            f"--sweep-function {wanted}: no wandb.agent call runs it; the notebook's calls "
+            f"run {listed}"
+        )
+    return matching[-1]
+
+
+def _function_names(node: ast.expr | None) -> tuple[str | None, str | None]:
+    """A ``wandb.agent`` function as written, and the ``__name__`` it will have."""
+    if isinstance(node, ast.Name):
+        return node.id, node.id
+    if isinstance(node, ast.Attribute):
+        return ast.unparse(node), node.attr
+    if isinstance(node, ast.Lambda):
+        return "lambda", "<lambda>"
+    if (
+        isinstance(node, ast.Call)
+        and node.args
+        and isinstance(node.func, (ast.Name, ast.Attribute))
+        and ast.unparse(node.func) in ("partial", "functools.partial")
+    ):
+        inner, name = _function_names(node.args[0])
+        return f"partial({inner})", name
+    return (ast.unparse(node), None) if node is not None else (None, None)
+
+
+# Lines IPython turns into calls before Python sees them: shell escapes, magics, help.
+_IPYTHON_LINE = re.compile(r"^\s*(?:[!%]|[\w.]+\s*=\s*[!%])|\?\s*$")
+# Cell magics whose body is Python.
+_PYTHON_CELL_MAGICS = frozenset({"capture", "time", "timeit", "prun"})
+
+
+def _parse_cell(source: str) -> tuple[ast.Module, str | None]:
+    """A cell's statements, and its syntax error (``line 2: invalid syntax``) if, with
+    IPython's own lines set aside, it is not Python. A cell in another language (``%%bash``)
+    is no Python at all, and no error."""
+    lines = source.split("\n")
+    first = lines[0].strip() if lines else ""
+    if first.startswith("%%"):
+        magic = first[2:].split(maxsplit=1)
+        if not magic or magic[0] not in _PYTHON_CELL_MAGICS:
+            return ast.Module(body=[], type_ignores=[]), None
+        lines = ["", *lines[1:]]
+    python = "\n".join("" if _IPYTHON_LINE.search(line) else line for line in lines)
+    try:
+        return ast.parse(python, type_comments=True), None
+    except SyntaxError as error:
+        module, _ = parse_leniently(source)
+        return module, f"line {error.lineno}: {error.msg}"
 
 
 def _reads_wandb_config(module: ast.Module, wandb_names: set[str]) -> bool:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import yaml
 
-from nbsweep.errors import SweepConfigError, UsageError
+from nbsweep.errors import NotebookError, SweepConfigError, UsageError
 from nbsweep.sweeping import yamlfile
 
 if TYPE_CHECKING:
@@ -113,7 +113,11 @@ def load_sweep(path: Path) -> LoadedSweep:
 
 def notebook_sweep_config(notebook: Path, shape: NotebookSweep) -> dict[str, Any]:
     """The notebook's own sweep as a sweep config: ``program:`` the notebook, the project of
-    its ``wandb.sweep`` call where the config names none. Raises UsageError if it has none."""
+    its ``wandb.sweep`` call where the config names none. Raises UsageError if it has none,
+    or if a cell is not Python (a dict read around a syntax error could be the wrong one)."""
+    error = shape.syntax_error()
+    if error is not None:
+        raise NotebookError(f"{notebook}: {error}")
     if shape.config is None:
         if shape.problems:
             raise UsageError(
@@ -133,35 +137,58 @@ def notebook_sweep_config(notebook: Path, shape: NotebookSweep) -> dict[str, Any
     return config
 
 
-def program_parameter_names(config: Any, config_var: str) -> tuple[list[str] | None, list[str]]:
+class ProgramParameters(NamedTuple):
+    """What the program notebook says of its parameters, for checking a sweep against."""
+
+    names: list[str] | None
+    """The names a sweep may set; None where they cannot be known (then none is refused)."""
+    problems: list[str]
+    notes: list[str]
+    """What could not be checked, and why."""
+
+
+def program_parameters(config: Any, config_var: str) -> ProgramParameters:
     """The notebook's parameter names to check the sweep against (sweep_config accepts a
-    whole group and keys below an opaque default), or why the notebook cannot be read."""
+    whole group and keys below an opaque default), or why the notebook cannot be read.
+    Where the values go follows ``wandb_way.values_go_to_wandb_config``."""
     program = config.get("program") if isinstance(config, dict) else None
     if not program:
-        return None, ["program: missing; name the notebook with program: NB.ipynb"]
+        return ProgramParameters(
+            None, ["program: missing; name the notebook with program: NB.ipynb"], []
+        )
     notebook = Path(str(program))
     if notebook.suffix != ".ipynb":
-        return None, [f"program: {program!r} is not a notebook (.ipynb); nbsweep runs notebooks"]
+        problem = f"program: {program!r} is not a notebook (.ipynb); nbsweep runs notebooks"
+        return ProgramParameters(None, [problem], [])
     from nbsweep.notebook.files import read_notebook
     from nbsweep.notebook.parameters import find_parameters, find_parameters_or_none
-    from nbsweep.notebook.wandb_way import analyse
+    from nbsweep.notebook.wandb_way import analyse, values_go_to_wandb_config
 
     try:
         nb = read_notebook(notebook)
+        shape = analyse(nb)
     except UsageError as error:
-        return None, [f"program: {error}"]
+        return ProgramParameters(None, [f"program: {error}"], [])
     found = find_parameters_or_none(nb, config_var)
-    if found is not None:
-        return found.names(), []
-    shape = analyse(nb)
-    if shape.reads_wandb_config:
-        # Values go to wandb.config: the notebook's own sweep names them, if it has one.
-        return shape.parameter_names() or None, []
-    try:
-        find_parameters(nb, config_var)
-    except UsageError as error:
-        return None, [f"program: {error}"]
-    return None, []
+    if not values_go_to_wandb_config(found, shape):
+        if found is not None:
+            return ProgramParameters(found.names(), [], [])
+        try:
+            find_parameters(nb, config_var)
+        except UsageError as error:
+            return ProgramParameters(None, [f"program: {error}"], [])
+    error = shape.syntax_error()
+    if error is not None:
+        return ProgramParameters(None, [f"program: {error}"], [])
+    notes = []
+    if shape.agent is not None and not shape.function_is_readable:
+        # Imported, a lambda, a partial: it runs, but which wandb.config keys it reads
+        # cannot be seen from the notebook.
+        notes.append(
+            f"program: {notebook.name}'s sweep function {shape.agent_function} is not "
+            "defined in the notebook, so which parameters it reads was not checked"
+        )
+    return ProgramParameters(shape.parameter_names() or None, [], notes)
 
 
 @dataclass(frozen=True)
@@ -193,17 +220,18 @@ def check_sweep(
         notes = [f"{fix} (PyYAML alone would have read a string)" for fix in loaded.enotation_fixes]
     if project:
         config["project"] = project
-    problems = sweep_problems(config, config_var, local)
+    program = program_parameters(config, config_var)
+    problems = sweep_problems(config, program, local)
     if problems:
         raise SweepConfigError(problems)
+    notes += program.notes
     return CheckedSweep(with_default_command(config), notes, find_warnings(config))
 
 
-def sweep_problems(config: dict[str, Any], config_var: str, local: bool) -> list[str]:
+def sweep_problems(config: dict[str, Any], program: ProgramParameters, local: bool) -> list[str]:
     """Every problem with creating ``config``: its program notebook, W&B's rules against the
     notebook's parameters, and for a local sweep the engine's own schema."""
-    names, program_problems = program_parameter_names(config, config_var)
-    problems = program_problems + validate(config, names)
+    problems = program.problems + validate(config, program.names)
     if local and not problems:
         from nbsweep.local.engine import Engine
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 import math
 from pathlib import Path
 from typing import Any
@@ -136,7 +137,7 @@ def _jsonable(value: Any) -> bool:
 
 def shows_wandb_sweep(shape: NotebookSweep) -> bool:
     """The notebook calls ``wandb.sweep`` or ``wandb.agent`` itself (W&B's tutorials)."""
-    return shape.sweep_cell is not None or shape.agent_cell is not None
+    return shape.has_own_sweep
 
 
 def wandb_sweep_table(shape: NotebookSweep) -> str:
@@ -163,12 +164,13 @@ def wandb_sweep_table(shape: NotebookSweep) -> str:
             f"{row[0].ljust(widths[0])}  {row[1].ljust(widths[1])}  {row[2]}".rstrip()
             for row in rows
         )
-    if shape.agent_cell is not None:
-        count = f", count={shape.agent_count}" if shape.agent_count is not None else ""
-        lines.append(
-            f"wandb.agent calls {shape.agent_function or '?'} (cell {shape.agent_cell}{count}): "
-            "nbsweep runs it once per trial, each trial in a fresh kernel"
-        )
+    for index, call in enumerate(shape.agent_calls):
+        count = f", count={call.count}" if call.count is not None else ""
+        where = f"wandb.agent calls {call.function or '?'} (cell {call.cell}{count})"
+        if index == shape.chosen:
+            lines.append(f"{where}: nbsweep runs it once per trial, each trial in a fresh kernel")
+        else:
+            lines.append(f"{where}: skipped in trials (--sweep-function {call.function} runs it)")
     if shape.defaults:
         listed = ", ".join(f"{name}={value!r}" for name, value in shape.defaults.items())
         lines.append(f"defaults given to wandb.init / wandb.config: {listed}")
@@ -186,6 +188,11 @@ def wandb_sweep_json(shape: NotebookSweep) -> dict[str, Any]:
         "agent_function": shape.agent_function,
         "agent_cell": shape.agent_cell,
         "agent_count": shape.agent_count,
+        "agent_calls": [
+            {**dataclasses.asdict(call), "runs_in_trials": index == shape.chosen}
+            for index, call in enumerate(shape.agent_calls)
+        ],
+        "syntax_errors": list(shape.syntax_errors),
         "parameters": shape.parameter_names(),
         "defaults": shape.defaults,
         "problems": list(shape.problems),
@@ -201,4 +208,3 @@ def _describe_spec(spec: Any) -> str:
         return "values: " + ", ".join(map(str, spec["values"]))
     bounds = ", ".join(f"{key} {spec[key]}" for key in ("min", "max", "mu", "sigma") if key in spec)
     return f"{spec.get('distribution', 'uniform')}: {bounds}".rstrip(": ")
-

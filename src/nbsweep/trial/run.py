@@ -79,6 +79,8 @@ class TrialSettings:
     """How every trial of one command or agent runs: its options, the same for each trial."""
 
     config_var: str = DEFAULT_CONFIG_VAR
+    sweep_function: str | None = None
+    """The function of the ``wandb.agent`` call trials run; None: the last call's."""
     allow_unknown: bool = False
     html: bool = False
     kernel_name: str | None = None
@@ -132,12 +134,16 @@ def prepare(spec: TrialSpec, nb: NotebookNode) -> Injection:
     if bad:
         raise ParameterError(f"--metric {bad[0]!r} is not a variable name")
     injection = parameterize(
-        nb, spec.values, config_var=settings.config_var, allow_unknown=settings.allow_unknown
+        nb,
+        spec.values,
+        config_var=settings.config_var,
+        allow_unknown=settings.allow_unknown,
+        sweep_function=settings.sweep_function,
     )
     if settings.run_install_cells:
         restore_install_lines(injection.notebook)  # an executed notebook run again
-        return injection
-    message = skipped_message(skip_install_lines(injection.notebook), injection.source_index)
+    skipped = skip_install_lines(injection.notebook, installs=not settings.run_install_cells)
+    message = skipped_message(skipped, injection.source_index)
     if message is None:
         return injection
     return dataclasses.replace(injection, warnings=(*injection.warnings, message))
@@ -312,6 +318,9 @@ def _trial_file(spec: TrialSpec, injection: Injection, channel: MetricsChannel) 
         "values": injection.values,
         "sweep_id": spec.sweep_id,
         "sweep_config": dict(spec.sweep_config) if spec.sweep_config else None,
+        "sweep_function": (
+            dataclasses.asdict(injection.sweep_function) if injection.sweep_function else None
+        ),
     }
     try:
         text = to_literal(trial)

@@ -166,9 +166,7 @@ TWO_AGENTS = [
     "        for step in range(3):\n"
     "            wandb.log({'score': -1.0})",
     "wandb.agent(sweep_id, baseline, count=1)",
-    "def train():\n"
-    "    with wandb.init():\n"
-    "        wandb.log({'score': wandb.config.lr})",
+    "def train():\n    with wandb.init():\n        wandb.log({'score': wandb.config.lr})",
     "wandb.agent(sweep_id, train, count=4)",
 ]
 
@@ -300,3 +298,53 @@ def test_ipython_lines_are_not_syntax_errors():
     )
     shape = analyse(nb)
     assert shape.syntax_errors == () and shape.config is not None
+
+
+# --- a sweep function that leaves its run open ------------------------------------------
+
+UNCLOSED = [
+    "import wandb",
+    "def train():\n"
+    "    wandb.init(config={'depth': 1})\n"
+    "    wandb.log({'score': wandb.config.depth})\n"
+    "    if wandb.config.depth > 2:\n"
+    "        raise ValueError('too deep')",
+    "wandb.agent('ignored', train, count=3)",
+    "print('open after the agent:', wandb.run is not None)",
+]
+
+
+@pytest.fixture
+def server():
+    from wandb_server import WandbTestServer
+
+    with WandbTestServer() as running:
+        yield running
+
+
+@pytest.fixture
+def agent(server, tmp_path, request):
+    from test_agent import Agent
+
+    runner = Agent(server, tmp_path, marker=f"shapes-{request.node.name}-{time.time_ns()}")
+    yield runner
+    runner.finish(timeout=10)
+
+
+@pytest.mark.kernel
+def test_the_sweep_functions_run_is_finished_when_it_returns_or_raises(agent, server, tmp_path):
+    from test_agent import executed, run_cmd, user_history
+
+    write_notebook(tmp_path / "nb.ipynb", UNCLOSED)
+    sweep = agent.sweep(
+        "nb.ipynb", [run_cmd("r1", depth=2), run_cmd("r2", depth=3), {"type": "exit"}]
+    )
+    result = agent.run(sweep, "--max-consecutive-failures", "5")
+    assert result.returncode == 0, result.stderr[-3000:]
+    first, second = server.runs["r1"], server.runs["r2"]
+    assert first.exitcode == 0 and [row["score"] for row in user_history(first)] == [2]
+    assert second.exitcode == 1
+    saved = executed(tmp_path, sweep, "r1", "nb.ipynb")
+    assert "open after the agent: False" in "".join(
+        output.get("text", "") for output in saved.cells[3].outputs
+    ), "the run was finished when train returned"

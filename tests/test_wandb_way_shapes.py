@@ -348,3 +348,91 @@ def test_the_sweep_functions_run_is_finished_when_it_returns_or_raises(agent, se
     assert "open after the agent: False" in "".join(
         output.get("text", "") for output in saved.cells[3].outputs
     ), "the run was finished when train returned"
+
+
+# --- W&B's PyTorch sweep tutorial, with synthetic data where it downloads MNIST ----------
+
+PYTORCH_TUTORIAL = [
+    "!pip install wandb -Uq",
+    "import wandb\nwandb.login()",
+    "sweep_config = {\n    'method': 'random'\n    }",
+    "metric = {\n    'name': 'loss',\n    'goal': 'minimize'\n    }\n\n"
+    "sweep_config['metric'] = metric",
+    "parameters_dict = {\n"
+    "    'optimizer': {\n        'values': ['adam', 'sgd']\n        },\n"
+    "    'fc_layer_size': {\n        'values': [16, 32, 64]\n        },\n"
+    "    'dropout': {\n          'values': [0.3, 0.4, 0.5]\n        },\n"
+    "    }\n\nsweep_config['parameters'] = parameters_dict",
+    "parameters_dict.update({\n    'epochs': {\n        'value': 1}\n    })",
+    "import math\n\nparameters_dict.update({\n"
+    "    'learning_rate': {\n        'distribution': 'uniform',\n"
+    "        'min': 0,\n        'max': 0.1\n      },\n"
+    "    'batch_size': {\n        'distribution': 'q_log_uniform_values',\n"
+    "        'q': 8,\n        'min': 32,\n        'max': 256,\n      }\n    })",
+    "import pprint\n\npprint.pprint(sweep_config)",
+    'sweep_id = wandb.sweep(sweep_config, project="pytorch-sweeps-demo")',
+    "import torch\nimport torch.optim as optim\nimport torch.nn.functional as F\n"
+    "import torch.nn as nn\n\n"
+    'device = torch.device("cuda" if torch.cuda.is_available() else "cpu")\n\n'
+    "def train(config=None):\n"
+    "    # Initialize a new wandb run\n"
+    "    with wandb.init(config=config):\n"
+    "        config = wandb.config\n\n"
+    "        loader = build_dataset(config.batch_size)\n"
+    "        network = build_network(config.fc_layer_size, config.dropout)\n"
+    "        optimizer = build_optimizer(network, config.optimizer, config.learning_rate)\n\n"
+    "        for epoch in range(config.epochs):\n"
+    "            avg_loss = train_epoch(network, loader, optimizer)\n"
+    '            wandb.log({"loss": avg_loss, "epoch": epoch})',
+    "def build_dataset(batch_size):\n"
+    "    # MNIST's shape, made up here: the tutorial downloads it\n"
+    "    generator = torch.Generator().manual_seed(0)\n"
+    "    images = torch.rand(512, 1, 28, 28, generator=generator)\n"
+    "    labels = torch.randint(0, 10, (512,), generator=generator)\n"
+    "    dataset = torch.utils.data.TensorDataset(images, labels)\n"
+    "    return torch.utils.data.DataLoader(dataset, batch_size=batch_size)\n\n\n"
+    "def build_network(fc_layer_size, dropout):\n"
+    "    network = nn.Sequential(  # fully-connected, single hidden layer\n"
+    "        nn.Flatten(),\n"
+    "        nn.Linear(784, fc_layer_size), nn.ReLU(),\n"
+    "        nn.Dropout(dropout),\n"
+    "        nn.Linear(fc_layer_size, 10),\n"
+    "        nn.LogSoftmax(dim=1))\n\n"
+    "    return network.to(device)\n\n\n"
+    "def build_optimizer(network, optimizer, learning_rate):\n"
+    '    if optimizer == "sgd":\n'
+    "        optimizer = optim.SGD(network.parameters(),\n"
+    "                              lr=learning_rate, momentum=0.9)\n"
+    '    elif optimizer == "adam":\n'
+    "        optimizer = optim.Adam(network.parameters(),\n"
+    "                               lr=learning_rate)\n"
+    "    return optimizer\n\n\n"
+    "def train_epoch(network, loader, optimizer):\n"
+    "    cumu_loss = 0\n"
+    "    for _, (data, target) in enumerate(loader):\n"
+    "        data, target = data.to(device), target.to(device)\n"
+    "        optimizer.zero_grad()\n\n"
+    "        # ➡ Forward pass\n"
+    "        loss = F.nll_loss(network(data), target)\n"
+    "        cumu_loss += loss.item()\n\n"
+    "        # ⬅ Backward pass + weight update\n"
+    "        loss.backward()\n"
+    "        optimizer.step()\n\n"
+    '        wandb.log({"batch loss": loss.item()})\n\n'
+    "    return cumu_loss / len(loader)",
+    "wandb.agent(sweep_id, train, count=5)",
+]
+
+
+@pytest.mark.kernel
+def test_wandb_pytorch_tutorial_runs_unchanged(local):
+    pytest.importorskip(
+        "torch", reason="the PyTorch tutorial needs torch (CI installs the CPU build)"
+    )
+    _, status, output = run_own_sweep(local, PYTORCH_TUTORIAL, "--count", "2")
+    assert status["totals"]["finished"] == 2, output[-3000:]
+    for run in status["runs"]:
+        batch_size = run["values"]["batch_size"]
+        assert type(batch_size) is int and batch_size % 8 == 0 and 32 <= batch_size <= 256
+        assert run["summary"]["loss"] > 0 and run["summary"]["epoch"] == 0
+    assert "skipped 1 install line" in output

@@ -38,6 +38,7 @@ def run_notebook(
     trial_timeout: float | None = None,
     stop_grace: float = 10.0,
     config_var: str = "config",
+    sweep_function: str | None = None,
     allow_unknown: bool = False,
     html: bool = False,
     env: Mapping[str, str] | None = None,
@@ -54,7 +55,8 @@ def run_notebook(
     goes (default: a new folder under ``nbsweep-runs/``). ``progress``: True prints
     progress to stderr, or pass a stream. ``raise_on_failure``: a failed trial raises
     ``TrialFailed`` and a stopped one ``TrialStopped``, each with ``.result``; False
-    returns the result whatever its status.
+    returns the result whatever its status. ``sweep_function``: in a notebook that calls
+    ``wandb.agent`` more than once, the function the trial runs (default: the last call's).
     """
     from nbsweep.kernel.executor import ExecutionOptions
     from nbsweep.notebook.outputs import check_outputs
@@ -74,6 +76,7 @@ def run_notebook(
     check_outputs(notebook, {"output": output_path})
     settings = TrialSettings(
         config_var=config_var,
+        sweep_function=sweep_function,
         allow_unknown=allow_unknown,
         html=html,
         kernel_name=kernel,

@@ -436,3 +436,17 @@ def test_wandb_pytorch_tutorial_runs_unchanged(local):
         assert type(batch_size) is int and batch_size % 8 == 0 and 32 <= batch_size <= 256
         assert run["summary"]["loss"] > 0 and run["summary"]["epoch"] == 0
     assert "skipped 1 install line" in output
+
+
+def test_a_comment_ending_in_a_question_mark_is_still_python():
+    nb = make_notebook(
+        [
+            "import wandb",
+            "sweep_config = {'method': 'grid', 'parameters': {\n"
+            "    'lr': {'values': [0.1, 0.2]},  # too high?\n"
+            "    'wd': {'values': [0.0]},\n"
+            "}}",
+            SWEEP,
+        ]
+    )
+    assert analyse(nb).parameter_names() == ["lr", "wd"]

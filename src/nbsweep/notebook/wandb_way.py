@@ -453,7 +453,7 @@ def _function_names(node: ast.expr | None) -> tuple[str | None, str | None]:
 
 
 # Lines IPython turns into calls before Python sees them: shell escapes, magics, help.
-_IPYTHON_LINE = re.compile(r"^\s*(?:[!%]|[\w.]+\s*=\s*[!%])|\?\s*$")
+_IPYTHON_LINE = re.compile(r"^\s*(?:[!%]|[\w.]+\s*=\s*[!%]|\?{1,2}[\w.]+\s*$|[\w.]+\?{1,2}\s*$)")
 # Cell magics whose body is Python.
 _PYTHON_CELL_MAGICS = frozenset({"capture", "time", "timeit", "prun"})
 

@@ -34,7 +34,11 @@ TEMPLATE_NAME = "nbsweep-forker"
 """The template's process name (``ps -o comm``); its kernels are ``python`` again."""
 _TEMPLATE = r"""
 # nbsweep: ipykernel_launcher template; forks each trial's kernel (ps and pkill see the name)
-import ctypes, gc, json, os, signal, sys
+import atexit, ctypes, gc, json, os, signal, sys
+def _end_after_exit_handlers():  # registered first: runs after every other exit handler
+    if getattr(sys, "_nbsweep_skip_teardown", False):
+        os._exit(0)
+atexit.register(_end_after_exit_handlers)  # in the kernels: the template never sets it
 ctypes.CDLL(None).prctl(15, b"nbsweep-forker", 0, 0, 0)  # PR_SET_NAME
 if sys.path[0] == "":
     del sys.path[0]
@@ -118,13 +122,11 @@ def _child(request):
     os.dup2(log, 1)
     os.dup2(log, 2)
     os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+    # Closed through its file object: at the kernel's exit that object would otherwise
+    # close its descriptor's number again, by then perhaps a file the notebook writes.
+    _out.close()
     os.closerange(3, 1 << 16)
     _as_a_fresh_process(request["env"])
-    import atexit
-    def _end_after_exit_handlers():
-        if getattr(sys, "_nbsweep_skip_teardown", False):
-            os._exit(0)
-    atexit.register(_end_after_exit_handlers)
     IPKernelApp.clear_instance()  # a Session made in the template drops the child's messages
     sys.modules["debugpy"] = None
     app = IPKernelApp.instance()
@@ -146,10 +148,11 @@ for line in sys.stdin:
         continue
     pid = os.fork()
     if pid == 0:
-        try:
-            _child(request)
-        finally:
-            os._exit(1)
+        _child(request)
+        # The kernel has shut down. It ends as an exec'd kernel's script does: by the
+        # interpreter's own exit (threads joined, exit handlers, teardown unless skipped,
+        # stdio flushed); an error in _child leaves this loop the same way, with code 1.
+        sys.exit(0)
     _out.write(json.dumps({"pid": pid}) + "\n")
     _out.flush()
 """

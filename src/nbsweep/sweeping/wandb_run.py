@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import functools
 import importlib.metadata
+import os
 import shutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -216,6 +217,36 @@ def attach_files(path: SweepPath, run_id: str, result: TrialResult) -> None:
     for local in (result.output, result.html):
         if local is not None and local.exists():
             run.upload_file(str(local), root=str(local.parent))
+
+
+def attach_to_offline_run(
+    run_id: str, result: TrialResult, kernel_dir: Path, warn: Callable[[str], None]
+) -> None:
+    """Copy the executed notebook (and its HTML) into the files of the offline run the
+    notebook opened itself: ``wandb sync`` uploads that folder with the run, as it does for
+    the runs nbsweep opens. Nothing is copied where the notebook left no such run."""
+    folder = offline_run_folder(run_id, kernel_dir)
+    if folder is None:
+        return
+    try:
+        (folder / "files").mkdir(exist_ok=True)
+        for local in (result.output, result.html):
+            if local is not None and local.exists():
+                shutil.copy2(local, folder / "files" / local.name)
+    except OSError as error:  # the trial is over; reporting trouble must not fail it
+        warn(f"run {run_id}: could not attach the notebook to its offline run: {error}")
+
+
+def offline_run_folder(run_id: str, kernel_dir: Path) -> Path | None:
+    """Where wandb, in a kernel started in ``kernel_dir``, wrote the offline run ``run_id``
+    (``$WANDB_DIR`` or the kernel's folder, then ``wandb/`` or ``.wandb/``); the newest if
+    there are several (a resumed run), None if there is none."""
+    root = kernel_dir / os.environ.get("WANDB_DIR", "")  # an absolute WANDB_DIR wins
+    for name in ("wandb", ".wandb"):
+        found = sorted((root / name).glob(f"offline-run-*-{run_id}"))
+        if found:
+            return found[-1]
+    return None
 
 
 def teardown() -> None:

@@ -55,6 +55,17 @@ def test_leading_imports_leave_out_the_users_own_modules(tmp_path):
     assert leading_imports(nb, tmp_path) == ("json",)
 
 
+def test_a_folder_python_would_not_import_from_is_not_the_users_module(tmp_path):
+    """wandb's offline runs go to ``wandb/`` beside the notebook (``make demo`` leaves one in
+    the checkout): a folder without ``__init__.py`` is a namespace portion, which Python
+    passes over for the installed wandb, so it is still preloaded."""
+    (tmp_path / "wandb" / "offline-run-20261206_000000-abc").mkdir(parents=True)
+    (tmp_path / "regular").mkdir()
+    (tmp_path / "regular" / "__init__.py").write_text("")
+    nb = cells("import wandb\nimport regular\nimport json")
+    assert leading_imports(nb, tmp_path) == ("wandb", "json")
+
+
 def test_preload_option():
     assert Preload.parse("auto") == Preload("auto")
     assert Preload.parse("NONE", cuda=True) == Preload("none", (), True)

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import ast
 import copy
+import sys
 from dataclasses import dataclass
+from importlib.machinery import PathFinder
 from pathlib import Path
 
 from nbformat import NotebookNode
@@ -131,8 +133,20 @@ def _imported(statement: ast.stmt) -> list[str] | None:
 
 
 def _without_local(modules: list[str], folder: Path) -> tuple[str, ...]:
-    def is_local(name: str) -> bool:
-        top = name.split(".")[0]
-        return (folder / f"{top}.py").exists() or (folder / top).is_dir()
+    return tuple(name for name in modules if not _is_users_own(name, folder))
 
-    return tuple(name for name in modules if not is_local(name))
+
+def _is_users_own(name: str, folder: Path) -> bool:
+    """Whether the kernel (its cwd first on ``sys.path``) would import ``name`` from
+    ``folder``: a module or a package with ``__init__.py`` there. A folder without one is
+    only a namespace portion, which Python passes over for a real module found later on
+    the path: wandb's own ``wandb/`` run folder beside a notebook is not the user's wandb."""
+    top = name.split(".")[0]
+    spec = PathFinder.find_spec(top, [str(folder)])
+    if spec is None:
+        return False
+    if spec.loader is not None and spec.origin is not None:
+        return True
+    elsewhere = [entry for entry in sys.path if entry and Path(entry) != folder]
+    found = PathFinder.find_spec(top, elsewhere)
+    return found is None or found.origin is None

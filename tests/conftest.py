@@ -132,32 +132,49 @@ def cli(tmp_path: Path) -> CliRun:
 TEMPLATE = "nbsweep-forker"  # nbsweep.kernel.fork.TEMPLATE_NAME
 
 
-def kernel_processes_since(began: float) -> list[psutil.Process]:
-    """Live processes started since ``began`` that carry the mark every exec'd nbsweep kernel
-    (and whatever it starts) inherits, wherever they were reparented to, and kernel
-    templates (a forked kernel's environment is set after its fork, out of /proc's sight;
-    it dies with its template)."""
+def kernel_processes(marker: str) -> list[psutil.Process]:
+    """Live kernels and kernel templates that carry ``MARKER_ENV=marker``: only what the
+    caller started (a user's own sweep running beside the suite is never looked at). Every
+    exec'd kernel and template inherits the starting process's environment; a forked
+    kernel's environment is set after its fork, out of /proc's sight, so it shows its
+    template's (and dies with it)."""
     found = []
-    for process in psutil.process_iter(["create_time"]):
+    for process in psutil.process_iter():
         try:
-            if (process.info["create_time"] or 0) < began - 1 or process.pid == os.getpid():
+            if process.pid == os.getpid() or process.environ().get(MARKER_ENV) != marker:
                 continue
-            marked = process.name() == TEMPLATE or "NBSWEEP_KERNEL_MARK" in process.environ()
-            if marked and process.status() != "zombie":
+            is_kernel = process.name() == TEMPLATE or "NBSWEEP_KERNEL_MARK" in process.environ()
+            if is_kernel and process.status() != "zombie":
                 found.append(process)
         except (psutil.Error, OSError):
             continue
     return found
 
 
-def assert_no_kernel_left(began: float, timeout: float = 10.0) -> None:
+@contextlib.contextmanager
+def no_kernel_left(timeout: float = 10.0):
+    """Mark what starts inside the block (this process's own kernels, in-process API calls)
+    with a value of its own, then check the process table for kernels left with it, and
+    kill only those."""
+    marker = f"in-process-{uuid.uuid4().hex}"
+    previous = os.environ.get(MARKER_ENV)
+    os.environ[MARKER_ENV] = marker
+    try:
+        yield marker
+    finally:
+        if previous is None:
+            os.environ.pop(MARKER_ENV, None)
+        else:
+            os.environ[MARKER_ENV] = previous
     deadline = time.monotonic() + timeout
-    while (left := kernel_processes_since(began)) and time.monotonic() < deadline:
+    while (left := kernel_processes(marker)) and time.monotonic() < deadline:
         time.sleep(0.2)
+    survivors = []
     for process in left:
         with contextlib.suppress(psutil.Error):
+            survivors.append((process.pid, process.cmdline()))
             process.kill()
-    assert not left, f"kernels survived: {[(p.pid, p.cmdline()) for p in left]}"
+    assert not left, f"kernels survived: {survivors}"
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import nbformat
 import pytest
 from conftest import CliRun, write_notebook
 
@@ -75,3 +76,22 @@ def test_the_agent_fails_the_trial_and_goes_on(tmp_path, tiny_disk, request):
         assert Path(runs[10]["notebook"]).name == "big.ipynb"
     finally:
         runner.finish(timeout=10)
+
+
+def test_html_lost_on_a_full_disk_is_a_warning_naming_it(cli, tmp_path, tiny_disk):
+    """The notebook fits, its HTML copy does not: the trial stands as it ran (finished,
+    exit 0), one warning names the HTML file, and the saved notebook is whole."""
+    write_notebook(tmp_path / "mid.ipynb", [("size = 600_000", ["parameters"]), BIG_OUTPUT[1]])
+    output = tiny_disk / "out.ipynb"
+    result = cli("run", "mid.ipynb", "-o", output, "--html")
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr and "Error:" not in result.stderr, result.stderr
+    html = tiny_disk / "out.html"
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert warnings == [
+        f"warning: the HTML copy was not saved: cannot write '{html}': No space left on device"
+    ], result.stderr
+    assert "finished (finished) in" in result.stderr, result.stderr
+    saved = nbformat.read(output, as_version=4)
+    assert saved.metadata.nbsweep.status == "finished"
+    assert [p.name for p in tiny_disk.iterdir()] == ["out.ipynb"], "no HTML, no temp file"

@@ -26,7 +26,8 @@ from nbsweep.cli.options import trial_settings
     context_settings={"ignore_unknown_options": True, "allow_interspersed_args": True},
     epilog="Parameters, lowest precedence first: -f files; --args-json; --name=value and "
     "name=value; the WANDB_SWEEP_PARAM_PATH file (under wandb agent); -p/-r. Execution "
-    "options win over --name=value of the same name: pass such a parameter with -p.",
+    "options win over --name=value of the same name: pass such a parameter with -p, or "
+    "after --, after which every argument is a parameter.",
 )
 @click.argument("notebook", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
@@ -91,7 +92,7 @@ def run(
     \b
     nbsweep run train.ipynb --lr=0.01 --layers='[64, 32]'
     nbsweep run train.ipynb -p lr 0.01 -f params.yaml
-    sweep YAML: command: [nbsweep, run, ${program}, ${args}]
+    sweep YAML: command: [nbsweep, run, ${program}, --, ${args}]
     """
     from nbsweep.kernel.prestart import EarlyKernel
 
@@ -130,6 +131,13 @@ def run(
             raise TrialStopped(
                 f"stopped ({result.reason}); partial notebook saved: {result.output}",
                 exit_code_for_stop(result.reason),
+                result=result,
+            )
+        if result.late_stop is not None:
+            raise TrialStopped(
+                f"{result.late_stop} while the trial ({result.status}) was saved; notebook "
+                f"saved: {result.output}",
+                exit_code_for_stop(result.late_stop),
                 result=result,
             )
         if result.status == "failed":

@@ -16,10 +16,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nbsweep.errors import KernelStartError
+from nbsweep.errors import KernelStartError, UsageError
 from nbsweep.kernel.api import TRIAL_ENV
 from nbsweep.kernel.fork import Template
 from nbsweep.kernel.process import Kernel
+from nbsweep.notebook.textfile import read_text
 
 # Seconds the preload may take (a first `import torch` with CUDA can take a while); past
 # that the kernel is used as it is and the notebook imports what is missing itself.
@@ -143,8 +144,8 @@ def kernelspec_name(path: Path) -> str | None:
     if path.suffix != ".ipynb":
         return None
     try:
-        metadata = json.loads(path.read_text(encoding="utf-8")).get("metadata", {})
-    except (OSError, ValueError, AttributeError):
+        metadata = json.loads(read_text(path, "notebook")).get("metadata", {})
+    except (UsageError, ValueError, AttributeError):
         return None
     spec = metadata.get("kernelspec") if isinstance(metadata, dict) else None
     name = spec.get("name") if isinstance(spec, dict) else None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -72,7 +73,19 @@ def notebook_text(nb: NotebookNode) -> str:
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], object], durable: bool = True) -> None:
     """Have ``write`` fill a temp file in ``path``'s folder, then move it over ``path``.
-    ``durable``: on disk before it replaces ``path`` (not needed for a file only read now)."""
+    ``durable``: on disk before it replaces ``path`` (not needed for a file only read now).
+    A character device (``-o /dev/null``) is written to, as papermill does, never replaced
+    by a file; a FIFO, socket or block device is an OutputError (see ``unwritable_kind``)."""
+    kind = unwritable_kind(path)
+    if kind is not None:
+        raise OutputError(f"cannot write {str(path)!r}: it is {kind}, not a regular file")
+    if _is_character_device(path):
+        try:
+            with open(path, "wb") as handle:
+                write(handle)
+        except OSError as error:
+            raise _output_error(path, error) from None
+        return
     try:
         descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     except OSError as error:
@@ -93,6 +106,31 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object], durable: bool 
         if isinstance(error, OSError):
             raise _output_error(path, error) from None
         raise
+
+
+def unwritable_kind(path: Path) -> str | None:
+    """What ``path`` is if no output may go there: an existing FIFO, socket or block device
+    (replacing it would break what uses it; writing to a FIFO may wait for ever)."""
+    mode = _mode(path)
+    if mode is None:
+        return None
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "a block device" if stat.S_ISBLK(mode) else None
+
+
+def _is_character_device(path: Path) -> bool:
+    mode = _mode(path)
+    return mode is not None and stat.S_ISCHR(mode)
+
+
+def _mode(path: Path) -> int | None:
+    try:
+        return os.stat(path).st_mode
+    except OSError:
+        return None  # absent, or the write says what is wrong
 
 
 def _output_error(path: Path, error: OSError) -> OutputError:
@@ -116,6 +154,23 @@ def write_html(nb: NotebookNode, path: Path) -> None:
 
 def write_json(data: Any, path: Path) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+# What W&B refuses in a run id (wandb_settings.validate_run_id), and NUL, which no path holds.
+_NOT_IN_IDS = frozenset(":;,#?/'\0")
+
+
+def safe_id(value: str, what: str) -> str:
+    """``value``, a sweep or run id from a store, a server or the environment, if it is one
+    W&B accepts (no ``/``, none of ``:;,#?'``, no spaces around it) and not ``.`` or ``..``:
+    every path built from ids goes through here, so ``folder/<id>`` and
+    ``folder/sweep-<id>`` are names inside ``folder``. UsageError (one line) otherwise."""
+    if value.strip() != value or value in ("", ".", "..") or set(value) & _NOT_IN_IDS:
+        raise UsageError(
+            f"{what} {value!r} is not an id W&B accepts (no / : ; , # ? ' or spaces around "
+            "it, not . or ..): nbsweep makes no path of it"
+        )
+    return value
 
 
 def ensure_writable_folder(folder: Path, option: str = "--output") -> None:

@@ -7,13 +7,20 @@ import os
 from pathlib import Path
 
 from nbsweep.errors import UsageError
+from nbsweep.notebook.files import unwritable_kind
 
 
 def check_outputs(source: Path, outputs: dict[str, Path | None]) -> None:
-    """Raise UsageError (exit 2) if an output (option -> path) is ``source`` or another
-    output. Overwriting an earlier run's output stays allowed."""
+    """Raise UsageError (exit 2) if an output (option -> path) is ``source``, another
+    output, or a FIFO, socket or block device. Overwriting an earlier run's output stays
+    allowed, and a character device such as /dev/null is written to."""
     given = [(option, path) for option, path in outputs.items() if path is not None]
     for number, (option, path) in enumerate(given):
+        kind = unwritable_kind(path)
+        if kind is not None:
+            raise UsageError(
+                f"{option} {str(path)!r} is {kind}, not a regular file; choose another path"
+            )
         if _same(path, source):
             raise UsageError(
                 f"{option} {str(path)!r} is the notebook being run: it would be overwritten; "

@@ -385,13 +385,25 @@ class Agent:
             for name, entry in (command.get("args") or {}).items()
         }
         try:
+            # Ids from the server or the store: an id that would lead outside nbsweep-runs/
+            # (or wandb/) fails this trial before anything is written.
+            sweep = files.safe_id(self.path.sweep, "sweep id")
+            output = Path(RUNS_FOLDER) / sweep / files.safe_id(run_id, "run id") / notebook.name
             param_file = wandb_run.write_param_file(
                 self.options.wandb_dir, self.path.sweep, run_id, values
             )
-        except OutputError as error:  # a full disk fails this trial, not the agent
-            self.reporter.warn(f"run {run_id}: {error}")
+        except (OutputError, UsageError) as error:  # a full disk fails this trial, not the agent
+            saving = isinstance(error, OutputError)
+            self.reporter.warn(f"run {run_id}: {error}" if saving else str(error))
             result = TrialResult(
-                "failed", "cannot-save", Path(), None, Metrics(), 0.0, save_error=str(error)
+                "failed",
+                "cannot-save" if saving else "could-not-start",
+                Path(),
+                None,
+                Metrics(),
+                0.0,
+                save_error=str(error) if saving else None,
+                start_error=None if saving else str(error),
             )
             await asyncio.to_thread(self.server.trial_finished, run_id, result)
             return result
@@ -399,7 +411,7 @@ class Agent:
             notebook=notebook,
             values=list(values.items()),
             env=self.server.trial_environment(self.path, run_id, param_file),
-            output=Path(RUNS_FOLDER) / self.path.sweep / run_id / notebook.name,
+            output=output,
             sweep_id=self.path.sweep,
             sweep_config=self.sweep_config,
             settings=self.options.trial,

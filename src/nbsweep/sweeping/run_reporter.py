@@ -159,12 +159,16 @@ def run_under_wandb_agent(
 ) -> TrialResult:
     """``nbsweep run`` under ``wandb agent``: the trial joins the run the agent announced in
     the environment; nbsweep opens, reports to and closes it if the notebook will not."""
-    from nbsweep.notebook.files import read_notebook
+    from nbsweep.notebook.files import read_notebook, safe_id
     from nbsweep.notebook.injection import nest
     from nbsweep.trial.run import run_trial
 
     path = agent_sweep_path(environ)
     assert path is not None, "only under wandb agent"
+    # The environment's ids name folders: one that would lead outside is refused (exit 2)
+    # before a run is opened or a file written.
+    safe_id(path.sweep, "WANDB_SWEEP_ID")
+    safe_id(environ["WANDB_RUN_ID"], "WANDB_RUN_ID")
     mode = RunMode.choose(read_notebook(spec.notebook), enabled=True, offline=False)
     param_file = Path(environ.get("WANDB_SWEEP_PARAM_PATH", ""))
     wandb = RunReporter(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import glob
 import importlib.metadata
 import os
 import shutil
@@ -17,6 +18,7 @@ import yaml
 from nbformat import NotebookNode
 
 from nbsweep.notebook import files
+from nbsweep.notebook.literals import refuse_too_deep
 from nbsweep.notebook.parameters import parse_leniently
 from nbsweep.status import TrialStatus
 from nbsweep.sweeping.path import SweepPath
@@ -47,6 +49,9 @@ def _is_wandb_init(func: ast.expr) -> bool:
 
 def write_param_file(wandb_dir: Path, sweep: str, run_id: str, values: Mapping[str, Any]) -> Path:
     """``wandb/sweep-<id>/config-<run>.yaml`` as ``wandb agent`` writes it."""
+    sweep, run_id = files.safe_id(sweep, "sweep id"), files.safe_id(run_id, "run id")
+    for name, value in values.items():
+        refuse_too_deep(name, value)  # PyYAML writes recursively
     path = wandb_dir / "wandb" / f"sweep-{sweep}" / f"config-{run_id}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     entries = {name: {"value": value} for name, value in values.items()}
@@ -242,8 +247,10 @@ def offline_run_folder(run_id: str, kernel_dir: Path) -> Path | None:
     (``$WANDB_DIR`` or the kernel's folder, then ``wandb/`` or ``.wandb/``); the newest if
     there are several (a resumed run), None if there is none."""
     root = kernel_dir / os.environ.get("WANDB_DIR", "")  # an absolute WANDB_DIR wins
+    safe = files.safe_id(run_id, "run id")
     for name in ("wandb", ".wandb"):
-        found = sorted((root / name).glob(f"offline-run-*-{run_id}"))
+        # escape: a "*" or "[" in an id (W&B allows them) must match no other run.
+        found = sorted((root / name).glob(f"offline-run-*-{glob.escape(safe)}"))
         if found:
             return found[-1]
     return None

@@ -40,6 +40,9 @@ class TrialResult:
     start_error: str | None = None
     """Why the trial never ran (values the notebook refuses, a kernel that would not start),
     secrets redacted."""
+    late_stop: str | None = None
+    """Set ("interrupted", "terminated") by a Ctrl-C or SIGTERM that came after the last cell,
+    while the trial was saved. Its status stands; the command that ran it exits as told."""
 
     def __post_init__(self) -> None:
         self.status = TrialStatus(self.status)

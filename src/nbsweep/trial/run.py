@@ -18,7 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 from nbformat import NotebookNode
 
-from nbsweep.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, OutputError, ParameterError
+from nbsweep.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    KernelStartError,
+    OutputError,
+    ParameterError,
+)
 from nbsweep.kernel.api import TRIAL_ENV
 from nbsweep.kernel.executor import (
     CellFailure,
@@ -116,10 +122,11 @@ class TrialSpec:
 
 
 def default_output(notebook: Path, environ: Mapping[str, str]) -> Path:
-    """``nbsweep-runs/<sweep>/<run>/`` under ``wandb agent``, else a fresh timestamped folder."""
+    """``nbsweep-runs/<sweep>/<run>/`` under ``wandb agent``, else a fresh timestamped folder.
+    UsageError if those ids (from the environment) would leave ``nbsweep-runs/``."""
     sweep, run = environ.get("WANDB_SWEEP_ID"), environ.get("WANDB_RUN_ID")
     if sweep and run:
-        folder = Path(RUNS_FOLDER) / sweep / run
+        folder = Path(RUNS_FOLDER) / files.safe_id(sweep, "sweep id") / files.safe_id(run, "run id")
     else:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         folder = Path(RUNS_FOLDER) / notebook.stem / f"{stamp}-{secrets.token_hex(3)}"
@@ -194,8 +201,8 @@ async def run_trial_async(
         if on_metric is not None:
             on_metric(record)
 
-    metrics = Metrics(on_record=on_record)
-    overflow = _StreamOverflow(output, injection, redactor)
+    metrics = Metrics(on_record=on_record, redactor=redactor)
+    overflow = _StreamOverflow(output, injection)
     warm = kernel is not None
     kernel = kernel or Kernel(spec.settings.kernel_for(nb))
     stop = stop or StopRequest()
@@ -205,11 +212,14 @@ async def run_trial_async(
             # The same skipped install lines every trial: an agent says so once.
             (reporter.warn_once if is_skipped_message(warning) else reporter.warn)(warning)
         reporter.trial_started(notebook_path, output)
-        if not warm:
-            await kernel.launch(spec.settings.cwd or notebook_path.resolve().parent, environ)
-        if kernel.info is None:  # while it boots
-            await asyncio.to_thread(prepare_output_handling)
-        await kernel.wait_ready()
+        try:
+            if not warm:
+                await kernel.launch(spec.settings.cwd or notebook_path.resolve().parent, environ)
+            if kernel.info is None:  # while it boots
+                await asyncio.to_thread(prepare_output_handling)
+            await kernel.wait_ready()
+        except KernelStartError as error:  # it quotes what the kernel wrote as it died
+            raise KernelStartError(redactor.text(str(error))) from None
         await kernel.update_environment(trial_env)
         kernel.send_silently(_INSTALL_HOOKS)
         started_cells = True
@@ -218,13 +228,19 @@ async def run_trial_async(
                 injection.source_index(index), number, total
             ),
             cell_finished=reporter.cell_finished,
-            stream=lambda name, text: reporter.stream(name, redactor.text(text)),
+            stream=reporter.stream,
             overflow=overflow.write,
         )
         following = asyncio.ensure_future(_follow(channel, metrics))
         try:
             outcome = await execute(
-                nb, kernel, spec.settings.execution, hooks, stop, spec.settings.metric_variables
+                nb,
+                kernel,
+                spec.settings.execution,
+                hooks,
+                stop,
+                spec.settings.metric_variables,
+                redactor,
             )
         finally:
             following.cancel()
@@ -256,15 +272,16 @@ async def run_trial_async(
     try:
         result = _result(spec, injection, outcome, kernel, kernel_lost, metrics, output, started)
         try:
-            _save(nb, output, *_record(result), started, redactor)
-            if result.html is not None:
-                files.write_html(nb, result.html)
+            # On a thread: the loop stays free to hear a signal during a long save.
+            await asyncio.to_thread(_save, nb, output, *_record(result), started, redactor)
         except OutputError as error:
             # The trial ran; what it measured is still reported. It failed all the same:
             # its notebook is not where it should be.
             result = dataclasses.replace(
                 result, status="failed", reason="cannot-save", save_error=str(error)
             )
+        else:
+            result = await _save_html(nb, result, reporter)
     finally:
         stopping = kernel.retire(finished=outcome.status == "finished")
         if retire is None:
@@ -275,14 +292,28 @@ async def run_trial_async(
     return result
 
 
+async def _save_html(nb: NotebookNode, result: TrialResult, reporter: Reporter) -> TrialResult:
+    """The HTML copy, if asked for. The saved notebook holds all the trial made, so an HTML
+    copy that cannot be written is a warning naming it, not a failed trial."""
+    if result.html is None:
+        return result
+    try:
+        await asyncio.to_thread(files.write_html, nb, result.html)
+    except OutputError as error:
+        warning = f"the HTML copy was not saved: {error}"
+        reporter.warn(warning)
+        return dataclasses.replace(result, html=None, warnings=(*result.warnings, warning))
+    return result
+
+
 class _StreamOverflow:
     """Where a cell's stream goes past what the notebook keeps: one side file per cell and
-    stream beside the executed notebook (``x.cell3.stdout.txt``), secrets redacted."""
+    stream beside the executed notebook (``x.cell3.stdout.txt``). The executor hands it
+    text already redacted, in pieces."""
 
-    def __init__(self, output: Path, injection: Injection, redactor: Redactor) -> None:
+    def __init__(self, output: Path, injection: Injection) -> None:
         self.output = output
         self.injection = injection
-        self.redactor = redactor
         self.files: dict[Path, Any] = {}
 
     def write(self, index: int, name: str, text: str) -> str:
@@ -292,7 +323,7 @@ class _StreamOverflow:
         if file is None:
             file = self.files[path] = path.open("w", encoding="utf-8")
         try:
-            file.write(self.redactor.text(text))
+            file.write(text)
         except OSError:
             return f"{path.name} (cut short: {len(text):,} characters could not be written)"
         return path.name
@@ -341,9 +372,9 @@ def _result(
     output: Path,
     started: float,
 ) -> TrialResult:
-    metrics.final.update(outcome.variables)
-    metrics.missing.extend(outcome.missing_variables)
     redactor = Redactor.from_environ({**os.environ, **spec.env, TRIAL_ENV: "1"})
+    metrics.final.update(redactor.value(outcome.variables))
+    metrics.missing.extend(outcome.missing_variables)
     failure = outcome.failure
     if failure is not None:
         traceback = failure.traceback
@@ -395,7 +426,11 @@ def run_trial(
             loop.add_signal_handler(signum, on_signal, signum)
         try:
             kernel = early.take() if early is not None else None
-            return await run_trial_async(spec, reporter, stop, kernel, on_metric=on_metric)
+            result = await run_trial_async(spec, reporter, stop, kernel, on_metric=on_metric)
+            if stop.reason is not None and result.status != "stopped":
+                # The signal came once the cells had run: the trial stands as it ended.
+                result = dataclasses.replace(result, late_stop=stop.reason)
+            return result
         finally:
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(signum)

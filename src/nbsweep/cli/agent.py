@@ -58,12 +58,20 @@ def agent(
 
     preloading = Preload.parse(preload, preload_cuda)
     if gpus is not None or workers is not None:
-        from nbsweep.sweeping.workers import cpu_workers, gpu_workers, run_workers
+        from nbsweep.sweeping.workers import (
+            agents_on_store,
+            cpu_workers,
+            gpu_workers,
+            run_workers,
+        )
 
         if gpus is not None and workers is not None:
             raise click.UsageError("use --gpus or --workers, not both")
         fleet = gpu_workers(gpus, os.environ) if gpus is not None else cpu_workers(workers or 1)
-        sys.exit(run_workers(fleet, without_fanout_options(sys.argv[1:])))
+        # A database URL may hold a password: it goes to each worker's environment, not
+        # onto its command line for `ps` to show.
+        argv = without_fanout_options(sys.argv[1:], ("--gpus", "--workers", "--store"))
+        sys.exit(run_workers(*agents_on_store(fleet, argv, store)))
     options = AgentOptions(
         count=count,
         notebook=notebook,
@@ -93,15 +101,17 @@ def agent(
     )
 
 
-def without_fanout_options(argv: list[str]) -> list[str]:
-    """The command line a worker gets: the user's, less --gpus/--workers."""
+def without_fanout_options(
+    argv: list[str], options: tuple[str, ...] = ("--gpus", "--workers")
+) -> list[str]:
+    """The command line a worker gets: the user's, less ``options`` and their values."""
     kept: list[str] = []
     skip = False
     for token in argv:
         if skip:
             skip = False
-        elif token in ("--gpus", "--workers"):
+        elif token in options:
             skip = True
-        elif not token.startswith(("--gpus=", "--workers=")):
+        elif not token.startswith(tuple(f"{option}=" for option in options)):
             kept.append(token)
     return kept

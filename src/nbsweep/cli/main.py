@@ -4,6 +4,7 @@ module per command; each parses its options and calls the library."""
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -31,7 +32,11 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except NbsweepError as error:
-            raise _Failure(str(error), error.exit_code) from None
+            from nbsweep.notebook.redaction import Redactor
+
+            # Messages quote values, kernel output and URLs: none of them prints a secret.
+            said = Redactor.from_environ(os.environ).text(str(error))
+            raise _Failure(said, error.exit_code) from None
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

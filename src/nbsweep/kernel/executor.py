@@ -20,12 +20,16 @@ from nbclient.exceptions import CellExecutionError, DeadKernelError
 from nbformat import NotebookNode
 
 from nbsweep.kernel.process import Kernel
+from nbsweep.notebook.redaction import Redactor, StreamRedactor
 from nbsweep.status import TrialStatus
 
 Status = TrialStatus
 
 # sys.exit(0), sys.exit() and `raise SystemExit` end a notebook successfully.
 _SUCCESSFUL_EXIT_VALUES = ("", "0", "None")
+# Characters of a stream message handled at a time: a huge print is cut into pieces of this
+# size on its way to the side file, never copied whole.
+_PIECE = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -40,7 +44,8 @@ class ExecutionOptions:
     """Seconds between the interrupt and the kill when a trial is stopped or times out."""
     stream_limit: int = 1 << 20
     """Characters of a cell's stdout (and of its stderr) kept in the saved notebook; the rest
-    goes to ``Hooks.overflow`` (a side file), so a cell that prints 200 MB costs no memory."""
+    goes to ``Hooks.overflow`` (a side file) piece by piece, so a cell that prints 200 MB
+    costs nbsweep about one copy of its message."""
 
 
 @dataclass
@@ -51,8 +56,9 @@ class Hooks:
     """(cell index, number among code cells starting at 1, number of code cells)."""
     cell_finished: Callable[[int, float], None] = lambda index, seconds: None
     stream: Callable[[str, str], None] = lambda name, text: None
+    """(stream name, text), secrets redacted, as it comes."""
     overflow: Callable[[int, str, str], str] = lambda index, name, text: "nowhere"
-    """(cell index, stream name, text past the limit) -> where that text was put."""
+    """(cell index, stream name, a piece of the text past the limit) -> where it was put."""
 
 
 @dataclass(frozen=True)
@@ -100,10 +106,30 @@ class StopRequest:
             self.now.set()
 
 
+@dataclass
+class _Stream:
+    """One stream (stdout or stderr) of one cell, as it is assembled."""
+
+    redactor: StreamRedactor
+    kept: int = 0
+    """Characters of it in the notebook."""
+    where: str | None = None
+    """The side file it goes to once past the limit."""
+    template: dict[str, Any] = field(default_factory=dict)
+    """Its last message, less the text: what held-back text is added to the cell as."""
+
+
 class _TrialClient(NotebookClient):
     """nbclient's client, reporting live messages and cell progress through ``Hooks``."""
 
-    def __init__(self, nb: NotebookNode, kernel: Kernel, hooks: Hooks, stream_limit: int) -> None:
+    def __init__(
+        self,
+        nb: NotebookNode,
+        kernel: Kernel,
+        hooks: Hooks,
+        stream_limit: int,
+        redactor: Redactor,
+    ) -> None:
         super().__init__(
             nb,
             km=kernel.manager,
@@ -118,40 +144,65 @@ class _TrialClient(NotebookClient):
         self.last_error: tuple[int, dict[str, Any]] | None = None
         self.liveness_polls: set[asyncio.Task[Any]] = set()
         self.stream_limit = stream_limit
-        self.stream_kept: dict[tuple[int, str], int] = {}
+        self.redactor = redactor
+        self.streams: dict[int, dict[str, _Stream]] = {}
         self.on_cell_error = self._remember_error
 
     def process_message(
         self, msg: dict[str, Any], cell: NotebookNode, cell_index: int
     ) -> NotebookNode | None:
-        kind, content = msg["msg_type"], msg["content"]
-        if kind == "stream":
-            name, text = content.get("name", "stdout"), content.get("text", "")
-            self.hooks.stream(name, text)
-            return self._keep_stream(msg, cell, cell_index, name, text)
+        if msg["msg_type"] == "stream":
+            self._stream(msg, cell, cell_index)
+            return None
+        # Text held back (it may begin a secret) goes before what comes next, and at the
+        # cell's end (its idle status).
+        self.flush_streams(cell_index)
         return super().process_message(msg, cell, cell_index)
 
-    def _keep_stream(
-        self, msg: dict[str, Any], cell: NotebookNode, cell_index: int, name: str, text: str
-    ) -> NotebookNode | None:
-        """Keep up to ``stream_limit`` characters of the stream in the notebook; hand the
-        rest to ``Hooks.overflow`` and say once, in the cell's output, where it went."""
-        kept = self.stream_kept.get((cell_index, name), 0)
-        if kept + len(text) <= self.stream_limit:
-            self.stream_kept[(cell_index, name)] = kept + len(text)
-            return super().process_message(msg, cell, cell_index)
-        room = max(0, self.stream_limit - kept)
-        self.stream_kept[(cell_index, name)] = self.stream_limit + 1
-        where = self.hooks.overflow(cell_index, name, text[room:])
-        if kept > self.stream_limit:  # cut before: its marker is there already
-            return None
-        marker = (
+    def _stream(self, msg: dict[str, Any], cell: NotebookNode, cell_index: int) -> None:
+        """Redact the stream as one text (a secret may come a character per message), keep
+        up to ``stream_limit`` characters of it in the notebook and hand the rest to
+        ``Hooks.overflow``, a piece at a time."""
+        content = msg["content"]
+        name, text = content.get("name", "stdout"), content.get("text", "")
+        streams = self.streams.setdefault(cell_index, {})
+        stream = streams.get(name) or streams.setdefault(name, _Stream(self.redactor.stream()))
+        stream.template = {**msg, "content": {**content, "text": ""}}
+        kept = [
+            self._take(stream, cell_index, name, stream.redactor.feed(text[at : at + _PIECE]))
+            for at in range(0, len(text), _PIECE)
+        ]
+        self._add(stream, cell, cell_index, "".join(kept))
+
+    def _take(self, stream: _Stream, cell_index: int, name: str, text: str) -> str:
+        """Show ``text`` live; what of it the notebook keeps (the rest goes to the side file,
+        and the notebook says once where)."""
+        if not text:
+            return ""
+        self.hooks.stream(name, text)
+        room = self.stream_limit - stream.kept
+        if stream.where is None and len(text) <= room:
+            stream.kept += len(text)
+            return text
+        if stream.where is not None:
+            self.hooks.overflow(cell_index, name, text)
+            return ""
+        stream.where = self.hooks.overflow(cell_index, name, text[room:])
+        return (
             f"{text[:room]}\n[nbsweep: {name} past {self.stream_limit:,} characters is not kept "
-            f"in the notebook; the rest is in {where}]\n"
+            f"in the notebook; the rest is in {stream.where}]\n"
         )
-        return super().process_message(
-            {**msg, "content": {**msg["content"], "text": marker}}, cell, cell_index
-        )
+
+    def _add(self, stream: _Stream, cell: NotebookNode, cell_index: int, text: str) -> None:
+        if text:
+            content = {**stream.template["content"], "text": text}
+            super().process_message({**stream.template, "content": content}, cell, cell_index)
+
+    def flush_streams(self, cell_index: int) -> None:
+        """Add the text each stream of the cell held back, redacted, to its outputs."""
+        for name, stream in self.streams.get(cell_index, {}).items():
+            held = self._take(stream, cell_index, name, stream.redactor.flush())
+            self._add(stream, self.nb.cells[cell_index], cell_index, held)
 
     async def _async_poll_kernel_alive(self) -> None:
         # nbclient starts this per cell and forgets it when the cell is cancelled (a stop
@@ -180,14 +231,16 @@ async def execute(
     hooks: Hooks | None = None,
     stop: StopRequest | None = None,
     variables: Sequence[str] = (),
+    redactor: Redactor | None = None,
 ) -> Outcome:
     """Run every cell of ``nb`` (in place) on ``kernel``; read ``variables`` at the end.
+    ``redactor``: masks secrets in the streams as they are assembled.
 
     Leaves the kernel running: the caller stops it.
     """
     hooks = hooks or Hooks()
     stop = stop or StopRequest()
-    client = _TrialClient(nb, kernel, hooks, options.stream_limit)
+    client = _TrialClient(nb, kernel, hooks, options.stream_limit, redactor or Redactor(()))
     code_cells = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and c.source.strip()]
     cell_started_at: list[float] = [time.monotonic()]
     aborted: list[str] = []
@@ -238,6 +291,8 @@ async def execute(
         await _interrupt_then_kill(kernel, running, options.stop_grace, stop)
 
     await client.cancel_leftovers()
+    for index in client.streams:  # a cell stopped before its end: its held-back text
+        client.flush_streams(index)
     outcome = _outcome(running, client, aborted)
     if outcome.status == "finished" and variables:
         await _read_variables(client, kernel, variables, outcome)

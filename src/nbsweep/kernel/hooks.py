@@ -20,6 +20,7 @@ from __future__ import annotations
 import ast
 import codecs
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -35,6 +36,8 @@ TRIAL_FILE_ENV = "NBSWEEP_TRIAL_FILE"
 
 _channels: dict[str, int] = {}
 _warned: set[str] = set()
+_STREAM_PIECE = 1 << 20
+"""Characters of one stream message at most (see ``_send_streams_in_pieces``)."""
 
 
 def emit(record: Mapping[str, Any]) -> bool:
@@ -199,13 +202,44 @@ def flush_pending() -> None:
 
 def install() -> None:
     """Patch wandb now if it is imported, else when the notebook imports it; give shell
-    lines no stdin."""
+    lines no stdin; send huge prints in pieces."""
     _close_shell_stdin()
+    _send_streams_in_pieces()
     module = sys.modules.get("wandb")
     if module is not None:
         _patch(module)
     elif not any(isinstance(finder, _WandbImport) for finder in sys.meta_path):
         sys.meta_path.insert(0, _WandbImport())
+
+
+def _send_streams_in_pieces() -> None:
+    """A cell that prints 500 MB would be one message, which nbsweep holds three times over
+    while it decodes it (bytes, text, parsed text) before any of it can go to a side file.
+    Pieces of ``_STREAM_PIECE`` characters go one by one, in order, from ipykernel's own
+    hook on its outgoing stream messages (hooks are per thread: registered on the thread
+    that sends)."""
+    for stream in (sys.stdout, sys.stderr):
+        register = getattr(stream, "register_hook", None)
+        thread = getattr(stream, "pub_thread", None)
+        if register is None or thread is None or getattr(stream, "_nbsweep_pieces", False):
+            continue
+        hook = functools.partial(_in_pieces, stream)
+        thread.schedule(functools.partial(register, hook))
+        stream._nbsweep_pieces = True
+
+
+def _in_pieces(stream: Any, msg: dict[str, Any]) -> dict[str, Any]:
+    """Send all of a big stream message but its last piece; return that piece as the message
+    (a hook that returns None makes ipykernel drop the rest of that flush)."""
+    text = msg["content"].get("text", "")
+    last = (len(text) - 1) // _STREAM_PIECE * _STREAM_PIECE
+    for at in range(0, last, _STREAM_PIECE):
+        content = {**msg["content"], "text": text[at : at + _STREAM_PIECE]}
+        piece = stream.session.msg("stream", content, parent=msg["parent_header"])
+        stream.session.send(stream.pub_thread, piece, ident=stream.topic)
+    if last > 0:
+        msg["content"] = {**msg["content"], "text": text[last:]}
+    return msg
 
 
 def _close_shell_stdin() -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from nbsweep.kernel.hooks import METRICS_FILE_ENV
+from nbsweep.notebook.redaction import Redactor
 from nbsweep.status import from_json_number, to_json_number
 
 _NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
@@ -42,11 +43,13 @@ class Metrics:
     used_wandb: bool = False
     """The notebook imported wandb in the kernel."""
     on_record: Callable[[MetricRecord], None] | None = field(default=None, repr=False)
+    redactor: Redactor = field(default_factory=lambda: Redactor(()), repr=False)
+    """Masks secrets in names and values as they arrive, before anyone sees them."""
 
     def take(self, entry: Mapping[str, Any]) -> MetricRecord | None:
         """Record one channel entry: a history row, a summary write or a marker."""
         if "h" in entry and isinstance(entry["h"], Mapping):
-            values = {str(name): _number(value) for name, value in entry["h"].items()}
+            values = self._redacted(entry["h"])
             step = int(entry.get("s", len(self.history)))
             record = MetricRecord(step, values, str(entry.get("o", "nbsweep")))
             self.history.append(record)
@@ -55,10 +58,13 @@ class Metrics:
                 self.on_record(record)
             return record
         if "u" in entry and isinstance(entry["u"], Mapping):
-            self.logged.update({str(k): _number(v) for k, v in entry["u"].items()})
+            self.logged.update(self._redacted(entry["u"]))
         elif entry.get("w"):
             self.used_wandb = True
         return None
+
+    def _redacted(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        return self.redactor.value({str(name): _number(value) for name, value in values.items()})
 
     def summary(self) -> dict[str, Any]:
         """The last logged value of each metric (summary writes included), then the final

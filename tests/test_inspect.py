@@ -39,7 +39,7 @@ def test_table_json_and_template(cli, tmp_path):
 
     template = yaml.safe_load(cli("inspect", nb, "--sweep-template").stdout)
     assert template["program"] == str(nb)
-    assert template["command"] == ["nbsweep", "run", "${program}", "${args}"]
+    assert template["command"] == ["nbsweep", "run", "${program}", "--", "${args}"]
     assert template["metric"] == {"name": "val_acc", "goal": "maximize"}
     assert template["parameters"]["lr"] == {
         "distribution": "log_uniform_values",
@@ -88,7 +88,7 @@ def test_a_notebook_written_the_wandb_way(cli):
     ]  # fmt: skip
     template = yaml.safe_load(cli("inspect", tutorial, "--sweep-template").stdout)
     assert template["program"] == str(tutorial) and template["method"] == "random"
-    assert template["command"] == ["nbsweep", "run", "${program}", "${args}"]
+    assert template["command"] == ["nbsweep", "run", "${program}", "--", "${args}"]
 
 
 def test_non_literal_steps_and_defaults_are_shown(cli, tmp_path):

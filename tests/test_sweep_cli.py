@@ -46,7 +46,7 @@ def test_creates_the_sweep_with_the_nbsweep_command(server, tmp_path):
         f"created sweep {server.entity}/p/{sweep.id}",
         f"run it with: nbsweep agent {server.entity}/p/{sweep.id}",
     ]
-    assert sweep.config["command"] == ["nbsweep", "run", "${program}", "${args}"]
+    assert sweep.config["command"] == ["nbsweep", "run", "${program}", "--", "${args}"]
     assert sweep.config["parameters"]["lr"]["min"] == 1e-5, "a number, not the string '1e-5'"
     assert "parameters.lr.min: '1e-5' read as 1e-05" in result.stderr
 
@@ -140,7 +140,7 @@ def test_a_sweep_from_the_notebook_itself(server, tmp_path):
     assert shown.returncode == 0, shown.stderr
     config = yaml.safe_load(shown.stdout)
     assert config["program"] == "tutorial.ipynb" and config["project"] == "demo"
-    assert config["command"] == ["nbsweep", "run", "${program}", "${args}"]
+    assert config["command"] == ["nbsweep", "run", "${program}", "--", "${args}"]
     expected = {"optimizer": {"values": ["adam", "sgd"]}, "epochs": {"value": 1}}
     assert config["parameters"] == expected
     assert not server.sweeps, "--print-yaml creates nothing"

@@ -223,7 +223,7 @@ def test_grid_accepts_what_it_can_enumerate() -> None:
         (changed(parameters=["lr"]), "parameters: must be a mapping of parameter names to specs"),
         (
             changed(command="nbsweep run"),
-            "command: must be a list like ['nbsweep', 'run', '${program}', '${args}']",
+            "command: must be a list like ['nbsweep', 'run', '${program}', '--', '${args}']",
         ),
         (
             changed(command=["python", None, ["x"], True]),
@@ -556,7 +556,7 @@ def test_unreadable_or_invalid_yaml_is_a_usage_error(tmp_path: Path) -> None:
 def test_with_default_command_adds_nbsweeps_command() -> None:
     config = changed()
     result = with_default_command(config)
-    assert result["command"] == ["nbsweep", "run", "${program}", "${args}"]
+    assert result["command"] == ["nbsweep", "run", "${program}", "--", "${args}"]
     assert list(DEFAULT_COMMAND) == result["command"]
     assert "command" not in config
     result["parameters"]["learning_rate"]["values"].append(1)

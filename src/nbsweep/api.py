@@ -206,6 +206,7 @@ def agent(
 
     from nbsweep.sweeping.agent import AgentOptions
 
+    _check_sweep_id(sweep_id)
     if workers > 1:
         return _agent_processes(sweep_id, workers, count, store, notebook)
     settings = dataclasses.replace(
@@ -253,6 +254,7 @@ def run_agent(
     from nbsweep.sweeping.wandb_api import Credentials, SweepService
     from nbsweep.sweeping.wandb_run import teardown
 
+    _check_sweep_id(sweep_id)
     local_id = local_sweep_id(sweep_id) or (sweep_id if local else None)
     server: Any
     if local_id is not None:
@@ -372,6 +374,17 @@ def store_location(store: str | os.PathLike[str]) -> Path | str:
 
     text = os.fspath(store)
     return text if is_url(text) else Path(text)
+
+
+def _check_sweep_id(sweep_id: object) -> None:
+    from nbsweep.local.server import local_sweep_id
+
+    if not (isinstance(sweep_id, str) and sweep_id.strip()):
+        raise UsageError(
+            f"sweep_id must be text such as 'local:ID' or 'ENTITY/PROJECT/ID', not {sweep_id!r}"
+        )
+    if local_sweep_id(sweep_id) == "":  # else "local:" would be taken for a W&B sweep
+        raise UsageError("'local:' names no sweep: give its ID, local:ID")
 
 
 def _require_main_thread(what: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,17 @@ class AgentOption(click.Option):
 
 
 _option = functools.partial(click.option, cls=AgentOption)
+
+
+class Seconds(click.FloatRange):
+    """A FloatRange that refuses nan, which passes every range check (nan < 0 is false)."""
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        seconds = super().convert(value, param, ctx)
+        if math.isnan(seconds):
+            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        return seconds
+
 
 config_var_option = _option(
     "--config-var",
@@ -77,13 +89,13 @@ def execution_options(command: Callable) -> Callable:
         _option(
             "--timeout",
             "cell_timeout",
-            type=click.FloatRange(min=0, min_open=True),
+            type=Seconds(min=0, min_open=True),
             metavar="SECONDS",
             help="Stop a cell that runs longer (interrupt, then kill). Default: no limit.",
         ),
         _option(
             "--trial-timeout",
-            type=click.FloatRange(min=0, min_open=True),
+            type=Seconds(min=0, min_open=True),
             metavar="SECONDS",
             help="Stop the notebook after this long. Default: no limit.",
         ),
@@ -95,7 +107,7 @@ def execution_options(command: Callable) -> Callable:
         ),
         _option(
             "--stop-grace",
-            type=click.FloatRange(min=0),
+            type=Seconds(min=0),
             default=10.0,
             show_default=True,
             metavar="SECONDS",
@@ -134,7 +146,7 @@ def agent_run_options(command: Callable) -> Callable:
     options = [
         _option(
             "--poll",
-            type=click.FloatRange(min=0.05),
+            type=Seconds(min=0.05),
             default=2.0,
             show_default=True,
             metavar="SECONDS",
@@ -142,7 +154,7 @@ def agent_run_options(command: Callable) -> Callable:
         ),
         _option(
             "--heartbeat",
-            type=click.FloatRange(min=0.05),
+            type=Seconds(min=0.05),
             metavar="SECONDS",
             help="Heartbeat interval while a trial runs (how soon a stop arrives). Default: 5 for "
             "W&B, 1 for local sweeps.",
@@ -170,7 +182,7 @@ def agent_run_options(command: Callable) -> Callable:
         _option(
             "--heartbeat-timeout",
             envvar="NBSWEEP_HEARTBEAT_TIMEOUT",
-            type=click.FloatRange(min=0, min_open=True),
+            type=Seconds(min=0, min_open=True),
             metavar="SECONDS",
             help="Local sweeps: a run whose agent sent no heartbeat for this long is lost "
             "(crashed, or requeued with --requeue-crashed)  [default: 600]",

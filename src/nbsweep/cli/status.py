@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from nbsweep.cli.options import (
+    Seconds,
     store_option,
 )
 from nbsweep.errors import (
@@ -22,9 +23,10 @@ from nbsweep.errors import (
 @click.option("--json", "as_json", is_flag=True, help="Print the runs as JSON.")
 @click.option(
     "--watch",
-    type=click.FloatRange(min=0.2),
+    type=Seconds(min=0.2),
     metavar="SECONDS",
-    help="Refresh every SECONDS until the sweep has nothing running or pending (Ctrl-C ends).",
+    help="Refresh every SECONDS until the sweep has nothing running or pending, once an "
+    "agent has started it (Ctrl-C ends).",
 )
 @click.option(
     "--plot",
@@ -55,7 +57,7 @@ def status(
             record = opened.sweep(chosen)
             # With history: a run that never finished (its agent was killed) shows what it
             # recorded, its metric included.
-            runs = opened.runs(chosen, with_history=True)
+            runs = [_as_written(run) for run in opened.runs(chosen, with_history=True)]
             if plot is not None:
                 write_plot(record, runs, plot)
             if as_json:
@@ -68,9 +70,21 @@ def status(
             if plot is not None:
                 click.echo(f"plot written: {plot}", err=True)
             busy = any(run.state.value in ("pending", "running") for run in runs)
-            if not watch or not busy:
+            # A sweep no agent has started yet has all its work ahead of it.
+            waiting = not runs and record.state in ("running", "paused")
+            if not watch or not (busy or waiting):
                 return
             time.sleep(watch)
+
+
+def _as_written(run: Any) -> Any:
+    """``run`` without the notebook path it names where no notebook is there (a trial that
+    never started, or whose notebook could not be saved)."""
+    import dataclasses
+
+    if run.notebook and not Path(run.notebook).is_file():  # ".": a trial that never began
+        return dataclasses.replace(run, notebook=None)
+    return run
 
 
 def _newest(store: Any) -> str:

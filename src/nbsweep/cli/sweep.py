@@ -85,7 +85,7 @@ def sweep(
 
     SWEEP_FILE is a sweep YAML, or a notebook that calls wandb.sweep itself (W&B's
     tutorials): its sweep config is that dict, with program: the notebook. Every problem
-    is reported at once. A missing command: becomes [nbsweep, run, ${program}, ${args}].
+    is reported at once. A missing command: becomes [nbsweep, run, ${program}, --, ${args}].
     """
     from nbsweep.api import create_wandb_sweep
     from nbsweep.sweeping.config import check_sweep, yaml_text

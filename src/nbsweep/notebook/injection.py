@@ -18,7 +18,7 @@ from nbformat import NotebookNode
 from nbformat.corpus.words import generate_corpus_id as random_cell_id
 
 from nbsweep.errors import NotebookError, ParameterError
-from nbsweep.notebook.literals import to_literal
+from nbsweep.notebook.literals import refuse_too_deep, to_literal
 from nbsweep.notebook.parameters import (
     CONTINUED_TAG,
     DEFAULT_CONFIG_VAR,
@@ -87,6 +87,7 @@ def nest(values: Values) -> dict[str, Any]:
                 "identifiers (opt.beta1) for nested keys"
             )
         *parents, leaf = name.split(".")
+        refuse_too_deep(name, value, len(parents))  # before merging, which copies recursively
         node = nested
         for part in parents:
             if not isinstance(node.get(part), dict):
@@ -146,7 +147,8 @@ def parameterize(
     ``sweep_function``: which ``wandb.agent`` call's function trials run (None: the last).
     """
     nb, origins = clean(nb)
-    nested = nest(values)
+    pairs = list(values.items() if isinstance(values, Mapping) else values)
+    nested = nest(pairs)
     language = _language(nb)
     shape = analyse(nb, sweep_function) if language == "python" else NotebookSweep()
     chosen = shape.sweep_function()
@@ -161,7 +163,8 @@ def parameterize(
     if values_go_to_wandb_config(found, shape) or found is None:
         return _for_wandb_config(nb, nested, origins, shape, config_var, allow_unknown)
     if not allow_unknown:
-        _check_known(nested, found.tree, found.names(), "the notebook's parameters are")
+        names = [name for name, _ in pairs]
+        _check_known(nested, found.tree, found.names(), "the notebook's parameters are", names)
     warnings: list[str] = []
     nested = _coerce(nested, found.tree, "", warnings)
     source = _render(nested, found)
@@ -198,8 +201,10 @@ def _for_wandb_config(
     return Injection(nb, nested, (), None, None, tuple(origins), shape.sweep_function())
 
 
-def _check_known(nested: dict[str, Any], tree: Any, known: list[str], listing: str) -> None:
-    unknown = _unknown_names(nested, tree, "")
+def _check_known(
+    nested: dict[str, Any], tree: Any, known: list[str], listing: str, names: Iterable[str] = ()
+) -> None:
+    unknown = _unknown_names(nested, tree, "") + _under_scalars(names, tree)
     if not unknown:
         return
     hints = []
@@ -224,6 +229,21 @@ def _unknown_names(values: dict[str, Any], tree: Any, prefix: str) -> list[str]:
         elif isinstance(value, dict) and isinstance(tree[key], dict):
             unknown.extend(_unknown_names(value, tree[key], name + "."))
     return unknown
+
+
+def _under_scalars(names: Iterable[str], tree: Any) -> list[str]:
+    """Dotted names that reach below a scalar default (``lr.x`` where ``lr = 0.1``): keys
+    it does not have. (A dict value for it is the whole new value, as written.)"""
+    found: list[str] = []
+    for name in names:
+        node = tree
+        for part in name.split(".")[:-1]:
+            node = node.get(part) if isinstance(node, dict) else None
+            if isinstance(node, Leaf):
+                found.append(name)
+            if not isinstance(node, dict):
+                break
+    return found
 
 
 def _coerce(values: dict[str, Any], tree: Any, prefix: str, warnings: list[str]) -> dict:

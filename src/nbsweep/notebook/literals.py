@@ -16,6 +16,14 @@ from nbsweep.errors import ParameterError
 # ast.literal_eval has no spelling for these; they are the only calls we ever write.
 _SPECIAL_FLOATS = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
 
+MAX_DEPTH = 100
+"""How deeply a value, a sweep config or a parameters file may nest (a list in a list ...
+100 times). Far beyond any real parameter, and well inside what a value must survive:
+Python's parser takes 200 nested brackets (the injected cell and the trial file wrap the
+value in a few more), json and PyYAML recurse about 1000 and 500 levels deep."""
+# The deepest value to_literal writes: the parser's 200 brackets, less what wraps a value.
+_PARSER_DEPTH = 190
+
 
 def to_literal(value: Any) -> str:
     """Python source for ``value`` that ``parse_literal`` turns back into an equal value.
@@ -24,10 +32,45 @@ def to_literal(value: Any) -> str:
     tuples, sets and dicts of those, by exact type (an enum is not an int).
     Raises ParameterError for anything else.
     """
+    if nesting_depth(value, _PARSER_DEPTH) > _PARSER_DEPTH:
+        raise ParameterError(
+            f"a value nested more than {_PARSER_DEPTH} levels deep cannot be written as a "
+            f"literal; nbsweep takes values nested at most {MAX_DEPTH} levels deep"
+        )
     source = _render(value)
     if not same_value(parse_literal(source), value):
         raise ParameterError(f"value {value!r} does not survive being written as a literal")
     return source
+
+
+def nesting_depth(value: Any, limit: int = MAX_DEPTH) -> int:
+    """How many containers deep ``value`` nests (0 for an atom, 1 for ``[1]``), counted
+    without recursion and only up to ``limit + 1``: a deeper value costs little to refuse."""
+    deepest = 0
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = [*item.keys(), *item.values()]
+        elif isinstance(item, (list, tuple, set, frozenset)):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth + 1)
+        if deepest > limit:
+            return deepest
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def refuse_too_deep(name: str, value: Any, parents: int = 0) -> None:
+    """ParameterError where parameter ``name``'s ``value``, below ``parents`` parts of a
+    dotted name, nests more than ``MAX_DEPTH`` levels deep."""
+    if parents + nesting_depth(value, MAX_DEPTH) > MAX_DEPTH:
+        raise ParameterError(
+            f"parameter {name!r} nests more than {MAX_DEPTH} levels deep (lists, dicts and "
+            f"dotted names count); nbsweep takes values nested at most {MAX_DEPTH}"
+        )
 
 
 def parse_literal(source: str) -> Any:

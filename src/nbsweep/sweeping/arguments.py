@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from nbsweep.errors import UsageError
+from nbsweep.notebook.literals import MAX_DEPTH, nesting_depth
 from nbsweep.notebook.textfile import read_text
 from nbsweep.sweeping import yamlfile
 
@@ -108,8 +109,8 @@ def _parse_tokens(tokens: Sequence[str]) -> tuple[list[str], Pairs]:
         elif "=" in token:
             name, _, value = token.partition("=")
             pairs.append((name.lstrip("+"), parse_value(value)))  # hydra's +k=v and ++k=v
-        elif token.endswith(".json") and Path(token).is_file():
-            json_tokens.append(read_text(token, "--args-json file"))
+        elif token.endswith(".json") and Path(token).exists():
+            json_tokens.append(read_text(token, "--args-json file", limit=yamlfile.MAX_BYTES))
         else:
             raise UsageError(
                 f"unexpected argument {token!r}: pass parameters as --name=value, name=value "
@@ -119,10 +120,15 @@ def _parse_tokens(tokens: Sequence[str]) -> tuple[list[str], Pairs]:
 
 
 def _json_object(text: str) -> dict[str, Any]:
+    too_deep = f"--args-json nests more than {MAX_DEPTH} levels deep; nbsweep reads at most that"
     try:
         data = json.loads(text)
     except json.JSONDecodeError as error:
         raise UsageError(f"--args-json is not valid JSON ({error.msg} at {error.pos})") from None
+    except RecursionError:  # json's own guard, some 1000 levels down
+        raise UsageError(too_deep) from None
+    if nesting_depth(data) > MAX_DEPTH:
+        raise UsageError(too_deep)
     if not isinstance(data, dict):
         raise UsageError("--args-json must be a JSON object such as '{\"lr\": 0.1}'")
     return data

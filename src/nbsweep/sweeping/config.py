@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import itertools
 import math
 import re
 from collections.abc import Collection, Iterator, Mapping
@@ -21,13 +22,25 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import yaml
 
 from nbsweep.errors import NotebookError, SweepConfigError, UsageError
+from nbsweep.notebook.literals import MAX_DEPTH, nesting_depth
+from nbsweep.notebook.textfile import read_text
 from nbsweep.sweeping import yamlfile
 
 if TYPE_CHECKING:
     from nbsweep.notebook.wandb_way import NotebookSweep
 
 METHODS = ("grid", "random", "bayes")
-DEFAULT_COMMAND = ("nbsweep", "run", "${program}", "${args}")
+# "--": whatever ${args} holds is a parameter, never one of `nbsweep run`'s options.
+DEFAULT_COMMAND = ("nbsweep", "run", "${program}", "--", "${args}")
+RUN_OPTIONS = (
+    "allow-unknown", "args-json", "config-var", "cwd", "help", "html", "kernel", "log-output",
+    "metric", "metrics-json", "output", "parameter", "parameter-raw", "parameters-file",
+    "run-install-cells", "stop-grace", "sweep-function", "timeout", "trial-timeout",
+)  # fmt: skip
+"""`nbsweep run`'s long options, which a parameter of the same name passed as --NAME=VALUE
+before a ``--`` would set instead."""
+# W&B's macros that pass each parameter as --NAME=VALUE (or --NAME VALUE).
+_HYPHENATED_ARGS = ("${args}", "${args_no_equals}", "${args_no_boolean_flags}")
 TOP_LEVEL_KEYS = (
     "apiVersion", "command", "controller", "description", "early_terminate", "entity",
     "image_uri", "job", "kind", "method", "metric", "metrics", "name", "parameters",
@@ -93,7 +106,7 @@ def load_sweep_file(path: str | Path) -> LoadedSweep:
     """Parse a sweep YAML (UsageError if unreadable or malformed) and note where PyYAML's
     default loader would have read it differently."""
     config = yamlfile.load_file(path, "sweep file")
-    text = Path(path).read_text(encoding="utf-8")
+    text = read_text(path, "sweep file", limit=yamlfile.MAX_BYTES)
     # One grammar, other resolvers: this cannot fail where yamlfile succeeded.
     as_pyyaml_reads_it = yaml.safe_load(text)
     return LoadedSweep(config, text, list(_differences(as_pyyaml_reads_it, config, "")))
@@ -213,6 +226,9 @@ def check_sweep(
     checked as ``nbsweep sweep`` checks it; SweepConfigError lists every problem."""
     notes: list[str] = []
     if isinstance(source, Mapping):
+        too_deep = _too_deep(dict(source))  # before deepcopy, which recurses
+        if too_deep:
+            raise SweepConfigError([too_deep])
         config = copy.deepcopy(dict(source))
     else:
         loaded = load_sweep(Path(source))
@@ -246,6 +262,9 @@ def validate(config: Any, notebook_parameters: Collection[str] | None = None) ->
     if not isinstance(config, dict):
         got = "nothing (an empty file)" if config is None else repr(config)
         return [f"the sweep config must be a mapping (method: ..., parameters: ...), got {got}"]
+    too_deep = _too_deep(config)
+    if too_deep:
+        return [too_deep]  # alone: the other checks repr values, which recurses
     problems = [
         *_check_top_level(config),
         *_check_method(config),
@@ -519,6 +538,41 @@ def _check_command(config: dict[str, Any]) -> Iterator[str]:
     bad = [item for item in command if not (isinstance(item, str) or _is_number(item))]
     if bad:
         yield f"command: items must be text or numbers, not {', '.join(map(repr, bad))}"
+    runs_nbsweep = any(
+        Path(str(item)).name == "nbsweep" and after == "run"
+        for item, after in itertools.pairwise(command)
+    )
+    # Before a --, `nbsweep run` reads --timeout=5 as its own option, not a parameter.
+    unseparated = [
+        item for place, item in enumerate(command)
+        if item in _HYPHENATED_ARGS and "--" not in command[:place]
+    ]  # fmt: skip
+    parameters = config.get("parameters")
+    if not (runs_nbsweep and unseparated and isinstance(parameters, dict)):
+        return
+    for name in parameters:
+        if name in RUN_OPTIONS:
+            yield (
+                f"parameters.{name}: `nbsweep run` would take {unseparated[0]}'s --{name}=VALUE "
+                f"as its own --{name} option; put -- before {unseparated[0]} in command: (as "
+                "the default command does) or rename the parameter"
+            )
+
+
+def _too_deep(config: Mapping[str, Any]) -> str | None:
+    """Where ``config`` nests deeper than ``MAX_DEPTH`` (the path down its deepest keys), as
+    a problem; None where it does not. Counted without recursion."""
+    if nesting_depth(config) <= MAX_DEPTH:
+        return None
+    path: list[str] = []
+    node: Any = config
+    while isinstance(node, Mapping) and node:
+        key, node = max(node.items(), key=lambda item: nesting_depth(item[1]))
+        path.append(str(key))
+    return (
+        f"{'.'.join(path)}: nests more than {MAX_DEPTH} levels deep; nbsweep takes sweep "
+        f"configs and values nested at most {MAX_DEPTH} levels"
+    )
 
 
 def _legacy(leaf: _Leaf) -> Iterator[str]:

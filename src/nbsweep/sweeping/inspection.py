@@ -17,6 +17,7 @@ from nbsweep.notebook.parameters import (
     parse_leniently,
 )
 from nbsweep.notebook.wandb_way import NotebookSweep, sweep_parameter_leaves
+from nbsweep.sweeping.config import DEFAULT_COMMAND
 
 
 def _source(found: ParameterSet, parameter: Parameter) -> str:
@@ -72,7 +73,7 @@ def sweep_template_yaml(notebook: Path, found: ParameterSet, nb: NotebookNode) -
     )
     config = {
         "program": str(notebook),
-        "command": ["nbsweep", "run", "${program}", "${args}"],
+        "command": list(DEFAULT_COMMAND),
         "method": "random",
         "metric": {"name": chosen, "goal": goal},
         "parameters": {p.name: _distribution(p) for p in found.parameters},

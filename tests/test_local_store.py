@@ -212,9 +212,11 @@ def test_a_lost_run_whose_stop_was_requested_ends_stopped(store):
 
 
 def test_a_silent_run_crashes_after_the_heartbeat_grace(store, me):
+    # Another machine's agents: only their heartbeats tell (this machine's, their PIDs).
+    elsewhere = AgentIdentity("node-b", me.pid, me.started)
     sweep_id = store.create_sweep({"method": "grid"})
-    quiet = store.hand_out(sweep_id, me, walk(GRID))
-    beating = store.hand_out(sweep_id, me, walk(GRID))
+    quiet = store.hand_out(sweep_id, elsewhere, walk(GRID))
+    beating = store.hand_out(sweep_id, elsewhere, walk(GRID))
     time.sleep(0.3)
     assert store.heartbeat(beating.run_id, beating.agent)
     assert store.reap(sweep_id, heartbeat_grace=0.2) == [quiet.run_id]
@@ -537,7 +539,7 @@ def test_the_servers_writer_drops_the_rows_of_a_run_no_longer_its(location):
 
     store = Store.open(location)
     sweep_id = store.create_sweep({"method": "grid", "parameters": {"x": {"values": [1, 2]}}})
-    server = LocalSweepServer(store, sweep_id)
+    server = LocalSweepServer(store, sweep_id, agent_name="node-b")  # reaped by heartbeat
     try:
         [command] = server.heartbeat("agent", {})
         run_id = command["run_id"]

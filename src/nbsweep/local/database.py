@@ -1,14 +1,26 @@
 """The two databases a local sweep store can live in, behind one small interface: SQLite (a
 file, one machine) and PostgreSQL (a server, any number of machines). ``Store`` holds every
 rule; this module only speaks each dialect: connecting, transactions and their lock, the
-schema's types, listing tables, and turning driver errors into one-line ``StoreError``s.
-Statements are written once, with ``?`` placeholders."""
+schema's types, its clock, listing tables, and turning driver errors into one-line errors.
+Statements are written once, with ``?`` placeholders.
+
+The errors, by exit code::
+
+    StoreError (UsageError, 2)   the path or URL never was a usable store
+    StoreFault (1)               a store that was fine broke while in use: deleted, replaced,
+                                 damaged, refusing statements
+    StoreDisconnected (1)        the connection to the server was lost (the store reconnects)
+    StoreUnreachable (1)         ... and stayed lost for longer than the reconnect timeout
+    StoreLocked (1)              another process held the write lock too long
+"""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import sqlite3
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -54,14 +66,24 @@ Version 3: a run has why it failed or stopped (runs ended before have none)."""
 
 
 class StoreError(UsageError):
-    """The store cannot be used: damaged, too new, on a network file system, unreachable."""
+    """The path or URL is no store nbsweep can use: not one, damaged, too new, on a network
+    file system, a server that refuses the connection."""
 
 
-class StoreDisconnected(StoreError):
+class StoreFault(NbsweepError):
+    """A store that opened fine broke while in use: its file deleted, replaced or damaged,
+    its database refusing statements. Not the user's choice of path: a failure."""
+
+    exit_code = EXIT_FAILED
+
+
+class StoreDisconnected(NbsweepError):
     """The connection to the database server was lost (the store reconnects)."""
 
+    exit_code = EXIT_FAILED
 
-class StoreUnreachable(StoreError):
+
+class StoreUnreachable(NbsweepError):
     """The database server stayed unreachable for longer than the reconnect timeout."""
 
     exit_code = EXIT_FAILED
@@ -115,12 +137,16 @@ class Sqlite:
 
     history_order = "history.rowid"
     same_as = "IS"  # equal, NULL to NULL too (IS NOT DISTINCT FROM needs SQLite 3.39)
+    now = "nbsweep_now()"  # this machine's clock, in seconds, to the microsecond
 
     def __init__(self, connection: sqlite3.Connection, path: Path, busy_timeout: float) -> None:
         self.connection = connection
         self.connection.row_factory = sqlite3.Row
+        self.connection.create_function("nbsweep_now", 0, time.time)
+        self.path = path
         self.where = repr(str(path))
         self.busy_timeout = busy_timeout
+        self._file: tuple[int, int] | None = None  # device and inode, once the store is sound
 
     @classmethod
     def open(cls, path: Path, busy_timeout: float) -> Sqlite:
@@ -150,6 +176,36 @@ class Sqlite:
                 f"sweep store {self.where} cannot use WAL mode; put it on a local disk"
             )
 
+    def opened(self) -> None:
+        """The store is open and sound: from now on a fault is the store's, not the path's."""
+        stat = os.stat(self.path)
+        self._file = (stat.st_dev, stat.st_ino)
+
+    def _check_file(self) -> None:
+        """StoreFault unless the path is still the file we opened, whole. SQLite cannot tell:
+        it writes on to a deleted or replaced file, and serves the pages it holds in memory
+        over damage on disk."""
+        try:
+            stat = os.stat(self.path)  # never open() it: see _first_page_readable
+        except FileNotFoundError:
+            raise StoreFault(f"sweep store {self.where} was deleted while in use") from None
+        except OSError as error:
+            raise StoreFault(f"cannot read sweep store {self.where}: {error.strerror}") from None
+        if (stat.st_dev, stat.st_ino) != self._file:
+            raise StoreFault(
+                f"sweep store {self.where} was replaced by another file while in use; "
+                "start the agents again to use it"
+            )
+        # Once in WAL mode the file always holds its first page (512 bytes at least).
+        damage = "emptied" if stat.st_size < 512 else None
+        if damage is None and not _first_page_readable(self.path):
+            damage = "overwritten: no longer an SQLite file"
+        if damage is not None:
+            raise StoreFault(
+                f"sweep store {self.where} was damaged while in use ({damage}); move it aside "
+                "and start a new sweep"
+            )
+
     def schema(self) -> list[str]:
         types = {"real": "REAL", "serial": "INTEGER PRIMARY KEY", "history_seq": ""}
         return [statement.format(**types) for statement in SCHEMA]
@@ -167,6 +223,8 @@ class Sqlite:
         """A write takes the file's write lock at BEGIN, so it never fails half-way for want
         of it (SQLite has no other lock: every write is serialised); a read needs no lock
         (WAL never blocks readers)."""
+        if self._file is not None:
+            self._check_file()
         self.execute("BEGIN IMMEDIATE" if write else "BEGIN DEFERRED")
 
     def commit(self) -> None:
@@ -192,7 +250,16 @@ class Sqlite:
                 f"sweep store {where} stayed locked for over {self.busy_timeout:g}s; retry, or "
                 f"look for a stuck process holding it (fuser {where})"
             )
-        if code in (_SQLITE_NOTADB, _SQLITE_CORRUPT) or re.search("not a database|malformed", text):
+        damaged = code in (_SQLITE_NOTADB, _SQLITE_CORRUPT) or bool(
+            re.search("not a database|malformed", text)
+        )
+        if self._file is not None:  # it was a sound store when we opened it
+            said = "was damaged while in use" if damaged else "failed while in use"
+            return StoreFault(
+                f"sweep store {where} {said} ({text}); check the disk, or move it aside and "
+                "start a new sweep"
+            )
+        if damaged:
             return StoreError(
                 f"{where} is not a readable sweep store ({text}); move it aside and nbsweep "
                 "starts a new one"
@@ -207,6 +274,8 @@ class Postgres:
 
     history_order = "history.seq"
     same_as = "IS NOT DISTINCT FROM"
+    # The server's clock, in seconds: the one clock every machine's agents share.
+    now = "extract(epoch FROM clock_timestamp())::float8"
 
     def __init__(self, connection: Any, url: str, busy_timeout: float) -> None:
         self.connection = connection
@@ -214,6 +283,11 @@ class Postgres:
         self.where = repr(without_password(url))
         self.busy_timeout = busy_timeout
         self._in_transaction = False
+        self._opened = False
+
+    def opened(self) -> None:
+        """The store is open and sound: from now on a fault is the store's, not the URL's."""
+        self._opened = True
 
     @classmethod
     def open(cls, url: str, busy_timeout: float) -> Postgres:
@@ -276,7 +350,11 @@ class Postgres:
     def translate(self, error: Exception) -> NbsweepError | None:
         import psycopg
 
-        if isinstance(error, (psycopg.ProgrammingError, psycopg.IntegrityError)):
+        # Every statement names only the schema's tables: a missing one was dropped under us.
+        dropped = getattr(error, "sqlstate", None) == "42P01"  # undefined_table
+        if isinstance(error, (psycopg.ProgrammingError, psycopg.IntegrityError)) and not (
+            dropped and self._opened
+        ):
             return None
         if not isinstance(error, psycopg.Error):
             return None
@@ -292,9 +370,10 @@ class Postgres:
                 f"sweep store {self.where} stayed locked for over {self.busy_timeout:g}s; "
                 "retry, or look for a stuck agent holding it (pg_stat_activity)"
             )
-        return StoreError(
-            f"cannot use sweep store {self.where}: {_scrubbed(_first_line(error), self.url)}"
-        )
+        said = _scrubbed(_first_line(error), self.url)
+        if self._opened:
+            return StoreFault(f"sweep store {self.where} failed while in use: {said}")
+        return StoreError(f"cannot use sweep store {self.where}: {said}")
 
 
 def _connect(url: str, busy_timeout: float) -> Any:
@@ -322,6 +401,23 @@ def _connect(url: str, busy_timeout: float) -> Any:
             f"{_scrubbed(_first_line(error), url)}; check the URL, the server and the password"
         ) from None
     return connection
+
+
+def _first_page_readable(path: Path) -> bool:
+    """Whether the file's first page, as on disk, is a database's. Read by a connection of
+    SQLite's own: closing a plain open() of the file would drop every lock this process holds
+    on it (POSIX), and another process would then delete the WAL under our connection. SQLite
+    closes its own descriptor only once the process holds no lock on the file."""
+    probe = sqlite3.connect(f"{path.resolve().as_uri()}?immutable=1", uri=True)  # no WAL
+    try:
+        # A header that counts pages a checkpoint is still writing is no damage.
+        probe.execute("PRAGMA writable_schema = ON")
+        probe.execute("PRAGMA schema_version").fetchone()
+    except sqlite3.DatabaseError:
+        return False
+    finally:
+        probe.close()
+    return True
 
 
 def _first_line(error: Exception) -> str:

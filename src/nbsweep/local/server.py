@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nbsweep.errors import NbsweepError, UsageError
-from nbsweep.local.database import is_url, without_password
+from nbsweep.local.database import StoreFault, is_url, without_password
 from nbsweep.local.engine import Engine
 from nbsweep.local.store import AgentIdentity, LoggedRow, RunState, Store, StoreUnreachable
 
@@ -132,9 +132,14 @@ class LocalSweepServer:
         return [{"type": "run", "run_id": run.run_id, "args": args}]
 
     def _while_running(self, run_id: str) -> list[dict[str, Any]]:
-        if not self._write_rows(run_id) or not self.store.heartbeat(run_id, self.identity):
-            # The run was taken from us (reaped after a long silence): stop working on it.
-            return [{"type": "stop", "run_id": run_id}]
+        try:
+            if not self._write_rows(run_id) or not self.store.heartbeat(run_id, self.identity):
+                # The run was taken from us (reaped after a long silence): stop working on it.
+                return [{"type": "stop", "run_id": run_id}]
+        except StoreFault:
+            # Deleted, replaced, damaged: it stays so. The trial runs to its end, saving its
+            # notebook, and its end (trial_finished) tells, once, why nothing was recorded.
+            return []
         if self.store.stop_requested(run_id):  # nbsweep sweep --cancel, or --stop-run
             return [{"type": "stop", "run_id": run_id}]
         if not self.engine.terminates_early:
@@ -182,8 +187,8 @@ class LocalSweepServer:
                 str(result.output),
                 result.error,
             )
-        except StoreUnreachable as error:
-            raise StoreUnreachable(
+        except (StoreUnreachable, StoreFault) as error:
+            raise type(error)(
                 f"{error}; run {run_id} was not recorded, its notebook is {str(result.output)!r}"
             ) from None
 

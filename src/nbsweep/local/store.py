@@ -9,7 +9,10 @@ pending run, else ask the engine for a new one and insert it. Agents queue on th
 so no two of them ever get the same grid point. SQLite's locks are only trustworthy on a
 local disk, so an SQLite file on a network file system is refused.
 
-Only a run's holder writes to it: heartbeats, history and the result name the agent. A lost
+Only a run's holder writes to it: heartbeats, history and the result name the agent. Whether
+a holder is gone is judged by its process where it can be (an agent of this machine: alive,
+it holds its run however old its heartbeat), else by its heartbeat, written and read on the
+store's clock (PostgreSQL's: one clock for every machine). A lost
 PostgreSQL connection is reopened with backoff and the call retried; each write is safe to
 repeat (history rows carry their place in the run, and a retried hand-out takes back the run
 the lost attempt may have claimed).
@@ -152,6 +155,7 @@ class Store:
         if is_url(path):
             return cls.open(path)
         path = Path(path)
+        _refuse_folder(path)
         if os.access(path, os.W_OK) and os.access(path.parent, os.W_OK):
             return cls.open(path)
         store = cls(Sqlite.open_immutable(path), path, DEFAULT_BUSY_TIMEOUT)
@@ -159,6 +163,7 @@ class Store:
         try:
             with store._transaction("DEFERRED") as db:
                 store._check_schema(db)
+            store._db.opened()
         except BaseException:
             store.close()
             raise
@@ -176,6 +181,7 @@ class Store:
             store = cls(Postgres.open(url, busy_timeout), without_password(url), busy_timeout)
         else:
             path = Path(path)
+            _refuse_folder(path)
             refuse_network_file_system(path.resolve(), read_mounts())  # before creating anything
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -187,6 +193,7 @@ class Store:
             store = cls(Sqlite.open(path, busy_timeout), path, busy_timeout)
         try:
             store._prepare()
+            store._db.opened()
         except BaseException:
             store.close()
             raise
@@ -297,8 +304,9 @@ class Store:
     ) -> list[str]:
         """End the sweep's lost runs; returns their ids.
 
-        A running run is lost when its agent is dead (this host: PID gone or reused) or its
-        heartbeat is older than ``heartbeat_grace`` seconds. It becomes crashed, or pending
+        A running run is lost when its agent is of this machine and dead (PID gone or
+        reused), or of another machine and silent: its heartbeat older than
+        ``heartbeat_grace`` seconds by the store's clock. It becomes crashed, or pending
         again with ``requeue_crashed`` (same id and values, history cleared), or stopped when
         a stop was requested for it. A pending run whose stop was requested becomes stopped.
         """
@@ -321,14 +329,14 @@ class Store:
     @_reconnecting
     def heartbeat(self, run_id: str, agent: AgentIdentity) -> bool:
         with self._transaction("HOLDER"):
-            return self._touch(run_id, agent, time.time())
+            return self._touch(run_id, agent)
 
     @_reconnecting
     def log_metrics(self, run_id: str, agent: AgentIdentity, rows: Sequence[LoggedRow]) -> bool:
         """Append history rows; a row already written (same ``n``) is skipped. Like
         ``finish``, a run the reaper marked crashed takes its holder's rows."""
         with self._transaction("HOLDER") as db:
-            if not self._touch(run_id, agent, time.time(), ("running", "crashed")):
+            if not self._touch(run_id, agent, ("running", "crashed")):
                 return False
             db.execute_many(
                 "INSERT INTO history (run_id, step, logged_at, metrics, n)"
@@ -356,14 +364,13 @@ class Store:
         with self._transaction("HOLDER") as db:
             changed = db.execute(
                 "UPDATE runs SET state = ?, summary = ?, notebook = ?, error = ?, finished_at = ?,"
-                f" heartbeat_at = ? WHERE run_id = ? AND state IN ('running', 'crashed')"
+                f" heartbeat_at = {db.now} WHERE run_id = ? AND state IN ('running', 'crashed')"
                 f" AND {_HELD_BY}",
                 (
                     RunState(state).value,
                     json.dumps(summary),
                     notebook,
                     error,
-                    now,
                     now,
                     run_id,
                     *_holder(agent),
@@ -422,7 +429,7 @@ class Store:
             if claimed is not None:
                 return _run_from_row(self._require_run(claimed["run_id"]))
         self._reap_locked(sweep_id, now, requeue, grace, agent.host)
-        holder = (*_holder(agent), now, now)
+        holder = (*_holder(agent), now)
         if sweep.state != "running":  # paused, or ended: nothing new, nothing requeued
             return None
         pending = self._db.execute(
@@ -433,7 +440,8 @@ class Store:
         if pending is not None:
             self._db.execute(
                 "UPDATE runs SET state = 'running', agent_host = ?, agent_pid = ?,"
-                " agent_started = ?, started_at = ?, heartbeat_at = ? WHERE run_id = ?",
+                f" agent_started = ?, started_at = ?, heartbeat_at = {self._db.now}"
+                " WHERE run_id = ?",
                 (*holder, pending["run_id"]),
             )
             return _run_from_row(self._require_run(pending["run_id"]))
@@ -445,7 +453,7 @@ class Store:
         self._db.execute(
             "INSERT INTO runs (run_id, sweep_id, state, run_values, agent_host, agent_pid,"
             " agent_started, started_at, heartbeat_at, created_at, summary)"
-            " VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, '{}')",
+            f" VALUES (?, ?, 'running', ?, ?, ?, ?, ?, {self._db.now}, ?, '{{}}')",
             (run_id, sweep_id, json.dumps(values), *holder, now),
         )
         return _run_from_row(self._require_run(run_id))
@@ -454,17 +462,23 @@ class Store:
         self, sweep_id: str, now: float, requeue: bool, grace: float, here: str
     ) -> list[str]:
         reaped = []
+        # Heartbeats are written and judged on the store's clock (judged_at): on PostgreSQL
+        # the server's, one for every machine, so that an agent whose clock is ahead by more
+        # than the grace does not find every live run silent.
         for row in self._db.execute(
-            "SELECT * FROM runs WHERE sweep_id = ? AND state IN ('running', 'pending')"
-            " ORDER BY seq",
+            f"SELECT *, {self._db.now} AS judged_at FROM runs WHERE sweep_id = ?"
+            " AND state IN ('running', 'pending') ORDER BY seq",
             (sweep_id,),
         ).fetchall():
             if row["state"] == "pending":
                 lost = bool(row["stop_requested"])  # never to be run
+            elif (agent := _agent_from_row(row)) is not None and agent.host == here:
+                # This machine's agent: its process says for sure where a heartbeat only
+                # suggests (on SQLite each agent stamps its own clock, which may be stepped).
+                lost = not agent.is_alive(here)
             else:
-                agent, heartbeat = _agent_from_row(row), row["heartbeat_at"]
-                dead = agent is not None and not agent.is_alive(here)
-                lost = dead or heartbeat is None or heartbeat < now - grace
+                heartbeat = row["heartbeat_at"]
+                lost = heartbeat is None or heartbeat < row["judged_at"] - grace
             if lost and self._end_lost_run(row, now, requeue):
                 reaped.append(row["run_id"])
         return reaped
@@ -493,13 +507,13 @@ class Store:
         )
 
     def _touch(
-        self, run_id: str, agent: AgentIdentity, now: float, states: tuple[str, ...] = ("running",)
+        self, run_id: str, agent: AgentIdentity, states: tuple[str, ...] = ("running",)
     ) -> bool:
         placeholders = ", ".join("?" for _ in states)
         changed = self._db.execute(
-            f"UPDATE runs SET heartbeat_at = ? WHERE run_id = ? AND state IN ({placeholders})"
-            f" AND {_HELD_BY}",
-            (now, run_id, *states, *_holder(agent)),
+            f"UPDATE runs SET heartbeat_at = {self._db.now} WHERE run_id = ?"
+            f" AND state IN ({placeholders}) AND {_HELD_BY}",
+            (run_id, *states, *_holder(agent)),
         ).rowcount
         if not changed:
             self._require_run(run_id)
@@ -701,6 +715,15 @@ def refuse_network_file_system(path: Path, mounts: str) -> None:
             "SQLite's locks are unreliable; the local store is for one machine: put it on a "
             "local disk, or run the sweep on a W&B server (cloud or self-hosted) to use "
             "several machines"
+        )
+
+
+def _refuse_folder(path: Path) -> None:
+    # SQLite says only "unable to open database file" of a folder.
+    if path.is_dir():
+        raise StoreError(
+            f"sweep store {str(path)!r} is a folder; pass a file in it, such as "
+            f"{str(path / 'sweeps.db')!r}"
         )
 
 

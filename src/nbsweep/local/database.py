@@ -27,6 +27,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from nbsweep.errors import EXIT_FAILED, NbsweepError, UsageError
+from nbsweep.notebook.redaction import url_passwords
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 # Every write transaction on PostgreSQL takes this advisory lock first, so writes are
@@ -110,21 +111,9 @@ def without_password(url: str) -> str:
     return re.sub(r"(?i)(password=)[^&\s]*", r"\1***", f"{scheme}{sep}{rest}")
 
 
-def _secrets_of(url: str) -> list[str]:
-    """The password in ``url``'s credentials and in any password= parameter."""
-    found = []
-    _, sep, rest = url.partition("://")
-    if sep and "@" in rest:
-        credentials = rest.rsplit("@", 1)[0]
-        if ":" in credentials:
-            found.append(credentials.split(":", 1)[1])
-    found += re.findall(r"(?i)password=([^&\s]*)", url)
-    return [secret for secret in found if secret]
-
-
 def _scrubbed(text: str, url: str) -> str:
     """``text`` (a driver's message, which may quote the URL) with no secret of ``url``."""
-    for secret in sorted(_secrets_of(url), key=len, reverse=True):
+    for secret in sorted(url_passwords(url), key=len, reverse=True):
         text = text.replace(secret, "***")
         decoded = unquote(secret)
         if decoded != secret:

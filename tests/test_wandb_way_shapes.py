@@ -450,3 +450,23 @@ def test_a_comment_ending_in_a_question_mark_is_still_python():
         ]
     )
     assert analyse(nb).parameter_names() == ["lr", "wd"]
+
+
+TWO_INITS = [
+    "import wandb",
+    "wandb.init(project='shapes')\nwandb.log({'score': 1.0})\nwandb.finish()",
+    "wandb.init(project='shapes')\nwandb.log({'score': 99.0})\nwandb.finish()",
+]
+
+
+@pytest.mark.kernel
+def test_without_wandb_agent_the_first_run_is_the_trials(cli, tmp_path):
+    write_notebook(tmp_path / "nb.ipynb", TWO_INITS)
+    result = cli(
+        "run", "nb.ipynb", "--metrics-json", "m.json", "-o", "out/nb.ipynb", WANDB_MODE="offline"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert [row["score"] for row in metrics["history"]] == [1.0]
+    assert "wandb.init again runs disabled" in saved_outputs(tmp_path / "out" / "nb.ipynb")
+    assert len(list((tmp_path / "wandb").glob("offline-run-*"))) == 1

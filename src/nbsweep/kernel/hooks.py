@@ -357,7 +357,9 @@ def _wrap_run(run_class: Any) -> None:
 def _init(init: Callable[..., Any]) -> Callable[..., Any]:
     def trial_init(*args: Any, **kwargs: Any) -> Any:
         if not _runs.wants_trial_run():
-            where = "outside the sweep function" if not _runs.in_sweep_function else "again"
+            has_function = trial_file().get("sweep_function") is not None
+            outside = has_function and not _runs.in_sweep_function
+            where = "outside the sweep function" if outside else "again"
             note(
                 f"wandb.init {where} runs disabled in a trial (nothing is recorded): only "
                 "the sweep function's run is the trial's run"

@@ -262,5 +262,7 @@ def test_the_readme_demo_runs(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "12 runs: " in result.stdout
-    best = result.stdout.split("notebook: ")[-1].strip()
+    last = result.stdout.rstrip().splitlines()[-1]
+    assert last.startswith("best: "), "the best run ends the output, failure reasons above"
+    best = last.split("notebook: ")[-1].strip()
     assert (demo / best).exists(), best

@@ -85,8 +85,10 @@ def test_the_leaderboard_says_why_under_the_table_and_in_json():
 
     runs = [Run("good", summary={"val_loss": 1.0}), Run("bad", State.FAILED)]
     runs[1].error = "cell 2: ValueError: bad lr"  # the store's RunRecord has it
-    text = leaderboard.table(sweep_on(), runs)
-    assert text.splitlines()[-1] == "run bad failed: cell 2: ValueError: bad lr"
+    lines = leaderboard.table(sweep_on(), runs).splitlines()
+    # Right under the table's rows; the totals and the best run stay last.
+    assert lines[4] == "run bad failed: cell 2: ValueError: bad lr"
+    assert lines[5].startswith("2 runs: ") and lines[6].startswith("best: good")
     shown = {run["run_id"]: run["error"] for run in leaderboard.as_json(sweep_on(), runs)["runs"]}
     assert shown == {"good": None, "bad": "cell 2: ValueError: bad lr"}
 

@@ -152,6 +152,12 @@ def table(
             text = fit(text, size, cut_start=i == count - 1)
             cells.append(text.rjust(size) if i in right else text.ljust(size))
         lines.append("  ".join(cells).rstrip())
+    for run in ranked:  # why runs failed: the table has no room for it
+        error = error_of(run)
+        if error:
+            said = f"run {run.run_id} {state_of(run)}: {error}"
+            lines.append(fit(said, width) if width else said)
+    # The totals and the best run last: what a reader (and a script) looks for at the end.
     counts = ", ".join(f"{n} {state}" for state, n in totals(runs).items() if n)
     lines.append(
         f"{len(runs)} run{'' if len(runs) == 1 else 's'}" + (f": {counts}" if runs else "")
@@ -161,11 +167,6 @@ def table(
         value = format_value(metric_value(top, metric.name), 6)
         found = f"best: {top.run_id} {metric.name}={value}"
         lines.append(found + (f" notebook: {top.notebook}" if top.notebook else ""))
-    for run in ranked:  # why runs failed: the table has no room for it
-        error = error_of(run)
-        if error:
-            said = f"run {run.run_id} {state_of(run)}: {error}"
-            lines.append(fit(said, width) if width else said)
     return "\n".join(lines) + "\n"
 
 

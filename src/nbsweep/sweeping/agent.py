@@ -213,6 +213,12 @@ class Agent:
         trials = failures = 0
         self._warm_up(notebook)
         await asyncio.to_thread(prepare_output_handling)  # while the first kernel starts
+        if self.options.report_to_wandb:
+            # Imported here, before any trial, not first on the wandb lane: on CPython 3.11
+            # (seen on 3.11.7) code compiled in one thread while another parses with ast can
+            # fail ("AST constructor recursion depth mismatch"): wandb's import, beside this
+            # thread reading a notebook's cells, failed and left every run unreported.
+            import wandb  # noqa: F401
         while not self.exit_requested:
             if self.options.count is not None and trials >= self.options.count:
                 break

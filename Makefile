@@ -25,9 +25,10 @@ bench: $(INSTALLED)
 lint: $(INSTALLED)
 	$(BIN)/ruff check src tests benchmarks examples
 
-# pytest exits 5 when it collects nothing: say so rather than fail.
+# pytest exits 5 when it collects nothing: say so rather than fail. Two workers (pytest-xdist):
+# most of a test's time is kernels starting and processes waiting, so two share 2 cores well.
 test: lint
-	$(BIN)/python -m pytest; status=$$?; \
+	$(BIN)/python -m pytest -n 2; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests"; status=0; fi; exit $$status
 
 # Unit tests only (in-process, no kernel, no server): under 30 s. `make test` runs them all.

@@ -148,10 +148,15 @@ def test_workers_get_a_database_url_by_environment_not_on_their_command_line(cli
     parent = cli.start("agent", "local:abcd1234", "--workers", "2", "--store", url, "--no-wandb")
     seen: set[str] = set()
     watched = psutil.Process(parent.pid)
+    # The parent was given the URL on its own command line (by this test); a child caught
+    # between fork and exec still shows the parent's: not the children's own.
+    own = " ".join(watched.cmdline())
     while parent.poll() is None:
         try:
             for child in watched.children(recursive=True):
-                seen.add(" ".join(child.cmdline()))
+                line = " ".join(child.cmdline())
+                if line != own:
+                    seen.add(line)
         except psutil.Error:
             pass
         time.sleep(0.01)

@@ -177,6 +177,25 @@ def no_kernel_left(timeout: float = 10.0):
     assert not left, f"kernels survived: {survivors}"
 
 
+@pytest.fixture
+def server():
+    """The W&B-protocol test server on 127.0.0.1 (tests/wandb_server.py)."""
+    from wandb_server import WandbTestServer
+
+    with WandbTestServer() as running:
+        yield running
+
+
+@pytest.fixture
+def agent(server, tmp_path, request):
+    """``nbsweep agent`` against ``server``, its processes marked for this test."""
+    from test_agent import Agent  # the class lives with the agent's own tests
+
+    runner = Agent(server, tmp_path, marker=f"agent-{request.node.name}-{time.time_ns()}")
+    yield runner
+    runner.finish(timeout=10)
+
+
 @pytest.fixture(scope="session")
 def postgres_server(tmp_path_factory):
     """A real PostgreSQL server for the session, in user space (the pgserver wheel, on a Unix

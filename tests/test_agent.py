@@ -36,12 +36,6 @@ BLOG = [
 ]
 
 
-@pytest.fixture
-def server():
-    with WandbTestServer() as running:
-        yield running
-
-
 class Agent(CliRun):
     """`python -m nbsweep agent ...` against the server."""
 
@@ -64,13 +58,6 @@ class Agent(CliRun):
 
     def run(self, sweep_id: str, *args: str, timeout: float = 120):
         return self(sweep_id, *args, timeout=timeout)
-
-
-@pytest.fixture
-def agent(server, tmp_path, request):
-    runner = Agent(server, tmp_path, marker=f"agent-{request.node.name}-{time.time_ns()}")
-    yield runner
-    runner.finish(timeout=10)
 
 
 def run_cmd(run_id: str, **values) -> dict:

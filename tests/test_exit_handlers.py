@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import write_notebook
-from test_agent import Agent, run_cmd
-from wandb_server import WandbTestServer
+from test_agent import run_cmd
 
 pytestmark = pytest.mark.kernel
 
@@ -177,19 +176,6 @@ def test_the_notebooks_own_offline_run_holds_the_executed_notebook(local, tmp_pa
         assert attached.exists(), sorted(p.name for p in (folder / "files").iterdir())
         saved = tmp_path / "nbsweep-runs" / sweep / run_id / "nb.ipynb"
         assert attached.read_bytes() == saved.read_bytes()
-
-
-@pytest.fixture
-def server():
-    with WandbTestServer() as running:
-        yield running
-
-
-@pytest.fixture
-def agent(server, tmp_path, request):
-    runner = Agent(server, tmp_path, marker=f"exit-online-{request.node.name}-{time.time_ns()}")
-    yield runner
-    runner.finish(timeout=10)
 
 
 @pytest.mark.parametrize(

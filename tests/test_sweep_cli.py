@@ -10,7 +10,7 @@ import sys
 import pytest
 import yaml
 from conftest import write_notebook
-from wandb_server import WandbTestServer, wandb_env
+from wandb_server import wandb_env
 
 NOTEBOOK = [("lr = 0.1\nepochs = 3\nopt = {'beta1': 0.9}", ["parameters"]), "print(lr)"]
 
@@ -24,12 +24,6 @@ def nbsweep(tmp_path, *args, env=None):
         text=True,
         timeout=60,
     )
-
-
-@pytest.fixture
-def server():
-    with WandbTestServer() as running:
-        yield running
 
 
 def test_creates_the_sweep_with_the_nbsweep_command(server, tmp_path):

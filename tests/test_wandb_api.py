@@ -18,12 +18,6 @@ from nbsweep.sweeping.wandb_api import (
 )
 
 
-@pytest.fixture
-def server():
-    with WandbTestServer() as running:
-        yield running
-
-
 def service_for(server: WandbTestServer, **kwargs) -> SweepService:
     sleeps: list[float] = []
     service = SweepService(

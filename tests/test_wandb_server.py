@@ -48,12 +48,6 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
-def server():
-    with WandbTestServer() as running:
-        yield running
-
-
-@pytest.fixture
 def env(server: WandbTestServer, tmp_path: Path) -> dict[str, str]:
     return wandb_env(server, tmp_path, project=PROJECT)
 

@@ -13,8 +13,7 @@ from pathlib import Path
 import nbformat
 import pytest
 from conftest import write_notebook
-from test_agent import Agent, executed, run_cmd, user_history
-from wandb_server import WandbTestServer
+from test_agent import executed, run_cmd, user_history
 
 pytestmark = pytest.mark.kernel
 
@@ -64,19 +63,6 @@ def expected_losses(values: dict) -> list[float]:
         model.partial_fit(X_train, y_train, classes=classes)
         losses.append(log_loss(y_val, model.predict_proba(X_val), labels=classes))
     return losses
-
-
-@pytest.fixture
-def server():
-    with WandbTestServer() as running:
-        yield running
-
-
-@pytest.fixture
-def agent(server, tmp_path, request):
-    runner = Agent(server, tmp_path, marker=f"wway-{request.node.name}-{time.time_ns()}")
-    yield runner
-    runner.finish(timeout=10)
 
 
 def test_the_tutorial_runs_unchanged_under_the_online_agent(agent, server, tmp_path):

@@ -314,23 +314,6 @@ UNCLOSED = [
 ]
 
 
-@pytest.fixture
-def server():
-    from wandb_server import WandbTestServer
-
-    with WandbTestServer() as running:
-        yield running
-
-
-@pytest.fixture
-def agent(server, tmp_path, request):
-    from test_agent import Agent
-
-    runner = Agent(server, tmp_path, marker=f"shapes-{request.node.name}-{time.time_ns()}")
-    yield runner
-    runner.finish(timeout=10)
-
-
 @pytest.mark.kernel
 def test_the_sweep_functions_run_is_finished_when_it_returns_or_raises(agent, server, tmp_path):
     from test_agent import executed, run_cmd, user_history

@@ -16,6 +16,7 @@ import nbformat
 import pytest
 from test_local_sweeps import LONG, ROOT, Local
 
+from nbsweep.errors import StoreUnreachable
 from nbsweep.local.database import (
     _WRITE_LOCK,
     Postgres,
@@ -23,7 +24,7 @@ from nbsweep.local.database import (
     _scrubbed,
     without_password,
 )
-from nbsweep.local.store import AgentIdentity, LoggedRow, RunState, Store, StoreUnreachable
+from nbsweep.local.store import AgentIdentity, LoggedRow, RunState, Store
 
 pytest.importorskip("sweeps", reason="local sweeps need the engine: pip install 'nbsweep[local]'")
 

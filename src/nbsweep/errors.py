@@ -1,4 +1,8 @@
-"""One exception family for nbsweep; the CLI turns each into one line and an exit code."""
+"""One exception family for nbsweep; the CLI turns each into one line and an exit code.
+
+Each class states its exit code once: 2 (``EXIT_USAGE``) where the user asked for something
+that cannot work (arguments, notebook, kernel, store location), 1 (``EXIT_FAILED``) where it
+could work but failed (a trial, a server, a store that broke while in use)."""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ EXIT_TERMINATED = 143
 class NbsweepError(Exception):
     """Base of every error nbsweep reports to a user. ``exit_code`` is what the CLI returns."""
 
-    exit_code = EXIT_FAILED
+    exit_code: int = EXIT_FAILED
 
 
 class UsageError(NbsweepError):
@@ -32,6 +36,46 @@ class ParameterError(UsageError):
 
 class KernelStartError(UsageError):
     """The kernel could not be found or started."""
+
+
+class StoreError(UsageError):
+    """The path or URL is no store nbsweep can use: not one, damaged, too new, on a network
+    file system, a server that refuses the connection."""
+
+
+class RuntimeFailure(NbsweepError):
+    """Something that could have worked failed: exit code 1."""
+
+    exit_code = EXIT_FAILED
+
+
+class StoreFault(RuntimeFailure):
+    """A store that opened fine broke while in use: its file deleted, replaced or damaged,
+    its database refusing statements. Not the user's choice of path: a failure."""
+
+
+class StoreDisconnected(RuntimeFailure):
+    """The connection to the database server was lost (the store reconnects)."""
+
+
+class StoreUnreachable(RuntimeFailure):
+    """The database server stayed unreachable for longer than the reconnect timeout."""
+
+
+class StoreLocked(RuntimeFailure):
+    """Another process held the store's write lock for longer than the busy timeout."""
+
+
+class WandbServerError(RuntimeFailure):
+    """The W&B server refused a request (a 4xx, or a GraphQL error) or stayed unreachable."""
+
+
+class SweepNotFound(WandbServerError):
+    """The sweep does not exist (any more)."""
+
+
+class AgentFailed(RuntimeFailure):
+    """Too many trials in a row failed: the agent gave up."""
 
 
 class OutputError(NbsweepError):

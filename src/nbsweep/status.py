@@ -1,6 +1,8 @@
 """One vocabulary for how trials and runs end, and for the numbers JSON cannot hold.
 
 ``TrialStatus``: how a trial ended (``TrialResult.status``), with the exit code W&B records.
+``EndReason``: why it ended so. ``SweepState`` and ``SweepAction``: a sweep's state and what
+moves it (the same for local sweeps and W&B's, whose API spells states in capitals).
 ``RunState``: a run's state in a local sweep's store (a trial's status, or pending, running,
 crashed). ``ExitPlan``: how a used kernel is stopped. nan and the infinities travel as the
 strings JSON writers use ("NaN", "Infinity", "-Infinity"): ``to_json_number`` and
@@ -26,6 +28,78 @@ class TrialStatus(str, Enum):
     def wandb_exit_code(self) -> int:
         """What W&B records for it; a stopped trial exits like a process stopped by Ctrl-C."""
         return {"finished": 0, "failed": 1, "stopped": 130}[self.value]
+
+
+class EndReason(str, Enum):
+    """Why a trial ended: stored, printed and compared as these strings."""
+
+    FINISHED = "finished"
+    CELL_ERROR = "cell-error"
+    KERNEL_DIED = "kernel-died"
+    CELL_TIMEOUT = "cell-timeout"
+    TRIAL_TIMEOUT = "trial-timeout"
+    STOPPED = "stopped"
+    """The sweep stopped it (hyperband, ``--stop-run``, a cancel)."""
+    INTERRUPTED = "interrupted"
+    """Ctrl-C."""
+    TERMINATED = "terminated"
+    """SIGTERM."""
+    CANNOT_SAVE = "cannot-save"
+    COULD_NOT_START = "could-not-start"
+    ERROR = "error"
+    """nbsweep itself failed while the cells ran."""
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def is_timeout(self) -> bool:
+        return self in (EndReason.CELL_TIMEOUT, EndReason.TRIAL_TIMEOUT)
+
+
+class SweepState(str, Enum):
+    RUNNING = "running"
+    PAUSED = "paused"
+    FINISHED = "finished"
+    CANCELED = "canceled"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def wandb_name(self) -> str:
+        """As W&B's API spells it: RUNNING, PAUSED, FINISHED, CANCELED."""
+        return self.value.upper()
+
+    @property
+    def ended(self) -> bool:
+        return self in (SweepState.FINISHED, SweepState.CANCELED)
+
+
+class SweepAction(str, Enum):
+    """What ``nbsweep sweep --pause`` and its siblings ask for; ``state`` is where it leads."""
+
+    PAUSE = "pause"
+    RESUME = "resume"
+    STOP = "stop"
+    """Running trials finish; nothing new starts."""
+    CANCEL = "cancel"
+    """Running trials stop too."""
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def state(self) -> SweepState:
+        return _ACTION_STATES[self]
+
+
+_ACTION_STATES = {
+    SweepAction.PAUSE: SweepState.PAUSED,
+    SweepAction.RESUME: SweepState.RUNNING,
+    SweepAction.STOP: SweepState.FINISHED,
+    SweepAction.CANCEL: SweepState.CANCELED,
+}
 
 
 class RunState(str, Enum):

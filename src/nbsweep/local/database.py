@@ -26,7 +26,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-from nbsweep.errors import EXIT_FAILED, NbsweepError, UsageError
+from nbsweep.errors import (
+    NbsweepError,
+    StoreDisconnected,
+    StoreError,
+    StoreFault,
+    StoreLocked,
+    UsageError,
+)
 from nbsweep.notebook.redaction import url_passwords
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
@@ -64,34 +71,6 @@ UPGRADES = {
 """Statements that take a store from the version it is keyed by to the next. Version 2:
 history rows are numbered (rows of version 1 have no n, and are never written again).
 Version 3: a run has why it failed or stopped (runs ended before have none)."""
-
-
-class StoreError(UsageError):
-    """The path or URL is no store nbsweep can use: not one, damaged, too new, on a network
-    file system, a server that refuses the connection."""
-
-
-class StoreFault(NbsweepError):
-    """A store that opened fine broke while in use: its file deleted, replaced or damaged,
-    its database refusing statements. Not the user's choice of path: a failure."""
-
-    exit_code = EXIT_FAILED
-
-
-class StoreDisconnected(NbsweepError):
-    """The connection to the database server was lost (the store reconnects)."""
-
-    exit_code = EXIT_FAILED
-
-
-class StoreUnreachable(NbsweepError):
-    """The database server stayed unreachable for longer than the reconnect timeout."""
-
-    exit_code = EXIT_FAILED
-
-
-class StoreLocked(NbsweepError):
-    """Another process held the store's write lock for longer than the busy timeout."""
 
 
 def is_url(location: str | Path) -> bool:

@@ -11,10 +11,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nbsweep.errors import NbsweepError, UsageError
-from nbsweep.local.database import StoreFault, is_url, without_password
+from nbsweep.errors import NbsweepError, StoreFault, StoreUnreachable, UsageError
+from nbsweep.local.database import is_url, without_password
 from nbsweep.local.engine import Engine
-from nbsweep.local.store import AgentIdentity, LoggedRow, RunState, Store, StoreUnreachable
+from nbsweep.local.store import AgentIdentity, LoggedRow, RunState, Store
 
 if TYPE_CHECKING:
     from nbsweep.sweeping.path import SweepPath

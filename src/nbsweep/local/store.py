@@ -33,15 +33,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
-from nbsweep.errors import UsageError
-from nbsweep.local.database import (
-    UPGRADES,
-    Postgres,
-    Sqlite,
+from nbsweep.errors import (
     StoreDisconnected,
     StoreError,
     StoreLocked,
     StoreUnreachable,
+    UsageError,
+)
+from nbsweep.local.database import (
+    UPGRADES,
+    Postgres,
+    Sqlite,
     is_url,
     without_password,
 )

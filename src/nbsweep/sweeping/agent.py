@@ -21,8 +21,8 @@ from typing import Any, Protocol
 from nbformat import NotebookNode
 
 from nbsweep.errors import (
-    EXIT_FAILED,
     EXIT_INTERRUPTED,
+    AgentFailed,
     NbsweepError,
     OutputError,
     UsageError,
@@ -93,10 +93,6 @@ class AgentOptions:
     kernel_start: str = "fork"
     """fork: warm kernels are forked from a template process (where that can serve);
     exec: each is a fresh interpreter."""
-
-
-class AgentFailed(NbsweepError):
-    exit_code = EXIT_FAILED
 
 
 def resolve_notebook(option: Path | None, program: Any) -> Path:

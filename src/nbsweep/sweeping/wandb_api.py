@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from nbsweep.errors import NbsweepError, UsageError
+from nbsweep.errors import SweepNotFound, UsageError, WandbServerError
 from nbsweep.sweeping.path import SweepPath, trial_environment
 
 if TYPE_CHECKING:
@@ -73,14 +73,6 @@ mutation Heartbeat($id: ID!, $metrics: JSONString, $runState: JSONString) {
     commands
   }
 }"""
-
-
-class WandbServerError(NbsweepError):
-    """The W&B server refused a request (a 4xx, or a GraphQL error) or stayed unreachable."""
-
-
-class SweepNotFound(WandbServerError):
-    """The sweep does not exist (any more)."""
 
 
 @dataclass(frozen=True)

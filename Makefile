@@ -22,8 +22,11 @@ demo: $(INSTALLED)
 bench: $(INSTALLED)
 	$(BIN)/python benchmarks/overhead.py $(BENCH_ARGS)
 
+# ruff's rules and format, and mypy over src/ (settings in pyproject.toml): all clean.
 lint: $(INSTALLED)
 	$(BIN)/ruff check src tests benchmarks examples
+	$(BIN)/ruff format --check src tests benchmarks examples
+	$(BIN)/mypy
 
 # pytest exits 5 when it collects nothing: say so rather than fail. Two workers (pytest-xdist):
 # most of a test's time is kernels starting and processes waiting, so two share 2 cores well.

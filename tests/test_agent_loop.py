@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 from conftest import write_notebook
 
-from nbsweep.sweeping.agent import Agent, AgentFailed, AgentOptions
+from nbsweep.options import AgentOptions
+from nbsweep.sweeping.agent import Agent, AgentFailed
 from nbsweep.sweeping.path import SweepPath
 from nbsweep.trial.reporting import Reporter
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 from nbsweep.errors import TrialFailed, TrialStopped, UsageError
 
 if TYPE_CHECKING:
-    from nbsweep.sweeping.agent import AgentOptions
+    from nbsweep.options import AgentOptions
     from nbsweep.trial.reporting import Reporter
     from nbsweep.trial.result import TrialResult
 
@@ -201,10 +201,10 @@ def agent(
     """Run trials of ``sweep_id`` (``local:ID``, or a W&B ``[ENTITY/][PROJECT/]ID``) as
     ``nbsweep agent`` does, each in a fresh kernel; returns its exit code (0 done, 1 too
     many failures, 130 interrupted). ``workers`` > 1 runs that many agent processes.
-    ``options``: every other agent setting (``nbsweep.sweeping.agent.AgentOptions``)."""
+    ``options``: every other agent setting (``nbsweep.options.AgentOptions``)."""
     import dataclasses
 
-    from nbsweep.sweeping.agent import AgentOptions
+    from nbsweep.options import AgentOptions
 
     _check_sweep_id(sweep_id)
     if workers > 1:

@@ -53,7 +53,7 @@ def agent(
     """
     from nbsweep.api import run_agent
     from nbsweep.kernel.preload import Preload
-    from nbsweep.sweeping.agent import AgentOptions
+    from nbsweep.options import AgentOptions
     from nbsweep.trial.reporting import Reporter
 
     preloading = Preload.parse(preload, preload_cuda)

@@ -292,7 +292,7 @@ def trial_settings(
 ) -> Any:
     """The execution options every command shares, as the trials' settings."""
     from nbsweep.kernel.executor import ExecutionOptions
-    from nbsweep.trial.run import TrialSettings
+    from nbsweep.options import TrialSettings
 
     del log_output  # a Reporter setting, not the trial's
     return TrialSettings(

@@ -75,7 +75,7 @@ class KernelSupply:
         return self._notebook[1], self._notebook[2]
 
     def _recipe(self, notebook: Path, nb: NotebookNode) -> KernelRecipe:
-        cwd = (self.settings.cwd or notebook.resolve().parent).resolve()
+        cwd = self.settings.kernel_cwd(notebook)
         modules = self.preload.modules_for(nb, cwd, installs_run=self.settings.run_install_cells)
         return KernelRecipe(
             self.settings.kernel_for(nb),

@@ -13,7 +13,6 @@ import signal
 import socket
 from collections import deque
 from collections.abc import Awaitable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -27,10 +26,10 @@ from nbsweep.errors import (
     UsageError,
 )
 from nbsweep.kernel.executor import StopRequest, prepare_output_handling
-from nbsweep.kernel.preload import Preload
 from nbsweep.kernel.supply import KernelSupply
 from nbsweep.notebook import files
 from nbsweep.notebook.redaction import Redactor
+from nbsweep.options import AgentOptions
 from nbsweep.status import EndReason, TrialStatus
 from nbsweep.sweeping import wandb_run
 from nbsweep.sweeping.path import SweepPath
@@ -39,7 +38,7 @@ from nbsweep.sweeping.wandb_lane import WandbLane
 from nbsweep.trial.metrics import MetricRecord, Metrics
 from nbsweep.trial.reporting import Reporter
 from nbsweep.trial.result import TrialResult
-from nbsweep.trial.run import RUNS_FOLDER, TrialSettings, TrialSpec, run_trial_async
+from nbsweep.trial.run import RUNS_FOLDER, TrialSpec, run_trial_async
 
 
 class SweepServer(Protocol):
@@ -59,33 +58,6 @@ class SweepServer(Protocol):
     ) -> dict[str, str]: ...
     def record_metric(self, run_id: str, record: MetricRecord) -> None: ...
     def trial_finished(self, run_id: str, result: TrialResult) -> None: ...
-
-
-@dataclass(frozen=True)
-class AgentOptions:
-    """How the agent behaves; every field is the CLI option of the same name."""
-
-    count: int | None = None
-    """Stop after this many trials; None: until the server says exit."""
-    notebook: Path | None = None
-    """The notebook to run; None: the sweep's ``program:``."""
-    poll: float = 2.0
-    """Seconds between heartbeats while idle (a trial is asked for as soon as one ends)."""
-    heartbeat: float = 5.0
-    """Seconds between heartbeats while a trial runs (how fast a stop arrives)."""
-    max_consecutive_failures: int = 3
-    trial: TrialSettings = field(default_factory=TrialSettings)
-    """How every trial runs (execution options, kernel, config variable)."""
-    wandb_dir: Path = field(default_factory=Path.cwd)
-    report_to_wandb: bool = True
-    """Open a W&B run for notebooks that do not open their own."""
-    warm_kernels: bool = True
-    """Start each trial's kernel while the previous trial runs."""
-    preload: Preload = field(default_factory=Preload)
-    """What a warm kernel imports before its trial."""
-    kernel_start: str = "fork"
-    """fork: warm kernels are forked from a template process (where that can serve);
-    exec: each is a fresh interpreter."""
 
 
 def resolve_notebook(option: Path | None, program: Any) -> Path:
@@ -139,6 +111,8 @@ class Agent:
             warn_once=reporter.warn_once,
         )
         self.wandb_lane = WandbLane(reporter.warn)
+        self.heartbeat = options.heartbeat_for(local=server.offline_runs)
+        """Seconds between heartbeats while a trial runs."""
         self.sweep_config: dict[str, Any] | None = None
         """The sweep's config as its server holds it (the notebook's wandb.sweep sees it)."""
 
@@ -405,9 +379,8 @@ class Agent:
         return _not_run(EndReason.COULD_NOT_START, spec.output or Path(), said)
 
     async def _heartbeat_while_running(self, agent_id: str, run_id: str) -> None:
-        beat = self.options.heartbeat
         while True:
-            await asyncio.sleep(beat)
+            await asyncio.sleep(self.heartbeat)
             try:
                 commands = await asyncio.to_thread(self.server.heartbeat, agent_id, {run_id: True})
             except NbsweepError as error:

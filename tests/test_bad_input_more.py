@@ -194,7 +194,7 @@ def test_run_options_lists_every_option_of_nbsweep_run():
     import click
 
     from nbsweep.cli.run import run
-    from nbsweep.sweeping.config import RUN_OPTIONS
+    from nbsweep.sweeping.configs.validation import RUN_OPTIONS
 
     params = run.get_params(click.Context(run))
     options = {opt[2:] for param in params for opt in param.opts if opt.startswith("--")}

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from conftest import CliRun, write_notebook
 
-from nbsweep.sweeping.config import GRID_DISTRIBUTIONS, validate
+from nbsweep.sweeping.configs.validation import GRID_DISTRIBUTIONS, validate
 
 pytest.importorskip("sweeps", reason="local sweeps need the engine: pip install 'nbsweep[local]'")
 

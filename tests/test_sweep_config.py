@@ -1,4 +1,4 @@
-"""nbsweep.sweeping.config: a sweep YAML checked as the W&B server would, every problem at once.
+"""nbsweep.sweeping.configs: a sweep YAML checked as the W&B server would, every problem at once.
 
 Fast: no kernels, no wandb. The corpus tests read ``../shared/corpus/sweeps`` (or
 ``$NBSWEEP_CORPUS/sweeps``) and skip without it.
@@ -21,10 +21,10 @@ from conftest import make_notebook
 from nbsweep.errors import SweepConfigError, UsageError
 from nbsweep.notebook.files import read_notebook
 from nbsweep.notebook.parameters import find_parameters
-from nbsweep.sweeping.config import (
+from nbsweep.sweeping.configs.loading import load_sweep_file
+from nbsweep.sweeping.configs.validation import (
     DEFAULT_COMMAND,
     find_warnings,
-    load_sweep_file,
     validate,
     with_default_command,
 )

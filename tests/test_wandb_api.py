@@ -9,7 +9,7 @@ from wandb_server import DUMMY_API_KEY, WandbTestServer
 
 from nbsweep.errors import UsageError
 from nbsweep.sweeping.path import SweepPath
-from nbsweep.sweeping.wandb_api import (
+from nbsweep.sweeping.wandb.service import (
     Credentials,
     RetryPolicy,
     SweepNotFound,

@@ -130,7 +130,7 @@ def sweep(
     ``wandb.sweep`` itself) as ``nbsweep sweep`` does, create it, and return the ID to give
     ``agent``: ``local:ID`` in the local store (``local=True``, the default: no W&B server),
     else ``ENTITY/PROJECT/ID`` on W&B. Raises ``SweepConfigError`` listing every problem."""
-    from nbsweep.sweeping.config import check_sweep
+    from nbsweep.sweeping.configs.checking import check_sweep
 
     source = config if isinstance(config, Mapping) else Path(config)
     checked = check_sweep(source, project=project, config_var=config_var, local=local)
@@ -148,8 +148,8 @@ def create_wandb_sweep(
     on_retry: Callable[[str], None] | None = None,
 ) -> str:
     """Create a checked sweep config on W&B; its ``ENTITY/PROJECT/ID``."""
-    from nbsweep.sweeping.config import yaml_text
-    from nbsweep.sweeping.wandb_api import Credentials, SweepService
+    from nbsweep.sweeping.configs.loading import yaml_text
+    from nbsweep.sweeping.wandb.service import Credentials, SweepService
 
     service = SweepService(
         Credentials.from_environment(os.environ), on_retry=on_retry or (lambda message: None)
@@ -166,7 +166,7 @@ def control_wandb_sweep(sweep_id: str, action: str) -> str:
     """Pause, resume, stop or cancel a W&B sweep (``[ENTITY/]PROJECT/ID``), as ``wandb sweep
     --pause`` does; its new state (PAUSED, RUNNING, FINISHED, CANCELED)."""
     from nbsweep.sweeping.path import SweepPath
-    from nbsweep.sweeping.wandb_api import Credentials, SweepService
+    from nbsweep.sweeping.wandb.service import Credentials, SweepService
 
     service = SweepService(Credentials.from_environment(os.environ))
     return service.set_sweep_state(SweepPath.parse(sweep_id), action)
@@ -251,8 +251,8 @@ def run_agent(
     from nbsweep.local.server import LocalSweepServer, local_sweep_id, open_store
     from nbsweep.sweeping.agent import Agent
     from nbsweep.sweeping.path import SweepPath
-    from nbsweep.sweeping.wandb_api import Credentials, SweepService
-    from nbsweep.sweeping.wandb_run import teardown
+    from nbsweep.sweeping.wandb.runs import teardown
+    from nbsweep.sweeping.wandb.service import Credentials, SweepService
 
     _check_sweep_id(sweep_id)
     local_id = local_sweep_id(sweep_id) or (sweep_id if local else None)

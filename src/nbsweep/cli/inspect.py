@@ -34,7 +34,7 @@ def inspect(
     from nbsweep.notebook.files import read_notebook
     from nbsweep.notebook.parameters import find_parameters, find_parameters_or_none
     from nbsweep.notebook.wandb_way import analyse, values_go_to_wandb_config
-    from nbsweep.sweeping import config as config_module
+    from nbsweep.sweeping import configs as config_module
     from nbsweep.sweeping import inspection
 
     nb = read_notebook(notebook)

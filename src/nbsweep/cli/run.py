@@ -103,7 +103,7 @@ def run(
         from nbsweep.notebook.outputs import check_outputs
         from nbsweep.sweeping.arguments import PARAM_PATH_ENV, ParameterSources, collect
         from nbsweep.sweeping.path import agent_sweep_path
-        from nbsweep.sweeping.run_reporter import run_under_wandb_agent
+        from nbsweep.sweeping.wandb.run_reporter import run_under_wandb_agent
         from nbsweep.trial.reporting import Reporter, failure_message
         from nbsweep.trial.run import TrialSpec, exit_code_for_stop, run_trial
 

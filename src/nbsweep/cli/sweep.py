@@ -88,7 +88,7 @@ def sweep(
     is reported at once. A missing command: becomes [nbsweep, run, ${program}, --, ${args}].
     """
     from nbsweep.api import create_wandb_sweep
-    from nbsweep.sweeping.config import check_sweep, yaml_text
+    from nbsweep.sweeping.configs import check_sweep, yaml_text
 
     if action is not None or stop_run is not None:
         _control(str(sweep_file), action, stop_run, store)

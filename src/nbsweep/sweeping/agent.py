@@ -31,10 +31,10 @@ from nbsweep.notebook import files
 from nbsweep.notebook.redaction import Redactor
 from nbsweep.options import AgentOptions
 from nbsweep.status import EndReason, TrialStatus
-from nbsweep.sweeping import wandb_run
 from nbsweep.sweeping.path import SweepPath
-from nbsweep.sweeping.run_reporter import RunMode, RunReporter
-from nbsweep.sweeping.wandb_lane import WandbLane
+from nbsweep.sweeping.wandb import runs
+from nbsweep.sweeping.wandb.lane import WandbLane
+from nbsweep.sweeping.wandb.run_reporter import RunMode, RunReporter
 from nbsweep.trial.metrics import MetricRecord, Metrics
 from nbsweep.trial.reporting import Reporter
 from nbsweep.trial.result import TrialResult
@@ -42,7 +42,7 @@ from nbsweep.trial.run import RUNS_FOLDER, TrialSpec, run_trial_async
 
 
 class SweepServer(Protocol):
-    """W&B (``wandb_api.SweepService``) or a local sweep (``local.server.LocalSweepServer``).
+    """W&B (``wandb.service.SweepService``) or a local sweep (``local.server.LocalSweepServer``).
 
     A server may also have ``stop_waiting()``: told to stop now (Ctrl-C twice, SIGTERM), the
     agent calls it so that a call waiting for an unreachable store gives up at once."""
@@ -298,9 +298,7 @@ class Agent:
         # (or wandb/) fails this trial before anything is written.
         sweep = files.safe_id(self.path.sweep, "sweep id")
         output = Path(RUNS_FOLDER) / sweep / files.safe_id(run_id, "run id") / notebook.name
-        param_file = wandb_run.write_param_file(
-            self.options.wandb_dir, self.path.sweep, run_id, values
-        )
+        param_file = runs.write_param_file(self.options.wandb_dir, self.path.sweep, run_id, values)
         return output, param_file
 
     def _run_reporter(

@@ -29,7 +29,7 @@ from typing import Any
 from nbsweep.errors import UsageError
 from nbsweep.notebook.literals import MAX_DEPTH, nesting_depth
 from nbsweep.notebook.textfile import read_text
-from nbsweep.sweeping import yamlfile
+from nbsweep.sweeping.configs import yamlfile
 
 PARAM_PATH_ENV = "WANDB_SWEEP_PARAM_PATH"
 

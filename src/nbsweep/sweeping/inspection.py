@@ -17,7 +17,7 @@ from nbsweep.notebook.parameters import (
     parse_leniently,
 )
 from nbsweep.notebook.wandb_way import NotebookSweep, sweep_parameter_leaves
-from nbsweep.sweeping.config import DEFAULT_COMMAND
+from nbsweep.sweeping.configs.validation import DEFAULT_COMMAND
 
 
 def _source(found: ParameterSet, parameter: Parameter) -> str:

@@ -1,5 +1,5 @@
 """Which sweep and run a trial belongs to, and the environment that tells a notebook's
-wandb so: neutral ground for the W&B protocol (``wandb_api``), the SDK side (``wandb_run``)
+wandb so: neutral ground for the W&B protocol (``wandb.service``), the SDK side (``wandb.runs``)
 and local sweeps, none of which needs the others for it."""
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ class SweepPath:
     def __str__(self) -> str:
         return "/".join(part for part in (self.entity, self.project, self.sweep) if part)
 
+
 def trial_environment(path: SweepPath, run_id: str, param_file: Path) -> dict[str, str]:
     """What the kernel needs so that a notebook's own ``wandb.init()`` joins the run."""
     env = {
@@ -53,5 +54,3 @@ def agent_sweep_path(environ: Mapping[str, str]) -> SweepPath | None:
     if not (sweep and environ.get("WANDB_RUN_ID")):
         return None
     return SweepPath(sweep, environ.get("WANDB_PROJECT"), environ.get("WANDB_ENTITY"))
-
-

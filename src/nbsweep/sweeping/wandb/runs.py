@@ -28,7 +28,6 @@ if TYPE_CHECKING:
     from nbsweep.trial.result import TrialResult
 
 
-
 def notebook_opens_run(nb: NotebookNode) -> bool:
     """Whether any code cell calls ``wandb.init`` (then the notebook owns its run)."""
     for cell in nb.cells:

@@ -22,8 +22,8 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nbsweep.sweeping import wandb_run
 from nbsweep.sweeping.path import SweepPath, agent_sweep_path
+from nbsweep.sweeping.wandb import runs
 from nbsweep.trial.metrics import MetricRecord
 
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ class RunMode(Enum):
         """``enabled``: report to W&B at all; ``offline``: the sweep is a local one."""
         if not enabled:
             return cls.NONE
-        if wandb_run.notebook_opens_run(nb):
+        if runs.notebook_opens_run(nb):
             return cls.NOTEBOOK
         return cls.OWNED_OFFLINE if offline else cls.OWNED_ONLINE
 
@@ -88,10 +88,10 @@ class RunReporter:
         self.run_id = run_id
         self.submit = submit
         self.warn = warn
-        self.run: wandb_run.TrialRun | None = None
+        self.run: runs.TrialRun | None = None
         self.records: list[MetricRecord] = []
         if mode in (RunMode.OWNED_ONLINE, RunMode.OWNED_OFFLINE):
-            self.run = wandb_run.TrialRun(
+            self.run = runs.TrialRun(
                 path, run_id, values, param_file, wandb_dir, offline=mode is RunMode.OWNED_OFFLINE
             )
 
@@ -101,7 +101,7 @@ class RunReporter:
             self.submit(self._start)
 
     def _start(self) -> None:
-        self.run = wandb_run.start_or_warn(self.run, self.warn)
+        self.run = runs.start_or_warn(self.run, self.warn)
 
     def record(self, record: MetricRecord) -> None:
         """A history row arrived. Rows the notebook logged through wandb are W&B's already."""
@@ -122,24 +122,22 @@ class RunReporter:
         if self.mode in (RunMode.OWNED_OFFLINE, RunMode.OWNED_ONLINE):
             result = with_error_in_summary(result)
         if self.mode is RunMode.OWNED_OFFLINE and self.run is not None:
-            return self.submit(
-                wandb_run.report_afterwards, self.run, self.records, result, self.warn
-            )
+            return self.submit(runs.report_afterwards, self.run, self.records, result, self.warn)
         if self.mode is RunMode.OWNED_ONLINE:
             return self.submit(self._finish, result)
         if self.mode is RunMode.NOTEBOOK and not self.offline:
             return self.submit(
-                wandb_run.finish_reporting, None, self.path, self.run_id, result, self.warn
+                runs.finish_reporting, None, self.path, self.run_id, result, self.warn
             )
         if self.mode is RunMode.NOTEBOOK and self.kernel_dir is not None:
             return self.submit(
-                wandb_run.attach_to_offline_run, self.run_id, result, self.kernel_dir, self.warn
+                runs.attach_to_offline_run, self.run_id, result, self.kernel_dir, self.warn
             )
         return None
 
     def _finish(self, result: TrialResult) -> None:
         if self.run is not None:
-            wandb_run.finish_reporting(self.run, self.path, self.run_id, result, self.warn)
+            runs.finish_reporting(self.run, self.path, self.run_id, result, self.warn)
 
 
 def with_error_in_summary(result: TrialResult) -> TrialResult:
@@ -186,5 +184,5 @@ def run_under_wandb_agent(
         result = run_trial(spec, reporter, on_metric=wandb.record, early=early)
         wandb.finished(result)
     finally:
-        wandb_run.teardown()
+        runs.teardown()
     return result

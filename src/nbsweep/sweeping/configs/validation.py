@@ -1,10 +1,10 @@
-"""Check a W&B sweep config the way the W&B server would, before ``wandb sweep`` sends it.
+"""Check a W&B sweep config the way the W&B server would, before ``wandb sweep`` sends it:
+pure functions of the config (and of the notebook's parameter names), no I/O.
 
 The rules are those of W&B's sweep JSON schema (wandb/sweeps ``config/schema.json``) and the
 checks its validator adds (min < max, probabilities, grid needs enumerable parameters, bayes
 and hyperband need a metric). Every problem is collected and reported at once, one line each:
-where, what is wrong, what to do. Neither ``wandb`` nor ``sweeps`` is imported, and only
-``load_sweep_file`` does I/O.
+where, what is wrong, what to do. Neither ``wandb`` nor ``sweeps`` is imported.
 """
 
 from __future__ import annotations
@@ -15,19 +15,10 @@ import itertools
 import math
 import re
 from collections.abc import Collection, Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
-import yaml
-
-from nbsweep.errors import NotebookError, SweepConfigError, UsageError
 from nbsweep.notebook.literals import MAX_DEPTH, nesting_depth
-from nbsweep.notebook.textfile import read_text
-from nbsweep.sweeping import yamlfile
-
-if TYPE_CHECKING:
-    from nbsweep.notebook.wandb_way import NotebookSweep
 
 METHODS = ("grid", "random", "bayes")
 # "--": whatever ${args} holds is a parameter, never one of `nbsweep run`'s options.
@@ -92,177 +83,13 @@ LEGACY_DISTRIBUTIONS = {
 }
 
 
-@dataclass(frozen=True)
-class LoadedSweep:
-    config: Any
-    """The parsed YAML: a dict for every file ``validate`` can accept."""
-    text: str
-    enotation_fixes: list[str]
-    """Where nbsweep reads a number that PyYAML's default loader (which ``wandb sweep`` uses)
-    reads as text, e.g. ``parameters.lr.min: '1e-5' read as 1e-05``."""
-
-
-def load_sweep_file(path: str | Path) -> LoadedSweep:
-    """Parse a sweep YAML (UsageError if unreadable or malformed) and note where PyYAML's
-    default loader would have read it differently."""
-    config = yamlfile.load_file(path, "sweep file")
-    text = read_text(path, "sweep file", limit=yamlfile.MAX_BYTES)
-    # One grammar, other resolvers: this cannot fail where yamlfile succeeded.
-    as_pyyaml_reads_it = yaml.safe_load(text)
-    return LoadedSweep(config, text, list(_differences(as_pyyaml_reads_it, config, "")))
-
-
-def load_sweep(path: Path) -> LoadedSweep:
-    """A sweep YAML, or a notebook that calls ``wandb.sweep`` itself: its dict, with
-    ``program:`` the notebook (UsageError, one line, if it has none it can be read from)."""
-    if path.suffix != ".ipynb":
-        return load_sweep_file(path)
-    from nbsweep.notebook.files import read_notebook
-    from nbsweep.notebook.wandb_way import analyse
-
-    config = notebook_sweep_config(path, analyse(read_notebook(path)))
-    return LoadedSweep(config, yaml.safe_dump(config, sort_keys=False), [])
-
-
-def notebook_sweep_config(notebook: Path, shape: NotebookSweep) -> dict[str, Any]:
-    """The notebook's own sweep as a sweep config: ``program:`` the notebook, the project of
-    its ``wandb.sweep`` call where the config names none. Raises UsageError if it has none,
-    or if a cell is not Python (a dict read around a syntax error could be the wrong one)."""
-    error = shape.syntax_error()
-    if error is not None:
-        raise NotebookError(f"{notebook}: {error}")
-    if shape.config is None:
-        if shape.problems:
-            raise UsageError(
-                f"{notebook}: cannot read the dict passed to wandb.sweep: "
-                + "; ".join(shape.problems)
-            )
-        raise UsageError(
-            f"{notebook} calls no wandb.sweep with a dict: write a sweep YAML (`nbsweep "
-            "inspect --sweep-template` starts one) and pass that instead"
-        )
-    config: dict[str, Any] = {"program": str(notebook), **shape.config}
-    config["program"] = str(notebook)
-    for key in ("project", "entity"):
-        value = getattr(shape, key)
-        if value and not config.get(key):
-            config[key] = value
-    return config
-
-
-class ProgramParameters(NamedTuple):
-    """What the program notebook says of its parameters, for checking a sweep against."""
-
-    names: list[str] | None
-    """The names a sweep may set; None where they cannot be known (then none is refused)."""
-    problems: list[str]
-    notes: list[str]
-    """What could not be checked, and why."""
-
-
-def program_parameters(config: Any, config_var: str) -> ProgramParameters:
-    """The notebook's parameter names to check the sweep against (sweep_config accepts a
-    whole group and keys below an opaque default), or why the notebook cannot be read.
-    Where the values go follows ``wandb_way.values_go_to_wandb_config``."""
-    program = config.get("program") if isinstance(config, dict) else None
-    if not program:
-        return ProgramParameters(
-            None, ["program: missing; name the notebook with program: NB.ipynb"], []
-        )
-    notebook = Path(str(program))
-    if notebook.suffix != ".ipynb":
-        problem = f"program: {program!r} is not a notebook (.ipynb); nbsweep runs notebooks"
-        return ProgramParameters(None, [problem], [])
-    from nbsweep.notebook.files import read_notebook
-    from nbsweep.notebook.parameters import find_parameters, find_parameters_or_none
-    from nbsweep.notebook.wandb_way import analyse, values_go_to_wandb_config
-
-    try:
-        nb = read_notebook(notebook)
-        shape = analyse(nb)
-    except UsageError as error:
-        return ProgramParameters(None, [f"program: {error}"], [])
-    found = find_parameters_or_none(nb, config_var)
-    if not values_go_to_wandb_config(found, shape):
-        if found is not None:
-            return ProgramParameters(found.names(), [], [])
-        try:
-            find_parameters(nb, config_var)
-        except UsageError as error:
-            return ProgramParameters(None, [f"program: {error}"], [])
-    error = shape.syntax_error()
-    if error is not None:
-        return ProgramParameters(None, [f"program: {error}"], [])
-    notes = []
-    if shape.agent is not None and not shape.function_is_readable:
-        # Imported, a lambda, a partial: it runs, but which wandb.config keys it reads
-        # cannot be seen from the notebook.
-        notes.append(
-            f"program: {notebook.name}'s sweep function {shape.agent_function} is not "
-            "defined in the notebook, so which parameters it reads was not checked"
-        )
-    return ProgramParameters(shape.parameter_names() or None, [], notes)
-
-
-@dataclass(frozen=True)
-class CheckedSweep:
-    """A sweep config ready to create: validated, with nbsweep's ``command`` if it had none."""
-
-    config: dict[str, Any]
-    notes: list[str]
-    """Where nbsweep read a value as its writer meant, not as PyYAML alone would."""
-    warnings: list[str]
-    """What W&B accepts but is probably not what was meant."""
-
-
-def check_sweep(
-    source: Mapping[str, Any] | Path,
-    *,
-    project: str | None = None,
-    config_var: str = "config",
-    local: bool = False,
-) -> CheckedSweep:
-    """A sweep config (a dict, a sweep YAML, or a notebook that calls ``wandb.sweep``)
-    checked as ``nbsweep sweep`` checks it; SweepConfigError lists every problem."""
-    notes: list[str] = []
-    if isinstance(source, Mapping):
-        too_deep = _too_deep(dict(source))  # before deepcopy, which recurses
-        if too_deep:
-            raise SweepConfigError([too_deep])
-        config = copy.deepcopy(dict(source))
-    else:
-        loaded = load_sweep(Path(source))
-        config = loaded.config
-        notes = [f"{fix} (PyYAML alone would have read a string)" for fix in loaded.enotation_fixes]
-    if project:
-        config["project"] = project
-    program = program_parameters(config, config_var)
-    problems = sweep_problems(config, program, local)
-    if problems:
-        raise SweepConfigError(problems)
-    notes += program.notes
-    return CheckedSweep(with_default_command(config), notes, find_warnings(config))
-
-
-def sweep_problems(config: dict[str, Any], program: ProgramParameters, local: bool) -> list[str]:
-    """Every problem with creating ``config``: its program notebook, W&B's rules against the
-    notebook's parameters, and for a local sweep the engine's own schema."""
-    problems = program.problems + validate(config, program.names)
-    if local and not problems:
-        from nbsweep.local.engine import Engine
-
-        engine = Engine(config)  # the engine's own schema, so local means what W&B means
-        problems += [f"engine: {problem}" for problem in engine.problems()]
-    return problems
-
-
 def validate(config: Any, notebook_parameters: Collection[str] | None = None) -> list[str]:
     """Every problem W&B would have with ``config`` (and, given its parameter names, the
     notebook), one line each; empty when there is none."""
     if not isinstance(config, dict):
         got = "nothing (an empty file)" if config is None else repr(config)
         return [f"the sweep config must be a mapping (method: ..., parameters: ...), got {got}"]
-    too_deep = _too_deep(config)
+    too_deep = nesting_problem(config)
     if too_deep:
         return [too_deep]  # alone: the other checks repr values, which recurses
     problems = [
@@ -559,7 +386,7 @@ def _check_command(config: dict[str, Any]) -> Iterator[str]:
             )
 
 
-def _too_deep(config: Mapping[str, Any]) -> str | None:
+def nesting_problem(config: Mapping[str, Any]) -> str | None:
     """Where ``config`` nests deeper than ``MAX_DEPTH`` (the path down its deepest keys), as
     a problem; None where it does not. Counted without recursion."""
     if nesting_depth(config) <= MAX_DEPTH:
@@ -625,17 +452,6 @@ def _mapping_problems(value: Any, path: str, keys: tuple[str, ...], example: str
             yield f"{where}: unknown key{hint}; W&B refuses keys it does not know, so remove it"
 
 
-def _differences(theirs: Any, ours: Any, path: str) -> Iterator[str]:
-    if isinstance(theirs, dict) and isinstance(ours, dict):
-        for (key, their_value), our_value in zip(theirs.items(), ours.values(), strict=False):
-            yield from _differences(their_value, our_value, f"{path}.{key}" if path else str(key))
-    elif isinstance(theirs, list) and isinstance(ours, list):
-        for index, (their_item, our_item) in enumerate(zip(theirs, ours, strict=False)):
-            yield from _differences(their_item, our_item, f"{path}[{index}]")
-    elif (type(theirs), repr(theirs)) != (type(ours), repr(ours)):  # repr: nan != nan
-        yield f"{path or '(top level)'}: {theirs!r} read as {ours!r}"
-
-
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
@@ -668,8 +484,3 @@ def _yaml_float(text: str) -> str:
 def _did_you_mean(word: Any, choices: Collection[str]) -> str:
     close = difflib.get_close_matches(str(word), list(choices), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def yaml_text(config: Mapping[str, Any]) -> str:
-    """A sweep config as the YAML nbsweep shows and sends: keys in order, short lists inline."""
-    return yaml.safe_dump(dict(config), sort_keys=False, default_flow_style=None)

@@ -156,7 +156,8 @@ class SweepService:
 
     def sweep(self, path: SweepPath) -> dict[str, Any]:
         """The sweep's ``name``, ``state`` and ``config`` (parsed from its YAML)."""
-        from nbsweep.sweeping import yamlfile
+        from nbsweep.sweeping.configs import yamlfile
+
         data = self.graphql(
             "Sweep",
             _SWEEP_QUERY,

@@ -59,9 +59,9 @@ def program_parameters(config: Any, config_var: str) -> ProgramParameters:
             find_parameters(nb, config_var)
         except UsageError as error:
             return ProgramParameters(None, [f"program: {error}"], [])
-    error = shape.syntax_error()
-    if error is not None:
-        return ProgramParameters(None, [f"program: {error}"], [])
+    syntax_error = shape.syntax_error()
+    if syntax_error is not None:
+        return ProgramParameters(None, [f"program: {syntax_error}"], [])
     notes = []
     if shape.agent is not None and not shape.function_is_readable:
         # Imported, a lambda, a partial: it runs, but which wandb.config keys it reads

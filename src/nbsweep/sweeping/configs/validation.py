@@ -16,7 +16,7 @@ import math
 import re
 from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeGuard
 
 from nbsweep.notebook.literals import MAX_DEPTH, nesting_depth
 
@@ -405,17 +405,19 @@ def nesting_problem(config: Mapping[str, Any]) -> str | None:
 def _legacy(leaf: _Leaf) -> Iterator[str]:
     name, low, high = leaf.distribution, leaf.spec.get("min"), leaf.spec.get("max")
     newer = LEGACY_DISTRIBUTIONS.get(name or "")
-    if name is None or newer is None or not (_is_number(low) and _is_number(high)):
-        return
+    if name is not None and newer is not None and _is_number(low) and _is_number(high):
+        yield _legacy_warning(leaf.path, name, newer, low, high)
+
+
+def _legacy_warning(path: str, name: str, newer: str, low: float, high: float) -> str:
     sign = -1 if name.startswith("inv_") else 1
     # min(..., 700): math.exp overflows a little above 709.
     ends = sorted(math.exp(min(sign * bound, 700.0)) for bound in (low, high))
     sampled = f"min {low!r} and max {high!r} are natural-log exponents"
     sampled += f": it samples {ends[0]:.3g}..{ends[1]:.3g}"
     if 0 < low < high <= 1:  # exponents this small give values near 1: surely meant as values
-        yield f"{leaf.path}: {name}'s {sampled}; if you meant these values, use {newer}"
-    else:
-        yield f"{leaf.path}: {name} is deprecated ({sampled}); W&B suggests {newer} instead"
+        return f"{path}: {name}'s {sampled}; if you meant these values, use {newer}"
+    return f"{path}: {name} is deprecated ({sampled}); W&B suggests {newer} instead"
 
 
 def _text_values(leaf: _Leaf) -> Iterator[str]:
@@ -452,7 +454,7 @@ def _mapping_problems(value: Any, path: str, keys: tuple[str, ...], example: str
             yield f"{where}: unknown key{hint}; W&B refuses keys it does not know, so remove it"
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: object) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 

@@ -95,8 +95,18 @@ class TrialRun:
     def start(self) -> None:
         import wandb
 
-        # An offline run (local sweeps) names no sweep: W&B would have none to sync it to.
-        sweep = {} if self.offline else {"sweep_id": self.path.sweep}
+        settings = wandb.Settings(
+            silent=True,
+            console="off",
+            x_disable_stats=True,
+            # wandb reads every installed package's metadata for each run (50 ms of a
+            # 70 ms offline run); the agent lists them once and gives each run the file.
+            x_save_requirements=False,
+        )
+        if not self.offline:
+            # Set only here: an offline run (local sweeps) names no sweep, W&B would have
+            # none to sync it to; and a sweep_id set to None would hide WANDB_SWEEP_ID.
+            settings.sweep_id = self.path.sweep
         self._run = wandb.init(
             id=self.run_id,
             project=self.path.project,
@@ -107,15 +117,7 @@ class TrialRun:
             # wandb reads WANDB_SWEEP_PARAM_PATH once per process: give the values here.
             config=self.values,
             reinit="create_new",
-            settings=wandb.Settings(
-                silent=True,
-                console="off",
-                x_disable_stats=True,
-                # wandb reads every installed package's metadata for each run (50 ms of a
-                # 70 ms offline run); the agent lists them once and gives each run the file.
-                x_save_requirements=False,
-                **sweep,
-            ),
+            settings=settings,
         )
         files.atomic_write_text(
             Path(self._run.dir) / "requirements.txt", installed_packages(), durable=False
@@ -138,7 +140,7 @@ class TrialRun:
                 shutil.copy2(path, Path(self._run.dir) / path.name)
             else:
                 self._run.save(str(path), base_path=str(path.parent), policy="now")
-        self._run.finish(exit_code=_exit_code(result.status))
+        self._run.finish(exit_code=result.status.wandb_exit_code)
         self._run = None
 
 
@@ -182,7 +184,7 @@ def finish_reporting(
         run.finish(result)
         return
     try:
-        if result.kernel_lost and result.status != "finished":
+        if result.kernel_lost and result.status is not TrialStatus.FINISHED:
             # The notebook's own run died with its kernel, still open: close it as what it was.
             close_orphaned_run(path, run_id, result)
         else:
@@ -208,7 +210,7 @@ def close_orphaned_run(path: SweepPath, run_id: str, result: TrialResult) -> Non
     for local in (result.output, result.html):
         if local is not None and local.exists():
             run.save(str(local), base_path=str(local.parent), policy="now")
-    run.finish(exit_code=_exit_code(result.status))
+    run.finish(exit_code=result.status.wandb_exit_code)
 
 
 def attach_files(path: SweepPath, run_id: str, result: TrialResult) -> None:
@@ -262,10 +264,3 @@ def teardown() -> None:
     wandb = sys.modules.get("wandb")
     if wandb is not None:
         wandb.teardown()
-
-
-def _exit_code(status: str) -> int:
-    try:
-        return TrialStatus(status).wandb_exit_code
-    except ValueError:
-        return 1

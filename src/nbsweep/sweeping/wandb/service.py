@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from nbsweep.errors import SweepNotFound, UsageError, WandbServerError
+from nbsweep.status import SweepAction, SweepState
 from nbsweep.sweeping.path import SweepPath, trial_environment
 
 if TYPE_CHECKING:
@@ -48,14 +49,6 @@ mutation UpsertSweep($id: ID, $state: String, $entityName: String, $projectName:
     sweep { name }
   }
 }"""
-
-WANDB_SWEEP_STATES = {
-    "pause": "PAUSED",
-    "resume": "RUNNING",
-    "stop": "FINISHED",
-    "cancel": "CANCELED",
-}
-"""``wandb sweep --pause`` and the others: the state each asks the W&B server for."""
 
 _CREATE_AGENT = """
 mutation CreateAgent($host: String!, $projectName: String, $entityName: String,
@@ -95,7 +88,9 @@ class Credentials:
 def _netrc_key(base_url: str, environ: Mapping[str, str]) -> str | None:
     path = environ.get("NETRC") or os.path.join(environ.get("HOME", "~"), ".netrc")
     try:
-        entry = netrc.netrc(os.path.expanduser(path)).authenticators(urlparse(base_url).hostname)
+        entry = netrc.netrc(os.path.expanduser(path)).authenticators(
+            urlparse(base_url).hostname or ""
+        )
     except (OSError, netrc.NetrcParseError):
         return None
     return entry[2] if entry else None
@@ -130,10 +125,14 @@ class SweepService:
     on_retry: Callable[[str], None] = lambda message: None
     session: requests.Session = field(default_factory=lambda: _requests().Session())
 
-    def graphql(self, operation: str, query: str, variables: Mapping[str, Any]) -> dict:
+    def graphql(self, operation: str, query: str, variables: Mapping[str, Any]) -> dict[str, Any]:
         """POST one operation; retry what is transient; return its ``data``."""
         url = f"{self.credentials.base_url}/graphql"
-        body = {"query": query, "variables": dict(variables), "operationName": operation}
+        body: dict[str, Any] = {
+            "query": query,
+            "variables": dict(variables),
+            "operationName": operation,
+        }
         requests = _requests()
         for delay in [*self.retry.delays(self.rng), None]:
             try:
@@ -180,18 +179,21 @@ class SweepService:
             sweep["name"], sweep["project"]["name"], sweep["project"]["entity"]["name"]
         )
 
-    def set_sweep_state(self, path: SweepPath, action: str) -> str:
+    def set_sweep_state(self, path: SweepPath, action: SweepAction | str) -> str:
         """Pause, resume, stop or cancel the sweep as ``wandb sweep --pause`` does; returns
-        the new state. The W&B server then tells its agents (stop: no new runs; cancel:
-        running runs stopped too)."""
-        state = WANDB_SWEEP_STATES[action]
+        the new state as W&B spells it (PAUSED...). The W&B server then tells its agents
+        (stop: no new runs; cancel: running runs stopped too)."""
+        target = SweepAction(action).state
+        state = target.wandb_name
         sweep = self.sweep(path)
         current = str(sweep.get("state") or "").upper()
-        if state == "PAUSED" and current not in ("PAUSED", "RUNNING"):
+        movable = (SweepState.PAUSED.wandb_name, SweepState.RUNNING.wandb_name)
+        if target is SweepState.PAUSED and current not in movable:
             raise UsageError(f"sweep {path} is {current.lower()}: it cannot be paused")
-        if state == "RUNNING" and current not in ("PAUSED", "RUNNING"):
+        if target is SweepState.RUNNING and current not in movable:
             raise UsageError(f"sweep {path} is {current.lower()}: it cannot be resumed")
-        if state != "RUNNING" and current not in ("RUNNING", "PAUSED", "PENDING"):
+        # PENDING: W&B's state of a sweep no agent has asked for a run yet.
+        if target is not SweepState.RUNNING and current not in (*movable, "PENDING"):
             raise UsageError(f"sweep {path} is already {current.lower()}")
         self.graphql(
             "UpsertSweep",

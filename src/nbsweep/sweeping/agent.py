@@ -60,7 +60,7 @@ class SweepServer(Protocol):
     def trial_finished(self, run_id: str, result: TrialResult) -> None: ...
 
 
-def resolve_notebook(option: Path | None, program: Any) -> Path:
+def resolve_notebook(option: Path | None, program: object) -> Path:
     """``--notebook``, else the sweep's ``program:`` relative to the cwd, as wandb agent does."""
     notebook = option or (Path(str(program)) if program else None)
     if notebook is None:

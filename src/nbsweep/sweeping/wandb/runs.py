@@ -25,6 +25,8 @@ from nbsweep.sweeping.path import SweepPath
 from nbsweep.trial.metrics import MetricRecord
 
 if TYPE_CHECKING:
+    from wandb.sdk.wandb_run import Run
+
     from nbsweep.trial.result import TrialResult
 
 
@@ -90,7 +92,7 @@ class TrialRun:
         self.offline = offline
         self.param_file = param_file
         self.wandb_dir = wandb_dir
-        self._run: Any = None
+        self._run: Run | None = None
 
     def start(self) -> None:
         import wandb

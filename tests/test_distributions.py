@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 from conftest import CliRun, write_notebook
 
-from nbsweep.sweeping.configs.validation import GRID_DISTRIBUTIONS, validate
+from nbsweep.sweeping.configs.parameter_rules import GRID_DISTRIBUTIONS
+from nbsweep.sweeping.configs.validation import validate
 
 pytest.importorskip("sweeps", reason="local sweeps need the engine: pip install 'nbsweep[local]'")
 

@@ -22,12 +22,8 @@ from nbsweep.errors import SweepConfigError, UsageError
 from nbsweep.notebook.files import read_notebook
 from nbsweep.notebook.parameters import find_parameters
 from nbsweep.sweeping.configs.loading import load_sweep_file
-from nbsweep.sweeping.configs.validation import (
-    DEFAULT_COMMAND,
-    find_warnings,
-    validate,
-    with_default_command,
-)
+from nbsweep.sweeping.configs.parameter_rules import find_warnings
+from nbsweep.sweeping.configs.validation import DEFAULT_COMMAND, validate, with_default_command
 
 
 def check(config, notebook_parameters=None) -> None:

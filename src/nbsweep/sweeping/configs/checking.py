@@ -11,12 +11,8 @@ from typing import Any, NamedTuple
 
 from nbsweep.errors import SweepConfigError, UsageError
 from nbsweep.sweeping.configs.loading import load_sweep
-from nbsweep.sweeping.configs.validation import (
-    find_warnings,
-    nesting_problem,
-    validate,
-    with_default_command,
-)
+from nbsweep.sweeping.configs.parameter_rules import find_warnings
+from nbsweep.sweeping.configs.validation import nesting_problem, validate, with_default_command
 
 
 class ProgramParameters(NamedTuple):

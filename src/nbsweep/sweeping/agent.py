@@ -27,7 +27,7 @@ from nbsweep.errors import (
     OutputError,
     UsageError,
 )
-from nbsweep.kernel.api import TRIAL_ENV
+from nbsweep.kernel.environment import trial_environment
 from nbsweep.kernel.executor import StopRequest, prepare_output_handling
 from nbsweep.kernel.fork import Template, can_fork
 from nbsweep.kernel.preload import Preload
@@ -35,11 +35,12 @@ from nbsweep.kernel.prestart import KernelRecipe, WarmKernel
 from nbsweep.kernel.process import Kernel
 from nbsweep.notebook import files
 from nbsweep.notebook.redaction import Redactor
+from nbsweep.options import TrialSettings
 from nbsweep.sweeping.path import SweepPath
 from nbsweep.trial.metrics import MetricRecord, Metrics
 from nbsweep.trial.reporting import Reporter
 from nbsweep.trial.result import TrialResult
-from nbsweep.trial.run import RUNS_FOLDER, TrialSettings, TrialSpec, run_trial_async
+from nbsweep.trial.run import RUNS_FOLDER, TrialSpec, run_trial_async
 
 # A trial that runs this long has the next trial's kernel started beside it. Sooner, the
 # kernel's start-up (a core for ~0.3 s, plus the preload) slows a short trial down on a
@@ -299,12 +300,12 @@ class Agent:
 
     def _recipe(self, notebook: Path, nb: NotebookNode) -> KernelRecipe:
         settings = self.options.trial
-        cwd = (settings.cwd or notebook.resolve().parent).resolve()
+        cwd = settings.kernel_cwd(notebook)
         preload = self.options.preload
         return KernelRecipe(
             settings.kernel_for(nb),
             cwd,
-            {**os.environ, TRIAL_ENV: "1"},
+            trial_environment(),
             preload.code(preload.modules_for(nb, cwd, installs_run=settings.run_install_cells)),
         )
 

@@ -25,10 +25,9 @@ from nbsweep.errors import (
     OutputError,
     ParameterError,
 )
-from nbsweep.kernel.api import TRIAL_ENV
+from nbsweep.kernel.environment import trial_environment, trial_variables
 from nbsweep.kernel.executor import (
     CellFailure,
-    ExecutionOptions,
     Hooks,
     Outcome,
     StopRequest,
@@ -46,8 +45,10 @@ from nbsweep.notebook.install_cells import (
     skipped_message,
 )
 from nbsweep.notebook.literals import to_literal
-from nbsweep.notebook.parameters import DEFAULT_CONFIG_VAR, is_parameter_name
+from nbsweep.notebook.parameters import is_parameter_name
 from nbsweep.notebook.redaction import Redactor
+from nbsweep.options import TrialSettings
+from nbsweep.status import EndReason, TrialStatus
 from nbsweep.trial.metrics import MetricRecord, Metrics, MetricsChannel
 from nbsweep.trial.reporting import Reporter
 from nbsweep.trial.result import TrialResult
@@ -81,29 +82,6 @@ _CHANNEL_POLL = 0.05
 
 
 @dataclass(frozen=True)
-class TrialSettings:
-    """How every trial of one command or agent runs: its options, the same for each trial."""
-
-    config_var: str = DEFAULT_CONFIG_VAR
-    sweep_function: str | None = None
-    """The function of the ``wandb.agent`` call trials run; None: the last call's."""
-    allow_unknown: bool = False
-    html: bool = False
-    kernel_name: str | None = None
-    """None: the notebook's kernelspec (python3 means this interpreter)."""
-    cwd: Path | None = None
-    """The kernel's working directory; None: the notebook's folder."""
-    metric_variables: Sequence[str] = ()
-    execution: ExecutionOptions = field(default_factory=ExecutionOptions)
-    run_install_cells: bool = False
-    """Run ``!pip install`` and like lines; by default a trial skips them (and says so)."""
-
-    def kernel_for(self, nb: NotebookNode) -> str:
-        """``kernel_name``, else the notebook's kernelspec (python3 if it names none)."""
-        return self.kernel_name or nb.metadata.get("kernelspec", {}).get("name", "python3")
-
-
-@dataclass(frozen=True)
 class TrialSpec:
     """One trial: what to run, with which values, where its results go."""
 
@@ -131,6 +109,11 @@ def default_output(notebook: Path, environ: Mapping[str, str]) -> Path:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         folder = Path(RUNS_FOLDER) / notebook.stem / f"{stamp}-{secrets.token_hex(3)}"
     return folder / notebook.name
+
+
+def html_path(output: Path) -> Path:
+    """Where the HTML copy of the executed notebook ``output`` goes (``--html``)."""
+    return output.with_suffix(".html")
 
 
 def prepare(spec: TrialSpec, nb: NotebookNode) -> Injection:
@@ -171,125 +154,211 @@ async def run_trial_async(
     ``kernel``: one already started (warm) for this notebook; it gets ``spec.env`` set in
     ``os.environ`` before the first cell. Either way the trial stops the kernel it used.
     ``on_metric``: called with each ``nbsweep.log`` record as it arrives (after the reporter).
-    ``notebook``: ``spec.notebook`` already parsed (it is not changed).
+    ``notebook``: ``spec.notebook`` already parsed (it is not changed, nor read again).
     ``retire``: given the stopping of the used kernel to await later, off the trial's path;
     None: the trial awaits it before returning.
     """
     started = time.monotonic()
-    notebook_path = spec.notebook
     try:
-        injection = prepare(spec, notebook or files.read_notebook(notebook_path))
-        output = spec.output or default_output(notebook_path, {**os.environ, **spec.env})
+        injection = prepare(spec, notebook or files.read_notebook(spec.notebook))
+        output = spec.output or default_output(spec.notebook, {**os.environ, **spec.env})
         files.ensure_writable_folder(output.parent)
     except BaseException:
         if kernel is not None:
             await kernel.stop(graceful=False)
         raise
-    nb = injection.notebook
-    channel = MetricsChannel()
-    trial_env = {
-        **spec.env,
-        TRIAL_ENV: "1",
-        **channel.environment(),
-        **_trial_file(spec, injection, channel),
-    }
-    environ = {**os.environ, **trial_env}
-    redactor = Redactor.from_environ(environ)
+    trial = Trial(spec, reporter, injection, output, started, on_metric)
+    return await trial.run(kernel, stop or StopRequest(), retire)
 
-    def on_record(record: MetricRecord) -> None:
-        reporter.metric(record)
-        if on_metric is not None:
-            on_metric(record)
 
-    metrics = Metrics(on_record=on_record, redactor=redactor)
-    overflow = _StreamOverflow(output, injection)
-    warm = kernel is not None
-    kernel = kernel or Kernel(spec.settings.kernel_for(nb))
-    stop = stop or StopRequest()
-    started_cells = False
-    try:
-        for warning in injection.warnings:
+class Trial:
+    """One prepared trial, from its kernel's start to its saved notebook. It owns its
+    metrics channel, its stream-overflow files, its environment and the one redactor made
+    from that environment, and closes them on every path."""
+
+    def __init__(
+        self,
+        spec: TrialSpec,
+        reporter: Reporter,
+        injection: Injection,
+        output: Path,
+        started: float,
+        on_metric: Callable[[MetricRecord], None] | None = None,
+    ) -> None:
+        self.spec = spec
+        self.reporter = reporter
+        self.injection = injection
+        self.nb = injection.notebook
+        self.output = output
+        self.started = started
+        self.on_metric = on_metric
+        self.channel = MetricsChannel()
+        self.variables = trial_variables(
+            {**spec.env, **self.channel.environment(), **_trial_file(spec, injection, self.channel)}
+        )
+        """What the kernel gets on top of this process's environment."""
+        self.redactor = Redactor.from_environ(trial_environment(self.variables))
+        self.metrics = Metrics(on_record=self._on_record, redactor=self.redactor)
+        self.overflow = _StreamOverflow(output, injection)
+        self.started_cells = False
+
+    def _on_record(self, record: MetricRecord) -> None:
+        self.reporter.metric(record)
+        if self.on_metric is not None:
+            self.on_metric(record)
+
+    async def run(
+        self,
+        kernel: Kernel | None,
+        stop: StopRequest,
+        retire: Callable[[Awaitable[None]], None] | None,
+    ) -> TrialResult:
+        """Start (or take) the kernel, run the cells, save; the kernel is stopped after."""
+        warm = kernel is not None
+        kernel = kernel or Kernel(self.spec.settings.kernel_for(self.nb))
+        try:
+            outcome = await self._execute(kernel, warm, stop)
+            kernel_lost = await self._wind_up(kernel, outcome)
+        except BaseException:
+            await kernel.stop(graceful=False)
+            self.channel.read(self.metrics)
+            self._save_partial()
+            raise
+        finally:
+            self.channel.close()
+            self.overflow.close()
+        try:
+            result = await self._save(self._result(outcome, kernel, kernel_lost))
+        finally:
+            stopping = kernel.retire(finished=outcome.status is TrialStatus.FINISHED)
+            if retire is None:
+                await stopping
+            else:
+                retire(stopping)
+        self.reporter.trial_finished(result)
+        return result
+
+    async def _start(self, kernel: Kernel, warm: bool) -> None:
+        reporter = self.reporter
+        for warning in self.injection.warnings:
             # The same skipped install lines every trial: an agent says so once.
             (reporter.warn_once if is_skipped_message(warning) else reporter.warn)(warning)
-        reporter.trial_started(notebook_path, output)
+        reporter.trial_started(self.spec.notebook, self.output)
         try:
             if not warm:
-                await kernel.launch(spec.settings.cwd or notebook_path.resolve().parent, environ)
+                cwd = self.spec.settings.kernel_cwd(self.spec.notebook)
+                await kernel.launch(cwd, trial_environment(self.variables))
             if kernel.info is None:  # while it boots
                 await asyncio.to_thread(prepare_output_handling)
             await kernel.wait_ready()
         except KernelStartError as error:  # it quotes what the kernel wrote as it died
-            raise KernelStartError(redactor.text(str(error))) from None
-        await kernel.update_environment(trial_env)
+            raise KernelStartError(self.redactor.text(str(error))) from None
+        await kernel.update_environment(self.variables)
         kernel.send_silently(_INSTALL_HOOKS)
-        started_cells = True
+
+    async def _execute(self, kernel: Kernel, warm: bool, stop: StopRequest) -> Outcome:
+        await self._start(kernel, warm)
+        self.started_cells = True
+        source_index, reporter = self.injection.source_index, self.reporter
         hooks = Hooks(
             cell_started=lambda index, number, total: reporter.cell_started(
-                injection.source_index(index), number, total
+                source_index(index), number, total
             ),
             cell_finished=reporter.cell_finished,
             stream=reporter.stream,
-            overflow=overflow.write,
+            overflow=self.overflow.write,
         )
-        following = asyncio.ensure_future(_follow(channel, metrics))
+        following = asyncio.ensure_future(_follow(self.channel, self.metrics))
+        settings = self.spec.settings
         try:
-            outcome = await execute(
-                nb,
+            return await execute(
+                self.nb,
                 kernel,
-                spec.settings.execution,
+                settings.execution,
                 hooks,
                 stop,
-                spec.settings.metric_variables,
-                redactor,
+                settings.metric_variables,
+                self.redactor,
             )
         finally:
             following.cancel()
             await asyncio.gather(following, return_exceptions=True)
-        channel.read(metrics)  # what the cells wrote, the mark of a wandb import among it
+
+    async def _wind_up(self, kernel: Kernel, outcome: Outcome) -> bool:
+        """End the notebook's own wandb run as what the trial was; whether the kernel was
+        lost before the end."""
+        self.channel.read(self.metrics)  # what the cells wrote, the mark of a wandb import
         kernel_lost = not await kernel.is_alive()
-        if metrics.used_wandb and not kernel_lost:
+        if self.metrics.used_wandb and not kernel_lost:
             # Rows the notebook left uncommitted are W&B's at its run's end: nbsweep's now.
             await kernel.execute_silently(_FLUSH_PENDING_ROWS, _FINISH_RUN_TIMEOUT)
-        if outcome.status != "finished" and not kernel_lost:
+        if outcome.status is not TrialStatus.FINISHED and not kernel_lost:
             # A kernel shut down with the notebook's own wandb run open would finish it
             # with exit code 0: end it as what it was first.
-            code = EXIT_INTERRUPTED if outcome.status == "stopped" else 1
+            code = EXIT_INTERRUPTED if outcome.status is TrialStatus.STOPPED else 1
             await kernel.execute_silently(
                 _FINISH_NOTEBOOK_RUN.format(code=code), _FINISH_RUN_TIMEOUT
             )
-        channel.read(metrics)  # every record is in the file before its cell's reply
-    except BaseException:
-        await kernel.stop(graceful=False)
-        channel.read(metrics)
-        channel.close()
-        overflow.close()
-        if started_cells:  # nbsweep itself failed: keep what ran
+        self.channel.read(self.metrics)  # every record is in the file before its cell's reply
+        return kernel_lost
+
+    def _save_partial(self) -> None:
+        """nbsweep itself failed: keep what ran."""
+        if self.started_cells:
             with contextlib.suppress(OutputError):  # the first error is the one to tell
-                _save(nb, output, "failed", "error", None, None, started, redactor)
-        raise
-    channel.close()
-    overflow.close()
-    try:
-        result = _result(spec, injection, outcome, kernel, kernel_lost, metrics, output, started)
+                _save(
+                    self.nb,
+                    self.output,
+                    _Ending(TrialStatus.FAILED, EndReason.ERROR),
+                    self.started,
+                    self.redactor,
+                )
+
+    async def _save(self, result: TrialResult) -> TrialResult:
         try:
             # On a thread: the loop stays free to hear a signal during a long save.
-            await asyncio.to_thread(_save, nb, output, *_record(result), started, redactor)
+            ending = _Ending(result.status, result.reason, result.failure, result.source_cell_index)
+            await asyncio.to_thread(
+                _save, self.nb, self.output, ending, self.started, self.redactor
+            )
         except OutputError as error:
             # The trial ran; what it measured is still reported. It failed all the same:
             # its notebook is not where it should be.
-            result = dataclasses.replace(
-                result, status="failed", reason="cannot-save", save_error=str(error)
+            return dataclasses.replace(
+                result,
+                status=TrialStatus.FAILED,
+                reason=EndReason.CANNOT_SAVE,
+                save_error=str(error),
             )
-        else:
-            result = await _save_html(nb, result, reporter)
-    finally:
-        stopping = kernel.retire(finished=outcome.status == "finished")
-        if retire is None:
-            await stopping
-        else:
-            retire(stopping)
-    reporter.trial_finished(result)
-    return result
+        return await _save_html(self.nb, result, self.reporter)
+
+    def _result(self, outcome: Outcome, kernel: Kernel, kernel_lost: bool) -> TrialResult:
+        redactor, metrics, injection = self.redactor, self.metrics, self.injection
+        metrics.final.update(redactor.value(outcome.variables))
+        metrics.missing.extend(outcome.missing_variables)
+        failure = outcome.failure
+        if failure is not None:
+            traceback = failure.traceback
+            if outcome.reason is EndReason.KERNEL_DIED and kernel.log_tail():
+                traceback = (kernel.log_tail(),)
+            failure = CellFailure(
+                failure.cell_index,
+                failure.ename,
+                redactor.text(failure.evalue),
+                tuple(redactor.text(line) for line in traceback),
+            )
+        return TrialResult(
+            outcome.status,
+            outcome.reason,
+            self.output,
+            html_path(self.output) if self.spec.settings.html else None,
+            metrics,
+            time.monotonic() - self.started,
+            failure,
+            injection.source_index(failure.cell_index) if failure else None,
+            injection.warnings,
+            kernel_lost,
+        )
 
 
 async def _save_html(nb: NotebookNode, result: TrialResult, reporter: Reporter) -> TrialResult:
@@ -362,48 +431,6 @@ def _trial_file(spec: TrialSpec, injection: Injection, channel: MetricsChannel) 
     return {TRIAL_FILE_ENV: str(path)}
 
 
-def _result(
-    spec: TrialSpec,
-    injection: Injection,
-    outcome: Outcome,
-    kernel: Kernel,
-    kernel_lost: bool,
-    metrics: Metrics,
-    output: Path,
-    started: float,
-) -> TrialResult:
-    redactor = Redactor.from_environ({**os.environ, **spec.env, TRIAL_ENV: "1"})
-    metrics.final.update(redactor.value(outcome.variables))
-    metrics.missing.extend(outcome.missing_variables)
-    failure = outcome.failure
-    if failure is not None:
-        traceback = failure.traceback
-        if outcome.reason == "kernel-died" and kernel.log_tail():
-            traceback = (kernel.log_tail(),)
-        failure = CellFailure(
-            failure.cell_index,
-            failure.ename,
-            redactor.text(failure.evalue),
-            tuple(redactor.text(line) for line in traceback),
-        )
-    return TrialResult(
-        outcome.status,
-        outcome.reason,
-        output,
-        output.with_suffix(".html") if spec.settings.html else None,
-        metrics,
-        time.monotonic() - started,
-        failure,
-        injection.source_index(failure.cell_index) if failure else None,
-        injection.warnings,
-        kernel_lost,
-    )
-
-
-def _record(result: TrialResult) -> tuple[str, str, CellFailure | None, int | None]:
-    return str(result.status), result.reason, result.failure, result.source_cell_index
-
-
 def run_trial(
     spec: TrialSpec,
     reporter: Reporter,
@@ -418,7 +445,7 @@ def run_trial(
         loop = asyncio.get_running_loop()
 
         def on_signal(signum: int) -> None:
-            reason = "interrupted" if signum == signal.SIGINT else "terminated"
+            reason = EndReason.INTERRUPTED if signum == signal.SIGINT else EndReason.TERMINATED
             reporter.warn(f"{reason}: stopping the trial (again to kill it now)")
             stop.stop(reason, now=stop.requested.is_set())
 
@@ -427,7 +454,7 @@ def run_trial(
         try:
             kernel = early.take() if early is not None else None
             result = await run_trial_async(spec, reporter, stop, kernel, on_metric=on_metric)
-            if stop.reason is not None and result.status != "stopped":
+            if stop.reason is not None and result.status is not TrialStatus.STOPPED:
                 # The signal came once the cells had run: the trial stands as it ended.
                 result = dataclasses.replace(result, late_stop=stop.reason)
             return result
@@ -440,30 +467,35 @@ def run_trial(
     return early.loop.run_until_complete(main())
 
 
-def exit_code_for_stop(reason: str) -> int:
-    return EXIT_TERMINATED if reason == "terminated" else EXIT_INTERRUPTED
+def exit_code_for_stop(reason: EndReason | str) -> int:
+    """The exit code of a command a signal stopped (a plain string is read as the reason)."""
+    return EXIT_TERMINATED if reason == EndReason.TERMINATED else EXIT_INTERRUPTED
+
+
+@dataclass(frozen=True)
+class _Ending:
+    """How the trial ended, as its saved notebook's metadata records it."""
+
+    status: TrialStatus
+    reason: EndReason
+    failure: CellFailure | None = None
+    source_index: int | None = None
 
 
 def _save(
-    nb: NotebookNode,
-    output: Path,
-    status: str,
-    reason: str,
-    failure: CellFailure | None,
-    source_index: int | None,
-    started: float,
-    redactor: Redactor,
+    nb: NotebookNode, output: Path, ending: _Ending, started: float, redactor: Redactor
 ) -> None:
     record: dict[str, Any] = {
-        "status": status,
-        "reason": reason,
+        "status": str(ending.status),
+        "reason": str(ending.reason),
         "duration": round(time.monotonic() - started, 3),
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+    failure = ending.failure
     if failure is not None:
         record["error"] = {
             "cell_index": failure.cell_index,
-            "source_cell_index": source_index,
+            "source_cell_index": ending.source_index,
             "ename": failure.ename,
             "evalue": failure.evalue,
         }

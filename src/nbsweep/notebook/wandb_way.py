@@ -579,7 +579,7 @@ def _described(error: Exception) -> str:
 
 
 def _literal_keywords(
-    keywords: dict[str | None, ast.expr], literals: dict[str, Any], *names: str
+    keywords: Mapping[str, ast.expr], literals: dict[str, Any], *names: str
 ) -> dict[str, Any]:
     found: dict[str, Any] = {}
     for name in names:

@@ -87,3 +87,30 @@ def test_stop_reasons_keep_their_exit_codes() -> None:
     assert exit_code_for_stop("terminated") == 143
     assert exit_code_for_stop(EndReason.INTERRUPTED) == 130
     assert str(EndReason.EXITED) == "exited"
+
+
+def test_prepare_parses_each_cell_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    from nbsweep.notebook.parameters import parse_leniently
+    from nbsweep.trial.run import TrialSpec, prepare
+
+    nb = _notebook(
+        "import math",
+        "lr = 0.1\nepochs = 3",
+        "import wandb\nwandb.init(config={'lr': lr})",
+        "print(math.pi * lr)",
+    )
+    nb.cells[1].metadata["tags"] = ["parameters"]
+    sources = [cell.source for cell in nb.cells]
+    parse_leniently.cache_clear()
+    parsed: list[str] = []
+    real_parse = ast.parse
+
+    def counting_parse(source: str, *args: object, **kwargs: object) -> ast.AST:
+        if source in sources:
+            parsed.append(source)
+        return real_parse(source, *args, **kwargs)  # type: ignore[call-overload, no-any-return]
+
+    monkeypatch.setattr(ast, "parse", counting_parse)
+    injection = prepare(TrialSpec(Path("x.ipynb"), [("lr", 0.5)]), nb)
+    assert injection.values == {"lr": 0.5}
+    assert sorted(parsed) == sorted(sources)

@@ -13,6 +13,7 @@ Pure functions of a notebook: no kernel, no wandb, no I/O.
 from __future__ import annotations
 
 import ast
+import functools
 import keyword
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -116,10 +117,17 @@ def find_parameters_or_none(
     return None
 
 
+# Cells parsed lately: the readers of one trial's notebook (its parameters, its wandb calls,
+# its preload) each look at the same cells, which are parsed once for all of them.
+_PARSED_CELLS = 256
+
+
+@functools.lru_cache(maxsize=_PARSED_CELLS)
 def parse_leniently(source: str) -> tuple[ast.Module, str]:
     """Parse a cell, blanking lines that are not Python (magics, shell escapes, typos).
 
     Returns the module and the source it was parsed from; line numbers match ``source``.
+    The module is shared by every caller that parses the same text: read it, never change it.
     """
     lines = source.split("\n")
     for _ in range(len(lines) + 1):

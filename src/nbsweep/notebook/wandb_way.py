@@ -468,6 +468,10 @@ def _parse_cell(source: str) -> tuple[ast.Module, str | None]:
             return ast.Module(body=[], type_ignores=[]), None
         lines = ["", *lines[1:]]
     python = "\n".join("" if _IPYTHON_LINE.search(line) else line for line in lines)
+    if python == source:  # nothing IPython's own: the parse the other readers share
+        module, parsed = parse_leniently(source)
+        if parsed == source:
+            return module, None
     try:
         return ast.parse(python, type_comments=True), None
     except SyntaxError as error:

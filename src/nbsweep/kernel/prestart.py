@@ -20,7 +20,6 @@ from nbsweep.kernel.environment import trial_environment
 from nbsweep.kernel.fork import Template
 from nbsweep.kernel.process import Kernel
 from nbsweep.notebook.textfile import read_text
-from nbsweep.options import TrialSettings
 
 # Seconds the preload may take (a first `import torch` with CUDA can take a while); past
 # that the kernel is used as it is and the notebook imports what is missing itself.
@@ -107,7 +106,9 @@ class EarlyKernel:
         try:
             kernel = Kernel(name)
             self.kernel = kernel
-            cwd = TrialSettings(cwd=cwd).kernel_cwd(notebook)
+            # TrialSettings.kernel_cwd's rule, written here: importing nbsweep.options
+            # imports nbformat, which this kernel must not wait for.
+            cwd = (cwd or notebook.resolve().parent).resolve()
             self.loop.run_until_complete(kernel.launch(cwd, trial_environment()))
         except Exception:
             # The trial starts its kernel itself, and reports the problem properly.

@@ -163,11 +163,11 @@ async def run_trial_async(
         injection = prepare(spec, notebook or files.read_notebook(spec.notebook))
         output = spec.output or default_output(spec.notebook, {**os.environ, **spec.env})
         files.ensure_writable_folder(output.parent)
+        trial = Trial(spec, reporter, injection, output, started, on_metric)
     except BaseException:
         if kernel is not None:
             await kernel.stop(graceful=False)
         raise
-    trial = Trial(spec, reporter, injection, output, started, on_metric)
     return await trial.run(kernel, stop or StopRequest(), retire)
 
 
@@ -193,9 +193,12 @@ class Trial:
         self.started = started
         self.on_metric = on_metric
         self.channel = MetricsChannel()
-        self.variables = trial_variables(
-            {**spec.env, **self.channel.environment(), **_trial_file(spec, injection, self.channel)}
-        )
+        try:
+            trial_file = _trial_file(spec, injection, self.channel)
+        except BaseException:
+            self.channel.close()
+            raise
+        self.variables = trial_variables({**spec.env, **self.channel.environment(), **trial_file})
         """What the kernel gets on top of this process's environment."""
         self.redactor = Redactor.from_environ(trial_environment(self.variables))
         self.metrics = Metrics(on_record=self._on_record, redactor=self.redactor)

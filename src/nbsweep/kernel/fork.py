@@ -28,7 +28,7 @@ import psutil
 from jupyter_client.provisioning import LocalProvisioner
 
 from nbsweep.errors import KernelStartError
-from nbsweep.kernel.launcher import TEMPLATE, command
+from nbsweep.kernel.launcher import TEMPLATE, ForkRequest, PreloadRequest, command
 from nbsweep.kernel.launcher import TEMPLATE_NAME as TEMPLATE_NAME
 from nbsweep.processes import die_with_parent
 
@@ -63,12 +63,12 @@ class Template:
         self._stdin: IO[bytes] = self.process.stdin
         self._stdout: IO[bytes] = self.process.stdout
         self._lock = threading.Lock()
-        self._send({"preload": preload_code})
+        self._send(PreloadRequest(preload=preload_code))
         self.ready = False
         self.preload_skipped = ""
         """Why the template could not keep the preload (then each kernel runs it)."""
 
-    def _send(self, request: dict[str, Any]) -> None:
+    def _send(self, request: PreloadRequest | ForkRequest) -> None:
         self._stdin.write(json.dumps(request).encode() + b"\n")
         self._stdin.flush()
 
@@ -90,7 +90,8 @@ class Template:
         self.wait_ready()
         with self._lock:
             try:
-                self._send({"connection_file": connection_file, "cwd": cwd, "env": env, "log": log})
+                request = ForkRequest(connection_file=connection_file, cwd=cwd, env=env, log=log)
+                self._send(request)
                 answer = self._answer()
             except (OSError, ValueError) as error:
                 raise KernelStartError(f"the kernel template failed: {error}") from None

@@ -21,7 +21,8 @@ import os
 import sys
 from functools import cache
 from pathlib import Path
-from typing import IO, Any
+from types import ModuleType
+from typing import IO, TypedDict
 
 TEMPLATE = "--nbsweep-template"
 """The argument that makes the process the fork template instead of a kernel."""
@@ -32,6 +33,22 @@ _PR_SET_PDEATHSIG = 1
 # Set by a template that started over without its preload: why (each kernel then runs it).
 _SKIPPED_ENV = "_NBSWEEP_PRELOAD_SKIPPED"
 _BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS")
+
+
+class ForkRequest(TypedDict):
+    """What ``Template.fork`` sends for each kernel (one JSON line)."""
+
+    connection_file: str
+    cwd: str
+    env: dict[str, str]
+    log: str
+    """The file the kernel's stdout and stderr go to."""
+
+
+class PreloadRequest(TypedDict):
+    """The template's first line: what it imports before it forks (None: nothing)."""
+
+    preload: str | None
 
 
 def command(*arguments: str) -> list[str]:
@@ -86,7 +103,7 @@ class _Template:
         self.answers: IO[str] = os.fdopen(os.dup(1), "w")
         os.dup2(2, 1)  # what imports print goes to the template's log, not the answers
         self.skipped = os.environ.pop(_SKIPPED_ENV, "")
-        self.threadpoolctl: Any = None
+        self.threadpoolctl: ModuleType | None = None
 
     def serve(self) -> None:
         import gc
@@ -109,15 +126,16 @@ class _Template:
         for line in sys.stdin:
             self._fork(json.loads(line))
 
-    def _preload(self, first: dict[str, Any]) -> None:
-        if not first.get("preload"):
+    def _preload(self, first: PreloadRequest) -> None:
+        code = first.get("preload")
+        if not code:
             return
         # OpenBLAS starts its thread pool as it loads, after which no fork is safe. Loaded
         # with one thread it starts none; each kernel then sets the count a fresh process
         # would have chosen.
         users = os.environ.get("OPENBLAS_NUM_THREADS")
         os.environ["OPENBLAS_NUM_THREADS"] = "1"
-        exec(first["preload"], {})
+        exec(code, {})
         if users is None:
             del os.environ["OPENBLAS_NUM_THREADS"]
         else:
@@ -138,7 +156,7 @@ class _Template:
                 argv = cmdline.read().split(b"\0")[:-1]
             os.execv(sys.executable, argv)
 
-    def _fork(self, request: dict[str, Any]) -> None:
+    def _fork(self, request: ForkRequest) -> None:
         import time
 
         for _ in range(20):  # a thread an import started may still be ending
@@ -158,13 +176,13 @@ class _Template:
             sys.exit(0)
         self._answer({"pid": pid})
 
-    def _answer(self, answer: dict[str, Any]) -> None:
+    def _answer(self, answer: dict[str, object]) -> None:
         import json
 
         self.answers.write(json.dumps(answer) + "\n")
         self.answers.flush()
 
-    def _child(self, request: dict[str, Any]) -> None:
+    def _child(self, request: ForkRequest) -> None:
         import signal
 
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)

@@ -65,8 +65,7 @@ class Metrics:
 
     def _redacted(self, values: Mapping[str, Any]) -> dict[str, Any]:
         numbers = {str(name): from_json_number(value) for name, value in values.items()}
-        redacted: dict[str, Any] = self.redactor.value(numbers)
-        return redacted
+        return self.redactor.value(numbers)
 
     def summary(self) -> dict[str, Any]:
         """The last logged value of each metric (summary writes included), then the final

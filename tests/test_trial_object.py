@@ -10,6 +10,7 @@ import nbformat
 import pytest
 
 from nbsweep.trial import run as trial_run
+from nbsweep.trial import trial as one_trial
 from nbsweep.trial.metrics import MetricsChannel
 from nbsweep.trial.reporting import Reporter
 
@@ -40,8 +41,8 @@ def test_a_trial_that_cannot_be_made_stops_its_kernel_and_closes_its_channel(
     def unwritable(*args: object) -> dict[str, str]:
         raise OSError("no space left on device")
 
-    monkeypatch.setattr(trial_run, "MetricsChannel", RecordedChannel)
-    monkeypatch.setattr(trial_run, "_trial_file", unwritable)
+    monkeypatch.setattr(one_trial, "MetricsChannel", RecordedChannel)
+    monkeypatch.setattr(one_trial, "_trial_file", unwritable)
     kernel = _WarmKernel()
     spec = trial_run.TrialSpec(notebook, output=tmp_path / "out" / "x.ipynb")
     with pytest.raises(OSError, match="no space"):

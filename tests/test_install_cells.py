@@ -18,7 +18,8 @@ from nbsweep.notebook.install_cells import (
     skip_install_lines,
     skipped_message,
 )
-from nbsweep.trial.run import TrialSettings, TrialSpec, prepare
+from nbsweep.options import TrialSettings
+from nbsweep.trial.run import TrialSpec, prepare
 
 SKIPS = [
     "!pip install wandb -Uq",

@@ -58,11 +58,10 @@ def run_notebook(
     returns the result whatever its status. ``sweep_function``: in a notebook that calls
     ``wandb.agent`` more than once, the function the trial runs (default: the last call's).
     """
-    from nbsweep.kernel.executor import ExecutionOptions
     from nbsweep.notebook.outputs import check_outputs
+    from nbsweep.options import ExecutionOptions, TrialSettings
     from nbsweep.trial.reporting import failure_message
     from nbsweep.trial.run import (
-        TrialSettings,
         TrialSpec,
         exit_code_for_stop,
         run_trial,

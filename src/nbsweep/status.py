@@ -48,6 +48,8 @@ class EndReason(str, Enum):
     COULD_NOT_START = "could-not-start"
     ERROR = "error"
     """nbsweep itself failed while the cells ran."""
+    EXITED = "exited"
+    """A cell called ``sys.exit(0)`` (or raised a bare ``SystemExit``): a finished trial."""
 
     def __str__(self) -> str:
         return self.value

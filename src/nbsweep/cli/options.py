@@ -291,8 +291,7 @@ def trial_settings(
     run_install_cells: bool,
 ) -> Any:
     """The execution options every command shares, as the trials' settings."""
-    from nbsweep.kernel.executor import ExecutionOptions
-    from nbsweep.options import TrialSettings
+    from nbsweep.options import ExecutionOptions, TrialSettings
 
     del log_output  # a Reporter setting, not the trial's
     return TrialSettings(

@@ -21,31 +21,14 @@ from nbformat import NotebookNode
 
 from nbsweep.kernel.process import Kernel
 from nbsweep.notebook.redaction import Redactor, StreamRedactor
-from nbsweep.status import TrialStatus
-
-Status = TrialStatus
+from nbsweep.options import ExecutionOptions
+from nbsweep.status import EndReason, TrialStatus
 
 # sys.exit(0), sys.exit() and `raise SystemExit` end a notebook successfully.
 _SUCCESSFUL_EXIT_VALUES = ("", "0", "None")
 # Characters of a stream message handled at a time: a huge print is cut into pieces of this
 # size on its way to the side file, never copied whole.
 _PIECE = 1 << 20
-
-
-@dataclass(frozen=True)
-class ExecutionOptions:
-    """How to run cells. Every field is what the CLI option of the same name sets."""
-
-    cell_timeout: float | None = None
-    """Seconds one cell may run before it is interrupted (then killed); None: no limit."""
-    trial_timeout: float | None = None
-    """Seconds the whole notebook may run; None: no limit."""
-    stop_grace: float = 10.0
-    """Seconds between the interrupt and the kill when a trial is stopped or times out."""
-    stream_limit: int = 1 << 20
-    """Characters of a cell's stdout (and of its stderr) kept in the saved notebook; the rest
-    goes to ``Hooks.overflow`` (a side file) piece by piece, so a cell that prints 200 MB
-    costs nbsweep about one copy of its message."""
 
 
 @dataclass
@@ -72,8 +55,8 @@ class CellFailure:
 
 @dataclass
 class Outcome:
-    status: Status
-    reason: str
+    status: TrialStatus
+    reason: EndReason
     """finished, exited, cell-error, kernel-died, cell-timeout, trial-timeout, or the stop's."""
     failure: CellFailure | None = None
     variables: dict[str, Any] = field(default_factory=dict)
@@ -93,14 +76,14 @@ class StopRequest:
     """Set from signal handlers or other threads' ``call_soon_threadsafe``: stop this run."""
 
     def __init__(self) -> None:
-        self.reason: str | None = None
+        self.reason: EndReason | None = None
         self.requested = asyncio.Event()
         self.now = asyncio.Event()
 
-    def stop(self, reason: str, *, now: bool = False) -> None:
+    def stop(self, reason: EndReason, *, now: bool = False) -> None:
         """Interrupt the kernel; kill it after the grace period, or at once with ``now``."""
         if self.reason is None:
-            self.reason = reason
+            self.reason = EndReason(reason)  # a caller's plain string, made the member
         self.requested.set()
         if now:
             self.now.set()
@@ -241,21 +224,8 @@ async def execute(
     hooks = hooks or Hooks()
     stop = stop or StopRequest()
     client = _TrialClient(nb, kernel, hooks, options.stream_limit, redactor or Redactor(()))
-    code_cells = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and c.source.strip()]
-    cell_started_at: list[float] = [time.monotonic()]
-    aborted: list[str] = []
-
-    def on_execute(cell: NotebookNode, cell_index: int) -> None:
-        client.current_index = cell_index
-        cell_started_at[0] = time.monotonic()
-        position = code_cells.index(cell_index) + 1 if cell_index in code_cells else 0
-        hooks.cell_started(cell_index, position, len(code_cells))
-
-    def on_executed(cell: NotebookNode, cell_index: int, execute_reply: dict) -> None:
-        hooks.cell_finished(cell_index, time.monotonic() - cell_started_at[0])
-
-    client.on_cell_execute = on_execute
-    client.on_cell_executed = on_executed
+    clock = _CellClock(client, hooks)
+    aborted: list[EndReason] = []
 
     async def run_cells() -> None:
         await _record_language(client, kernel)
@@ -266,12 +236,59 @@ async def execute(
                 cell, index, execution_count=client.code_cells_executed + 1
             )
 
-    trial_deadline = _deadline(time.monotonic(), options.trial_timeout)
     running = asyncio.ensure_future(run_cells())
+    await _supervise(running, kernel, options, stop, clock, aborted)
+    await client.cancel_leftovers()
+    for index in client.streams:  # a cell stopped before its end: its held-back text
+        client.flush_streams(index)
+    outcome = _outcome(running, client, aborted[0] if aborted else None)
+    if outcome.status is TrialStatus.FINISHED and variables:
+        await _read_variables(client, kernel, variables, outcome)
+    return outcome
+
+
+class _CellClock:
+    """When the running cell started; tells ``Hooks`` as each cell starts and ends."""
+
+    def __init__(self, client: _TrialClient, hooks: Hooks) -> None:
+        nb = client.nb
+        self.code_cells = [
+            i for i, c in enumerate(nb.cells) if c.cell_type == "code" and c.source.strip()
+        ]
+        self.client = client
+        self.hooks = hooks
+        self.started = time.monotonic()
+        client.on_cell_execute = self.on_execute
+        client.on_cell_executed = self.on_executed
+
+    def on_execute(self, cell: NotebookNode, cell_index: int) -> None:
+        self.client.current_index = cell_index
+        self.started = time.monotonic()
+        code_cells = self.code_cells
+        position = code_cells.index(cell_index) + 1 if cell_index in code_cells else 0
+        self.hooks.cell_started(cell_index, position, len(code_cells))
+
+    def on_executed(
+        self, cell: NotebookNode, cell_index: int, execute_reply: dict[str, Any]
+    ) -> None:
+        self.hooks.cell_finished(cell_index, time.monotonic() - self.started)
+
+
+async def _supervise(
+    running: asyncio.Future[None],
+    kernel: Kernel,
+    options: ExecutionOptions,
+    stop: StopRequest,
+    clock: _CellClock,
+    aborted: list[EndReason],
+) -> None:
+    """Wait for the cells to run, enforcing the deadlines and a stop request. Why they are
+    stopped goes into ``aborted`` before the interrupt, so that no further cell starts."""
+    trial_deadline = _deadline(time.monotonic(), options.trial_timeout)
     while not running.done():
-        cell_deadline = _deadline(cell_started_at[0], options.cell_timeout)
+        cell_deadline = _deadline(clock.started, options.cell_timeout)
         deadline = min(trial_deadline, cell_deadline)
-        waiting = asyncio.ensure_future(stop.requested.wait())
+        waiting: asyncio.Future[Any] = asyncio.ensure_future(stop.requested.wait())
         await asyncio.wait(
             {running, waiting},
             timeout=max(0.0, deadline - time.monotonic()) if deadline < float("inf") else None,
@@ -281,22 +298,15 @@ async def execute(
         if running.done():
             break
         if stop.requested.is_set():
-            aborted.append(stop.reason or "stopped")
+            reason = stop.reason or EndReason.STOPPED
         elif time.monotonic() >= trial_deadline:
-            aborted.append("trial-timeout")
+            reason = EndReason.TRIAL_TIMEOUT
         elif time.monotonic() >= cell_deadline:
-            aborted.append("cell-timeout")
+            reason = EndReason.CELL_TIMEOUT
         else:
             continue
+        aborted.append(reason)
         await _interrupt_then_kill(kernel, running, options.stop_grace, stop)
-
-    await client.cancel_leftovers()
-    for index in client.streams:  # a cell stopped before its end: its held-back text
-        client.flush_streams(index)
-    outcome = _outcome(running, client, aborted)
-    if outcome.status == "finished" and variables:
-        await _read_variables(client, kernel, variables, outcome)
-    return outcome
 
 
 def _deadline(start: float, seconds: float | None) -> float:
@@ -314,11 +324,11 @@ async def _record_language(client: _TrialClient, kernel: Kernel) -> None:
 
 
 async def _interrupt_then_kill(
-    kernel: Kernel, running: asyncio.Future, grace: float, stop: StopRequest
+    kernel: Kernel, running: asyncio.Future[None], grace: float, stop: StopRequest
 ) -> None:
     if not stop.now.is_set():
         await kernel.interrupt()
-        now = asyncio.ensure_future(stop.now.wait())
+        now: asyncio.Future[Any] = asyncio.ensure_future(stop.now.wait())
         await asyncio.wait({running, now}, timeout=grace, return_when=asyncio.FIRST_COMPLETED)
         now.cancel()
         await asyncio.gather(now, return_exceptions=True)
@@ -328,25 +338,35 @@ async def _interrupt_then_kill(
         await asyncio.gather(running, return_exceptions=True)
 
 
-def _outcome(running: asyncio.Future, client: _TrialClient, aborted: list[str]) -> Outcome:
+def _outcome(
+    running: asyncio.Future[None], client: _TrialClient, aborted: EndReason | None
+) -> Outcome:
     error = running.exception() if not running.cancelled() else None
-    if aborted:
-        reason = aborted[0]
-        status: Status = "failed" if reason.endswith("timeout") else "stopped"
-        return Outcome(status, reason, _failure(client, reason))
+    if aborted is not None:
+        status = TrialStatus.FAILED if aborted.is_timeout else TrialStatus.STOPPED
+        return Outcome(status, aborted, _failure(client, aborted))
     if error is None:
-        return Outcome("finished", "finished")
+        return Outcome(TrialStatus.FINISHED, EndReason.FINISHED)
     if isinstance(error, DeadKernelError):
-        return Outcome("failed", "kernel-died", _failure(client, "kernel-died"))
+        died = EndReason.KERNEL_DIED
+        return Outcome(TrialStatus.FAILED, died, _failure(client, died))
     if isinstance(error, CellExecutionError):
         if error.ename == "SystemExit" and error.evalue.strip() in _SUCCESSFUL_EXIT_VALUES:
-            return Outcome("finished", "exited")
-        return Outcome("failed", "cell-error", _failure(client, "cell-error", error))
+            return Outcome(TrialStatus.FINISHED, EndReason.EXITED)
+        raised = EndReason.CELL_ERROR
+        return Outcome(TrialStatus.FAILED, raised, _failure(client, raised, error))
     raise error
 
 
+_FAILURE_NAMES = {
+    EndReason.KERNEL_DIED: ("DeadKernelError", "the kernel died while running this cell"),
+    EndReason.CELL_TIMEOUT: ("Timeout", "the cell ran past its --timeout"),
+    EndReason.TRIAL_TIMEOUT: ("Timeout", "the notebook ran past its --trial-timeout"),
+}
+
+
 def _failure(
-    client: _TrialClient, reason: str, error: CellExecutionError | None = None
+    client: _TrialClient, reason: EndReason, error: CellExecutionError | None = None
 ) -> CellFailure | None:
     index = client.current_index
     if index < 0:
@@ -361,12 +381,8 @@ def _failure(
         )
     if error is not None:
         return CellFailure(index, error.ename, error.evalue, ())
-    names = {
-        "kernel-died": ("DeadKernelError", "the kernel died while running this cell"),
-        "cell-timeout": ("Timeout", "the cell ran past its --timeout"),
-        "trial-timeout": ("Timeout", "the notebook ran past its --trial-timeout"),
-    }
-    ename, evalue = names.get(reason, ("Stopped", f"stopped ({reason}) while running this cell"))
+    stopped = ("Stopped", f"stopped ({reason}) while running this cell")
+    ename, evalue = _FAILURE_NAMES.get(reason, stopped)
     return CellFailure(index, ename, evalue, ())
 
 

@@ -225,7 +225,7 @@ def _send_streams_in_pieces() -> None:
             continue
         hook = functools.partial(_in_pieces, stream)
         thread.schedule(functools.partial(register, hook))
-        stream._nbsweep_pieces = True
+        stream._nbsweep_pieces = True  # type: ignore[union-attr]  # ipykernel's OutStream
 
 
 def _in_pieces(stream: Any, msg: dict[str, Any]) -> dict[str, Any]:
@@ -279,7 +279,7 @@ def _close_shell_stdin() -> None:
             process.stdout.close()
 
     system._nbsweep = True  # type: ignore[attr-defined]
-    shell_module.system = system
+    shell_module.system = system  # type: ignore[attr-defined]
 
 
 class _WandbImport:

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from nbsweep.errors import KernelStartError, UsageError
-from nbsweep.kernel.api import TRIAL_ENV
+from nbsweep.kernel.environment import trial_environment
 from nbsweep.kernel.fork import Template
 from nbsweep.kernel.process import Kernel
 from nbsweep.notebook.textfile import read_text
@@ -65,12 +64,11 @@ class WarmKernel:
                 self.kernel = Kernel(self.recipe.kernel_name)
             else:
                 template = self.kernel.template
+                assert template is not None  # a fallback kernel has none
                 if not template.preload_skipped:
                     await self.kernel.rehearse()  # the template imported the preload already
                     return
-                self.on_note(
-                    f"forked kernels run the preload each: {template.preload_skipped}"
-                )
+                self.on_note(f"forked kernels run the preload each: {template.preload_skipped}")
         if self.kernel.info is None:
             await self.kernel.start(self.recipe.cwd, self.recipe.env)
         if self.recipe.preload_code:
@@ -105,11 +103,13 @@ class EarlyKernel:
         name = kernel_name or kernelspec_name(notebook)
         if name is None:
             return  # not a notebook nbsweep can read: the trial says so, no kernel wasted
-        environ = {**os.environ, TRIAL_ENV: "1"}
         try:
             kernel = Kernel(name)
             self.kernel = kernel
-            self.loop.run_until_complete(kernel.launch(cwd or notebook.resolve().parent, environ))
+            # TrialSettings.kernel_cwd's rule, written here: importing nbsweep.options
+            # imports nbformat, which this kernel must not wait for.
+            cwd = (cwd or notebook.resolve().parent).resolve()
+            self.loop.run_until_complete(kernel.launch(cwd, trial_environment()))
         except Exception:
             # The trial starts its kernel itself, and reports the problem properly.
             self.close(reopen=True)

@@ -29,6 +29,7 @@ from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.kernelspec import KernelSpec, KernelSpecManager, NoSuchKernel
 
 from nbsweep.errors import KernelStartError
+from nbsweep.kernel import launcher
 from nbsweep.kernel.fork import ForkProvisioner, Template
 from nbsweep.processes import become_subreaper, die_with_parent, marked_children, reap
 from nbsweep.status import ExitPlan
@@ -64,28 +65,6 @@ class _ExitWork:
     """Files open for writing (path, mode): an unclosed file is flushed on a polite exit."""
 
 
-# What ``python -m ipykernel_launcher`` does, less two costs a headless kernel has no use for:
-# ipykernel's debugger support imports debugpy (~60 ms of a ~0.35 s start; no frontend can
-# attach here, and a notebook's own `import debugpy` still works), and the IPython history
-# goes to memory, not to ~/.ipython's SQLite file that every parallel kernel would share.
-_LAUNCH_KERNEL = """\
-# nbsweep: ipykernel_launcher, headless (the name stays in the command line for ps and pkill)
-import atexit, os, sys
-if sys.path[0] == "":
-    del sys.path[0]
-def _end_after_exit_handlers():  # registered first: runs after every other exit handler
-    if getattr(sys, "_nbsweep_skip_teardown", False):
-        os._exit(0)
-atexit.register(_end_after_exit_handlers)
-sys.modules["debugpy"] = None
-from ipykernel.kernelapp import IPKernelApp
-app = IPKernelApp.instance()
-app.initialize()
-del sys.modules["debugpy"]
-app.start()
-"""
-
-
 class _KernelGone(Exception):
     """The kernel process exited while nbsweep waited for it."""
 
@@ -96,14 +75,9 @@ class _InterpreterKernelSpecs(KernelSpecManager):
     def get_kernel_spec(self, kernel_name: str) -> KernelSpec:
         if kernel_name.lower() in _PYTHON_KERNEL_NAMES:
             return KernelSpec(
-                argv=[
-                    sys.executable,
-                    "-c",
-                    _LAUNCH_KERNEL,
-                    "-f",
-                    "{connection_file}",
-                    "--HistoryManager.hist_file=:memory:",
-                ],
+                argv=launcher.command(
+                    "-f", "{connection_file}", "--HistoryManager.hist_file=:memory:"
+                ),
                 display_name=f"Python {sys.version_info.major}.{sys.version_info.minor}",
                 language="python",
                 metadata={"debugger": False},
@@ -193,8 +167,7 @@ class Kernel:
             ) from None
         except (OSError, ValueError) as error:
             raise KernelStartError(f"cannot start kernel {self.kernel_name!r}: {error}") from None
-        provisioner = self.manager.provisioner
-        self.pid = getattr(provisioner, "pid", None)
+        self.pid = getattr(self.manager.provisioner, "pid", None)
         self.remember_processes()
         self.client = self.manager.client()
         # The kernel binds its sockets some 40 ms (forked) to 400 ms (exec'd) from now; a

@@ -8,14 +8,13 @@ recipe a warm kernel was made from can be compared with the notebook a trial run
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from nbformat import NotebookNode
 
 from nbsweep.errors import NbsweepError
-from nbsweep.kernel.api import TRIAL_ENV
+from nbsweep.kernel.environment import trial_environment
 from nbsweep.kernel.fork import Template, can_fork
 from nbsweep.kernel.preload import Preload
 from nbsweep.kernel.prestart import KernelRecipe, WarmKernel
@@ -80,7 +79,7 @@ class KernelSupply:
         return KernelRecipe(
             self.settings.kernel_for(nb),
             cwd,
-            {**os.environ, TRIAL_ENV: "1"},
+            trial_environment(),
             self.preload.code(modules),
         )
 

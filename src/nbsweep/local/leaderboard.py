@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Protocol, TypeVar
 
+from nbsweep.formatting import format_value
 from nbsweep.status import RunState, from_json_number, to_json_number
 
 STATES = tuple(state.value for state in RunState)  # as totals shows them
@@ -230,16 +231,6 @@ def _lookup(record: Mapping[str, Any], name: str) -> Any:
             return None
         node = node[part]
     return node
-
-
-def format_value(value: Any, digits: int = 4) -> str:
-    """A value as a table shows it: floats to ``digits`` significant digits, strings with
-    spaces (or empty) quoted."""
-    if isinstance(value, float):
-        return f"{value:.{digits}g}"
-    if isinstance(value, str):
-        return value if value and not any(c.isspace() for c in value) else repr(value)
-    return str(value)
 
 
 def _format_seconds(seconds: float | None) -> str:

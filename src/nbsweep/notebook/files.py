@@ -33,7 +33,7 @@ def read_notebook(path: Path) -> NotebookNode:
         if not text.lstrip().startswith("{"):
             kind = type(json.loads(text)).__name__  # a JSON error says what is wrong instead
             raise ValueError(f"it holds a JSON {kind}, not a notebook object")
-        nb = nbformat.reader.reads(text)
+        nb: NotebookNode = nbformat.reader.reads(text)
         if nb.get("nbformat") != 4:
             nb = nbformat.convert(nb, 4)
         problem = _structure_problem(nb)
@@ -60,7 +60,7 @@ def _structure_problem(nb: NotebookNode) -> str | None:
         metadata = cell.setdefault("metadata", NotebookNode())
         if not isinstance(metadata, dict) or not isinstance(metadata.get("tags", []), list):
             return f"cell {index} has bad metadata (tags must be a list)"
-        if cell.cell_type == "code":
+        if cell["cell_type"] == "code":
             cell.setdefault("outputs", [])
             cell.setdefault("execution_count", None)
     return None
@@ -68,7 +68,7 @@ def _structure_problem(nb: NotebookNode) -> str | None:
 
 def notebook_text(nb: NotebookNode) -> str:
     """The notebook as nbformat writes it, without its schema check (see read_notebook)."""
-    return nbformat.v4.writes(nb) + "\n"
+    return str(nbformat.v4.writes(nb)) + "\n"
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], object], durable: bool = True) -> None:

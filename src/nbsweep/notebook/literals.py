@@ -89,7 +89,7 @@ def same_value(left: Any, right: Any) -> bool:
         return len(left) == len(right) and all(map(same_value, left, right))
     if isinstance(left, dict):
         return left.keys() == right.keys() and all(same_value(left[k], right[k]) for k in left)
-    return left == right
+    return bool(left == right)
 
 
 def _render(value: Any) -> str:
@@ -130,14 +130,14 @@ class _SpecialFloats(ast.NodeTransformer):
         )
         if is_empty_set:
             return node  # literal_eval's own spelling of an empty set
+        argument = node.args[0] if len(node.args) == 1 else None
         is_float_call = (
             isinstance(node.func, ast.Name)
             and node.func.id == "float"
-            and len(node.args) == 1
             and not node.keywords
-            and isinstance(node.args[0], ast.Constant)
-            and node.args[0].value in _SPECIAL_FLOATS
+            and isinstance(argument, ast.Constant)
+            and argument.value in _SPECIAL_FLOATS
         )
-        if not is_float_call:
+        if not is_float_call or not isinstance(argument, ast.Constant):
             raise ValueError(f"not a literal: {ast.unparse(node)}")
-        return ast.Constant(_SPECIAL_FLOATS[node.args[0].value])
+        return ast.Constant(_SPECIAL_FLOATS[str(argument.value)])

@@ -13,6 +13,7 @@ Pure functions of a notebook: no kernel, no wandb, no I/O.
 from __future__ import annotations
 
 import ast
+import functools
 import keyword
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -116,10 +117,17 @@ def find_parameters_or_none(
     return None
 
 
+# Cells parsed lately: the readers of one trial's notebook (its parameters, its wandb calls,
+# its preload) each look at the same cells, which are parsed once for all of them.
+_PARSED_CELLS = 256
+
+
+@functools.lru_cache(maxsize=_PARSED_CELLS)
 def parse_leniently(source: str) -> tuple[ast.Module, str]:
     """Parse a cell, blanking lines that are not Python (magics, shell escapes, typos).
 
     Returns the module and the source it was parsed from; line numbers match ``source``.
+    The module is shared by every caller that parses the same text: read it, never change it.
     """
     lines = source.split("\n")
     for _ in range(len(lines) + 1):
@@ -163,7 +171,7 @@ def _from_config_dict(index: int, source: str, config_var: str) -> ParameterSet 
     module, text = parse_leniently(source)
     for position, statement in enumerate(module.body):
         target, value, _ = _assignment_parts(statement)
-        if target != config_var or value is None or not _is_dict_expression(value):
+        if target != config_var or value is None or not is_dict_expression(value):
             continue
         tree = _dict_tree(value)
         parameters = tuple(_dict_parameters(value, "", index, text))
@@ -246,9 +254,8 @@ def _flatten(prefix: str, value: dict, index: int, line: int) -> list[Parameter]
     return parameters
 
 
-def _is_dict_expression(node: ast.expr) -> bool:
-    if isinstance(node, ast.Dict):
-        return all(key is not None for key in node.keys)  # no **spread
+def is_dict_call(node: ast.expr) -> bool:
+    """``dict(a=1, b=2)``: keywords only (no positional argument, no ``**spread``)."""
     return (
         isinstance(node, ast.Call)
         and isinstance(node.func, ast.Name)
@@ -256,6 +263,14 @@ def _is_dict_expression(node: ast.expr) -> bool:
         and not node.args
         and all(keyword.arg is not None for keyword in node.keywords)
     )
+
+
+def is_dict_expression(node: ast.expr) -> bool:
+    """A dict display without ``**spread``, or ``is_dict_call``: a dict whose every key is
+    written out."""
+    if isinstance(node, ast.Dict):
+        return all(key is not None for key in node.keys)
+    return is_dict_call(node)
 
 
 def _dict_items(node: ast.expr) -> list[tuple[Any, ast.expr]]:
@@ -273,7 +288,7 @@ def _dict_items(node: ast.expr) -> list[tuple[Any, ast.expr]]:
 def _dict_tree(node: ast.expr) -> dict[Any, Any]:
     tree: dict[Any, Any] = {}
     for key, value_node in _dict_items(node):
-        if _is_dict_expression(value_node):
+        if is_dict_expression(value_node):
             tree[key] = _dict_tree(value_node)
         else:
             tree[key] = _tree_of(*_evaluate(value_node))
@@ -286,7 +301,7 @@ def _dict_parameters(node: ast.expr, prefix: str, index: int, text: str) -> list
         if not (isinstance(key, str) and is_parameter_name(key)):
             continue
         name = f"{prefix}{key}"
-        if _is_dict_expression(value_node) and _dict_items(value_node):
+        if is_dict_expression(value_node) and _dict_items(value_node):
             parameters.extend(_dict_parameters(value_node, name + ".", index, text))
             continue
         default, is_literal = _evaluate(value_node)

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TypeVar, cast
 from urllib.parse import unquote
 
 from nbformat import NotebookNode
+
+V = TypeVar("V")
 
 _SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.I)
 _PASSWORD_PARAMETER = re.compile(r"(?i)password=([^&\s]*)")
@@ -62,16 +64,16 @@ class Redactor:
             return text
         return self._pattern.sub(MASK, text)
 
-    def value(self, value: Any) -> Any:
+    def value(self, value: V) -> V:
         """``value`` with every string in it redacted, dict keys and nested values too."""
         if self._pattern is None:
             return value
         if isinstance(value, str):
-            return self.text(value)
+            return cast(V, self.text(value))
         if isinstance(value, dict):
-            return type(value)((self.value(k), self.value(v)) for k, v in value.items())
+            return cast(V, type(value)((self.value(k), self.value(v)) for k, v in value.items()))
         if isinstance(value, (list, tuple)):
-            return type(value)(self.value(item) for item in value)
+            return cast(V, type(value)(self.value(item) for item in value))
         return value
 
     def stream(self) -> StreamRedactor:

@@ -19,7 +19,12 @@ from typing import Any
 from nbformat import NotebookNode
 
 from nbsweep.errors import NotebookError
-from nbsweep.notebook.parameters import INJECTED_TAG, ParameterSet, parse_leniently
+from nbsweep.notebook.parameters import (
+    INJECTED_TAG,
+    ParameterSet,
+    is_dict_call,
+    parse_leniently,
+)
 
 _WHAT_TO_DO = "write it as a literal, or put the sweep in a YAML and run `nbsweep sweep SWEEP.yaml`"
 
@@ -264,7 +269,7 @@ class _Reader:
     def builds_dict(self, node: ast.expr) -> bool:
         if isinstance(node, ast.Name):
             return node.id in self.dicts or node.id in self.tainted
-        return isinstance(node, ast.Dict) or _is_dict_call(node)
+        return isinstance(node, ast.Dict) or is_dict_call(node)
 
     def lose(self, target: ast.expr, problem: str) -> None:
         root = self.root(target)
@@ -294,7 +299,7 @@ class _Reader:
                 for key, item in zip(node.keys, node.values, strict=True)
                 if key is not None
             }
-        if _is_dict_call(node):
+        if is_dict_call(node):
             assert isinstance(node, ast.Call)
             return {keyword.arg: self.value(keyword.value) for keyword in node.keywords}
         if isinstance(node, (ast.List, ast.Tuple)):
@@ -328,14 +333,7 @@ class _Reader:
             self.unfollowed(index, ast.Expr(value=node, lineno=node.lineno))
 
     def is_wandb(self, func: ast.expr, *names: str) -> bool:
-        if isinstance(func, ast.Name):
-            return self.imported.get(func.id) in names
-        return (
-            isinstance(func, ast.Attribute)
-            and func.attr in names
-            and isinstance(func.value, ast.Name)
-            and func.value.id in self.wandb_names
-        )
+        return _is_wandb_function(func, self.wandb_names, self.imported, *names)
 
     def sweep_call(self, index: int, node: ast.Call, target: ast.expr | None) -> None:
         keywords = {kw.arg: kw.value for kw in node.keywords if kw.arg}
@@ -470,6 +468,10 @@ def _parse_cell(source: str) -> tuple[ast.Module, str | None]:
             return ast.Module(body=[], type_ignores=[]), None
         lines = ["", *lines[1:]]
     python = "\n".join("" if _IPYTHON_LINE.search(line) else line for line in lines)
+    if python == source:  # nothing IPython's own: the parse the other readers share
+        module, parsed = parse_leniently(source)
+        if parsed == source:
+            return module, None
     try:
         return ast.parse(python, type_comments=True), None
     except SyntaxError as error:
@@ -534,12 +536,43 @@ def _remember(local: dict[str, Any], name: str, value: ast.expr) -> None:
         local.pop(name, None)
 
 
-def _is_wandb_attr(node: ast.expr, wandb_names: set[str], attr: str) -> bool:
+def _is_wandb_attr(node: ast.expr, wandb_names: set[str], *attrs: str) -> bool:
     return (
         isinstance(node, ast.Attribute)
-        and node.attr == attr
+        and node.attr in attrs
         and isinstance(node.value, ast.Name)
         and node.value.id in wandb_names
+    )
+
+
+def _is_wandb_function(
+    func: ast.expr, wandb_names: set[str], imported: Mapping[str, str], *names: str
+) -> bool:
+    """``func`` is one of wandb's ``names``: ``wandb.init``, ``wb.init`` after ``import
+    wandb as wb``, or ``init`` after ``from wandb import init``."""
+    if isinstance(func, ast.Name):
+        return imported.get(func.id) in names
+    return _is_wandb_attr(func, wandb_names, *names)
+
+
+def calls_wandb_init(nb: NotebookNode) -> bool:
+    """Whether any code cell calls ``wandb.init``, under whatever name an import gave it,
+    also inside a function: then the notebook opens its own W&B run."""
+    sources = [cell.source for cell in nb.cells if cell.cell_type == "code"]
+    if not any("wandb" in source for source in sources):
+        return False  # no import of it and no call: the usual notebook, left unparsed
+    modules = [parse_leniently(source)[0] for source in sources]
+    wandb_names = {"wandb"}
+    imported: dict[str, str] = {}
+    for node in (node for module in modules for node in ast.walk(module)):
+        if isinstance(node, ast.Import):
+            wandb_names |= {a.asname or "wandb" for a in node.names if a.name == "wandb"}
+        elif isinstance(node, ast.ImportFrom) and node.module == "wandb":
+            imported.update((a.asname or a.name, a.name) for a in node.names)
+    return any(
+        isinstance(node, ast.Call) and _is_wandb_function(node.func, wandb_names, imported, "init")
+        for module in modules
+        for node in ast.walk(module)
     )
 
 
@@ -549,18 +582,8 @@ def _described(error: Exception) -> str:
     return f"a step that is not a literal ({type(error).__name__}); {_WHAT_TO_DO}"
 
 
-def _is_dict_call(node: ast.expr) -> bool:
-    return (
-        isinstance(node, ast.Call)
-        and isinstance(node.func, ast.Name)
-        and node.func.id == "dict"
-        and not node.args
-        and all(keyword.arg for keyword in node.keywords)
-    )
-
-
 def _literal_keywords(
-    keywords: dict[str | None, ast.expr], literals: dict[str, Any], *names: str
+    keywords: Mapping[str, ast.expr], literals: dict[str, Any], *names: str
 ) -> dict[str, Any]:
     found: dict[str, Any] = {}
     for name in names:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 import socket
 from collections import deque
@@ -25,6 +24,7 @@ from nbsweep.errors import (
     OutputError,
     UsageError,
 )
+from nbsweep.kernel.environment import trial_environment
 from nbsweep.kernel.executor import StopRequest, prepare_output_handling
 from nbsweep.kernel.supply import KernelSupply
 from nbsweep.notebook import files
@@ -372,7 +372,7 @@ class Agent:
     def _could_not_start(self, run_id: str, spec: TrialSpec, error: NbsweepError) -> TrialResult:
         """A trial that cannot even start (a kernel that dies at once, values the notebook
         refuses) is a failed trial: the sweep hears of it and the failure guard counts it."""
-        said = Redactor.from_environ({**os.environ, **spec.env}).text(str(error))
+        said = Redactor.from_environ(trial_environment(spec.env)).text(str(error))
         self.reporter.warn(f"run {run_id}: {said}")
         return _not_run(EndReason.COULD_NOT_START, spec.output or Path(), said)
 

@@ -64,7 +64,8 @@ class Metrics:
         return None
 
     def _redacted(self, values: Mapping[str, Any]) -> dict[str, Any]:
-        return self.redactor.value({str(name): _number(value) for name, value in values.items()})
+        numbers = {str(name): from_json_number(value) for name, value in values.items()}
+        return self.redactor.value(numbers)
 
     def summary(self) -> dict[str, Any]:
         """The last logged value of each metric (summary writes included), then the final
@@ -110,10 +111,6 @@ class MetricsChannel:
     def close(self) -> None:
         self._file.close()
         shutil.rmtree(self.folder, ignore_errors=True)
-
-
-def _number(value: Any) -> Any:
-    return from_json_number(value)
 
 
 def json_safe(values: Mapping[str, Any]) -> dict[str, Any]:

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+from nbsweep.formatting import format_value
 from nbsweep.trial.metrics import MetricRecord
 
 if TYPE_CHECKING:
@@ -92,7 +93,8 @@ class Reporter:
         target.flush()
 
     def metric(self, record: MetricRecord) -> None:
-        values = ", ".join(f"{k}={_format(v)}" for k, v in record.values.items())
+        shown = (f"{k}={format_value(v, 6, quote=False)}" for k, v in record.values.items())
+        values = ", ".join(shown)
         self._line(f"step {record.step}: {values}")
 
     def trial_finished(self, result: TrialResult) -> None:
@@ -101,10 +103,6 @@ class Reporter:
         self._line(
             f"{result.status} ({result.reason}) in {result.duration:.1f}s: {why}{result.output}"
         )
-
-
-def _format(value: object) -> str:
-    return f"{value:.6g}" if isinstance(value, float) else str(value)
 
 
 def failure_message(result: TrialResult) -> str:

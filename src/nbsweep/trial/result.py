@@ -6,16 +6,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nbsweep.kernel.executor import CellFailure
-from nbsweep.status import TrialStatus
+from nbsweep.status import EndReason, TrialStatus
 from nbsweep.trial.metrics import Metrics
 
 ERROR_LENGTH = 200
 """The most characters ``TrialResult.error`` has: it goes on one line, in a store, in W&B."""
 # What ended a trial that no error of its own ended, as "cell 3: running when ...".
 _ENDED_BY = {
-    "trial-timeout": "--trial-timeout ran out",
-    "cell-timeout": "its --timeout ran out",
-    "stopped": "the sweep stopped it",
+    EndReason.TRIAL_TIMEOUT: "--trial-timeout ran out",
+    EndReason.CELL_TIMEOUT: "its --timeout ran out",
+    EndReason.STOPPED: "the sweep stopped it",
 }
 
 
@@ -23,7 +23,8 @@ _ENDED_BY = {
 class TrialResult:
     status: TrialStatus
     """finished, failed or stopped (a plain string is made one)."""
-    reason: str
+    reason: EndReason
+    """Why it ended so (a plain string is made one)."""
     output: Path
     html: Path | None
     metrics: Metrics
@@ -40,12 +41,13 @@ class TrialResult:
     start_error: str | None = None
     """Why the trial never ran (values the notebook refuses, a kernel that would not start),
     secrets redacted."""
-    late_stop: str | None = None
+    late_stop: EndReason | None = None
     """Set ("interrupted", "terminated") by a Ctrl-C or SIGTERM that came after the last cell,
     while the trial was saved. Its status stands; the command that ran it exits as told."""
 
     def __post_init__(self) -> None:
         self.status = TrialStatus(self.status)
+        self.reason = EndReason(self.reason)
 
     @property
     def failed_cell(self) -> str:

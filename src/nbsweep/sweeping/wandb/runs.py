@@ -4,7 +4,6 @@ wandb SDK (imported lazily: it costs a third of a second)."""
 
 from __future__ import annotations
 
-import ast
 import functools
 import glob
 import importlib.metadata
@@ -19,7 +18,7 @@ from nbformat import NotebookNode
 
 from nbsweep.notebook import files
 from nbsweep.notebook.literals import refuse_too_deep
-from nbsweep.notebook.parameters import parse_leniently
+from nbsweep.notebook.wandb_way import calls_wandb_init
 from nbsweep.status import TrialStatus
 from nbsweep.sweeping.path import SweepPath
 from nbsweep.trial.metrics import MetricRecord
@@ -32,20 +31,7 @@ if TYPE_CHECKING:
 
 def notebook_opens_run(nb: NotebookNode) -> bool:
     """Whether any code cell calls ``wandb.init`` (then the notebook owns its run)."""
-    for cell in nb.cells:
-        if cell.cell_type != "code" or "wandb" not in cell.source:
-            continue
-        module, _ = parse_leniently(cell.source)
-        for node in ast.walk(module):
-            if isinstance(node, ast.Call) and _is_wandb_init(node.func):
-                return True
-    return False
-
-
-def _is_wandb_init(func: ast.expr) -> bool:
-    if isinstance(func, ast.Attribute) and func.attr == "init":
-        return isinstance(func.value, ast.Name) and func.value.id == "wandb"
-    return False
+    return calls_wandb_init(nb)
 
 
 def write_param_file(wandb_dir: Path, sweep: str, run_id: str, values: Mapping[str, Any]) -> Path:

@@ -21,6 +21,7 @@ from nbformat import NotebookNode
 
 from nbsweep.kernel.process import Kernel
 from nbsweep.notebook.redaction import Redactor, StreamRedactor
+from nbsweep.options import ExecutionOptions
 from nbsweep.status import TrialStatus
 
 Status = TrialStatus
@@ -30,22 +31,6 @@ _SUCCESSFUL_EXIT_VALUES = ("", "0", "None")
 # Characters of a stream message handled at a time: a huge print is cut into pieces of this
 # size on its way to the side file, never copied whole.
 _PIECE = 1 << 20
-
-
-@dataclass(frozen=True)
-class ExecutionOptions:
-    """How to run cells. Every field is what the CLI option of the same name sets."""
-
-    cell_timeout: float | None = None
-    """Seconds one cell may run before it is interrupted (then killed); None: no limit."""
-    trial_timeout: float | None = None
-    """Seconds the whole notebook may run; None: no limit."""
-    stop_grace: float = 10.0
-    """Seconds between the interrupt and the kill when a trial is stopped or times out."""
-    stream_limit: int = 1 << 20
-    """Characters of a cell's stdout (and of its stderr) kept in the saved notebook; the rest
-    goes to ``Hooks.overflow`` (a side file) piece by piece, so a cell that prints 200 MB
-    costs nbsweep about one copy of its message."""
 
 
 @dataclass

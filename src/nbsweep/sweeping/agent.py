@@ -14,7 +14,6 @@ import socket
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -30,16 +29,16 @@ from nbsweep.errors import (
 from nbsweep.kernel.api import TRIAL_ENV
 from nbsweep.kernel.executor import StopRequest, prepare_output_handling
 from nbsweep.kernel.fork import Template, can_fork
-from nbsweep.kernel.preload import Preload
 from nbsweep.kernel.prestart import KernelRecipe, WarmKernel
 from nbsweep.kernel.process import Kernel
 from nbsweep.notebook import files
 from nbsweep.notebook.redaction import Redactor
+from nbsweep.options import AgentOptions
 from nbsweep.sweeping.path import SweepPath
 from nbsweep.trial.metrics import MetricRecord, Metrics
 from nbsweep.trial.reporting import Reporter
 from nbsweep.trial.result import TrialResult
-from nbsweep.trial.run import RUNS_FOLDER, TrialSettings, TrialSpec, run_trial_async
+from nbsweep.trial.run import RUNS_FOLDER, TrialSpec, run_trial_async
 
 # A trial that runs this long has the next trial's kernel started beside it. Sooner, the
 # kernel's start-up (a core for ~0.3 s, plus the preload) slows a short trial down on a
@@ -66,33 +65,6 @@ class SweepServer(Protocol):
     ) -> dict[str, str]: ...
     def record_metric(self, run_id: str, record: MetricRecord) -> None: ...
     def trial_finished(self, run_id: str, result: TrialResult) -> None: ...
-
-
-@dataclass(frozen=True)
-class AgentOptions:
-    """How the agent behaves; every field is the CLI option of the same name."""
-
-    count: int | None = None
-    """Stop after this many trials; None: until the server says exit."""
-    notebook: Path | None = None
-    """The notebook to run; None: the sweep's ``program:``."""
-    poll: float = 2.0
-    """Seconds between heartbeats while idle (a trial is asked for as soon as one ends)."""
-    heartbeat: float = 5.0
-    """Seconds between heartbeats while a trial runs (how fast a stop arrives)."""
-    max_consecutive_failures: int = 3
-    trial: TrialSettings = field(default_factory=TrialSettings)
-    """How every trial runs (execution options, kernel, config variable)."""
-    wandb_dir: Path = field(default_factory=Path.cwd)
-    report_to_wandb: bool = True
-    """Open a W&B run for notebooks that do not open their own."""
-    warm_kernels: bool = True
-    """Start each trial's kernel while the previous trial runs."""
-    preload: Preload = field(default_factory=Preload)
-    """What a warm kernel imports before its trial."""
-    kernel_start: str = "fork"
-    """fork: warm kernels are forked from a template process (where that can serve);
-    exec: each is a fresh interpreter."""
 
 
 def resolve_notebook(option: Path | None, program: Any) -> Path:
@@ -489,7 +461,7 @@ class Agent:
 
     async def _heartbeat_while_running(self, agent_id: str, run_id: str) -> None:
         while True:
-            await asyncio.sleep(self.options.heartbeat)
+            await asyncio.sleep(self.options.heartbeat_for(local=self.server.offline_runs))
             try:
                 commands = await asyncio.to_thread(self.server.heartbeat, agent_id, {run_id: True})
             except NbsweepError as error:

@@ -28,7 +28,6 @@ from nbsweep.errors import (
 from nbsweep.kernel.api import TRIAL_ENV
 from nbsweep.kernel.executor import (
     CellFailure,
-    ExecutionOptions,
     Hooks,
     Outcome,
     StopRequest,
@@ -46,8 +45,9 @@ from nbsweep.notebook.install_cells import (
     skipped_message,
 )
 from nbsweep.notebook.literals import to_literal
-from nbsweep.notebook.parameters import DEFAULT_CONFIG_VAR, is_parameter_name
+from nbsweep.notebook.parameters import is_parameter_name
 from nbsweep.notebook.redaction import Redactor
+from nbsweep.options import TrialSettings
 from nbsweep.trial.metrics import MetricRecord, Metrics, MetricsChannel
 from nbsweep.trial.reporting import Reporter
 from nbsweep.trial.result import TrialResult
@@ -78,29 +78,6 @@ _FLUSH_PENDING_ROWS = "__import__('nbsweep.kernel.hooks').kernel.hooks.flush_pen
 # How often the metrics channel is read while cells run (hyperband and progress see a
 # record this late at most); it is read once more at the end, so nothing is lost.
 _CHANNEL_POLL = 0.05
-
-
-@dataclass(frozen=True)
-class TrialSettings:
-    """How every trial of one command or agent runs: its options, the same for each trial."""
-
-    config_var: str = DEFAULT_CONFIG_VAR
-    sweep_function: str | None = None
-    """The function of the ``wandb.agent`` call trials run; None: the last call's."""
-    allow_unknown: bool = False
-    html: bool = False
-    kernel_name: str | None = None
-    """None: the notebook's kernelspec (python3 means this interpreter)."""
-    cwd: Path | None = None
-    """The kernel's working directory; None: the notebook's folder."""
-    metric_variables: Sequence[str] = ()
-    execution: ExecutionOptions = field(default_factory=ExecutionOptions)
-    run_install_cells: bool = False
-    """Run ``!pip install`` and like lines; by default a trial skips them (and says so)."""
-
-    def kernel_for(self, nb: NotebookNode) -> str:
-        """``kernel_name``, else the notebook's kernelspec (python3 if it names none)."""
-        return self.kernel_name or nb.metadata.get("kernelspec", {}).get("name", "python3")
 
 
 @dataclass(frozen=True)
@@ -409,9 +386,11 @@ def run_trial(
     reporter: Reporter,
     on_metric: Callable[[MetricRecord], None] | None = None,
     early: EarlyKernel | None = None,
+    notebook: NotebookNode | None = None,
 ) -> TrialResult:
     """``run_trial_async`` with Ctrl-C and SIGTERM stopping the trial: interrupt, grace, kill.
-    A second signal kills at once. ``early``: the kernel launched for this trial, if any."""
+    A second signal kills at once. ``early``: the kernel launched for this trial, if any.
+    ``notebook``: ``spec.notebook`` already parsed."""
 
     async def main() -> TrialResult:
         stop = StopRequest()
@@ -426,7 +405,9 @@ def run_trial(
             loop.add_signal_handler(signum, on_signal, signum)
         try:
             kernel = early.take() if early is not None else None
-            result = await run_trial_async(spec, reporter, stop, kernel, on_metric=on_metric)
+            result = await run_trial_async(
+                spec, reporter, stop, kernel, on_metric=on_metric, notebook=notebook
+            )
             if stop.reason is not None and result.status != "stopped":
                 # The signal came once the cells had run: the trial stands as it ended.
                 result = dataclasses.replace(result, late_stop=stop.reason)

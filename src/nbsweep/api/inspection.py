@@ -71,7 +71,7 @@ def inspect_notebook(
             return yaml_text(with_default_command(notebook_sweep_config(notebook, shape)))
         return sweep_template_yaml(notebook, declared, nb) if declared is not None else ""
     if form == "json":
-        data = parameters_json(declared) if declared else {"style": "wandb"}
+        data: dict[str, Any] = parameters_json(declared) if declared else {"style": "wandb"}
         if own_sweep:
             data["wandb"] = wandb_sweep_json(shape)
         if found is not None and declared is None:
@@ -186,8 +186,11 @@ def _logged_metric_names(nb: NotebookNode) -> list[str]:
                 and isinstance(node.args[0], ast.Dict)
             ):
                 for key in node.args[0].keys:
-                    is_name = isinstance(key, ast.Constant) and isinstance(key.value, str)
-                    if is_name and key.value not in names:
+                    if (
+                        isinstance(key, ast.Constant)
+                        and isinstance(key.value, str)
+                        and key.value not in names
+                    ):
                         names.append(key.value)
     return names
 

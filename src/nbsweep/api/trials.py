@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -88,12 +89,11 @@ def run_notebook(
         result = run_trial(spec, reporter)
     else:
         stop = StopRequest()
-        result = run_on_own_loop(
-            lambda: run_trial_async(spec, reporter, stop),
-            lambda loop, now: loop.call_soon_threadsafe(
-                lambda: stop.stop(EndReason.INTERRUPTED, now=now)
-            ),
-        )
+
+        def interrupt(loop: asyncio.AbstractEventLoop, now: bool) -> None:
+            loop.call_soon_threadsafe(lambda: stop.stop(EndReason.INTERRUPTED, now=now))
+
+        result = run_on_own_loop(lambda: run_trial_async(spec, reporter, stop), interrupt)
     if raise_on_failure:
         # A stop that came while the trial was saved is the command's business (its exit
         # code); a function's caller gets the trial as it ended.
@@ -145,7 +145,9 @@ def run_command(command: RunCommand) -> TrialResult:
         if agent_sweep_path(os.environ) is not None:
             result = run_under_wandb_agent(spec, reporter, os.environ, early)
         else:
-            result = run_trial(spec, reporter, early=early)
+            # Parsed here once, for the trial (the early kernel only peeked at its kernelspec).
+            nb = read_notebook(spec.notebook)
+            result = run_trial(spec, reporter, early=early, notebook=nb)
         if metrics_json is not None:
             write_json(result.metrics.to_json(), metrics_json)
         raise_for_ending(result, late_stop=True)

@@ -4,7 +4,6 @@ module per command; each parses its options and calls the library."""
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import click
@@ -23,7 +22,8 @@ __all__ = ["cli", "main", "without_fanout_options"]
 class _Failure(click.ClickException):
     def __init__(self, message: str, exit_code: int) -> None:
         super().__init__(message)
-        self.exit_code = exit_code
+        # click's stubs call exit_code a class variable; click reads it from the instance.
+        self.exit_code = exit_code  # type: ignore[misc]
 
 
 class _Group(click.Group):
@@ -50,4 +50,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

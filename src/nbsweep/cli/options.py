@@ -67,7 +67,10 @@ class _StoreLocation(click.ParamType):
         return store_location(str(value))
 
 
-def store_option(command: Callable) -> Callable:
+Decorator = Callable[[Callable[..., None]], Callable[..., None]]
+
+
+def store_option(command: Callable[..., None]) -> Callable[..., None]:
     return click.option(
         "--store",
         type=_StoreLocation(),
@@ -319,9 +322,9 @@ def agent_run_options(command: Callable[..., None]) -> Callable[..., None]:
     return decorated
 
 
-def agent_options(command: Callable) -> Callable:
+def agent_options(command: Callable[..., None]) -> Callable[..., None]:
     """What only `nbsweep agent` takes: which sweep, and how many agents."""
-    options = [
+    options: list[Decorator] = [
         click.option("--count", type=click.IntRange(min=1), help="Stop after this many trials."),
         click.option(
             "--notebook",

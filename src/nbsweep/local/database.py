@@ -387,7 +387,7 @@ def _first_line(error: Exception) -> str:
     return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
-class _Row(dict):  # type: ignore[type-arg]
+class _Row(dict):
     """A row read by name, like sqlite3.Row, and by position."""
 
     def __init__(self, names: Sequence[str], values: Sequence[Any]) -> None:

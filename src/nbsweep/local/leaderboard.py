@@ -54,7 +54,9 @@ def metric_of(sweep: SweepLike) -> Metric:
 def metric_value(run: RunLike, name: str | None) -> float | None:
     """``summary[name]`` (a dotted name also reaches into nested dicts), else the last value
     logged in the history; None if neither is a number ("NaN"/"Infinity" strings count)."""
-    for record in [run.summary, *reversed(run.history)] if name else []:
+    if name is None:
+        return None
+    for record in [run.summary, *reversed(run.history)]:
         value = as_number(_lookup(record, name))
         if value is not None:
             return value
@@ -164,8 +166,8 @@ def table(
     )
     top = best(sweep, runs)
     if top is not None:
-        value = format_value(metric_value(top, metric.name), 6)
-        found = f"best: {top.run_id} {metric.name}={value}"
+        best_value = format_value(metric_value(top, metric.name), 6)
+        found = f"best: {top.run_id} {metric.name}={best_value}"
         lines.append(found + (f" notebook: {top.notebook}" if top.notebook else ""))
     return "\n".join(lines) + "\n"
 
@@ -195,7 +197,7 @@ def as_json(sweep: SweepLike, runs: Iterable[RunLike], *, now: float | None = No
         }
         for place, run in enumerate(rank(sweep, runs), 1)
     ]
-    return _plain(
+    plain: dict[str, Any] = _plain(
         {
             "sweep_id": sweep.sweep_id,
             "state": getattr(sweep, "state", "running"),
@@ -211,6 +213,7 @@ def as_json(sweep: SweepLike, runs: Iterable[RunLike], *, now: float | None = No
             },
         }
     )
+    return plain
 
 
 def as_number(value: Any) -> float | None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Protocol, TypeVar
 
-from nbsweep.status import RunState, from_json_number, to_json_number
+from nbsweep.status import RunState, SweepState, from_json_number, to_json_number
 
 STATES = tuple(state.value for state in RunState)  # as totals shows them
 
@@ -106,7 +106,7 @@ def error_of(run: RunLike) -> str | None:
 def duration(run: RunLike, now: float | None = None) -> float | None:
     """Seconds from start to finish, or so far while running; None if it has no start."""
     end = run.finished_at
-    if end is None and state_of(run) == "running":
+    if end is None and state_of(run) == RunState.running:
         end = time.time() if now is None else now
     return None if run.started_at is None or end is None else max(0.0, end - run.started_at)
 
@@ -145,8 +145,8 @@ def table(
         widths[-2] = max(min(widths[-2], 20), width - gaps - sum(widths) + widths[-2])  # params
     right = {0, count - 3, 3 if metric.name else 0}
     title = f"{metric.name} ({metric.goal})" if metric.name else "no metric, runs by creation"
-    state = getattr(sweep, "state", "running")
-    shown_state = "" if state == "running" else f" ({state})"
+    state = getattr(sweep, "state", SweepState.RUNNING)
+    shown_state = "" if state == SweepState.RUNNING else f" ({state})"
     lines = [f"sweep {sweep.sweep_id}{shown_state}: {title}"]
     for row in rows if runs else []:
         cells = []
@@ -200,7 +200,7 @@ def as_json(sweep: SweepLike, runs: Iterable[RunLike], *, now: float | None = No
     plain: dict[str, Any] = _plain(
         {
             "sweep_id": sweep.sweep_id,
-            "state": getattr(sweep, "state", "running"),
+            "state": getattr(sweep, "state", SweepState.RUNNING),
             "metric": {"name": metric.name, "goal": metric.goal} if metric.name else None,
             "runs": ranked,
             "totals": totals(runs),

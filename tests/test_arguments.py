@@ -2,9 +2,9 @@ import json
 
 import pytest
 
+from nbsweep.api.arguments import ParameterSources, collect, parse_value, read_param_file
 from nbsweep.errors import UsageError
 from nbsweep.notebook.injection import nest
-from nbsweep.sweeping.arguments import ParameterSources, collect, parse_value, read_param_file
 
 
 def values(**sources):

@@ -535,11 +535,13 @@ def test_concurrent_agents_stop_at_the_run_cap(tmp_path, location):
 def test_the_servers_writer_drops_the_rows_of_a_run_no_longer_its(location):
     pytest.importorskip("sweeps", reason="the local sweep server needs the engine")
     from nbsweep.local.server import LocalSweepServer
+    from nbsweep.options import StoreOptions
     from nbsweep.trial.metrics import MetricRecord
 
     store = Store.open(location)
     sweep_id = store.create_sweep({"method": "grid", "parameters": {"x": {"values": [1, 2]}}})
-    server = LocalSweepServer(store, sweep_id, agent_name="node-b")  # reaped by heartbeat
+    # Another node's agent: reaped by heartbeat.
+    server = LocalSweepServer(store, sweep_id, StoreOptions(agent_name="node-b"))
     try:
         [command] = server.heartbeat("agent", {})
         run_id = command["run_id"]

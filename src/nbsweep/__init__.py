@@ -12,8 +12,12 @@ from nbsweep.errors import NbsweepError, TrialFailed, TrialStopped
 from nbsweep.kernel.api import log
 
 __all__ = [
+    "AgentOptions",
+    "ExecutionOptions",
     "NbsweepError",
+    "StoreOptions",
     "TrialFailed",
+    "TrialSettings",
     "TrialStopped",
     "__version__",
     "agent",
@@ -24,11 +28,20 @@ __all__ = [
 ]
 __version__ = "0.1.0"
 
-_API = ("run_notebook", "sweep", "agent")
+_API = (
+    "run_notebook",
+    "sweep",
+    "agent",
+    "AgentOptions",
+    "ExecutionOptions",
+    "StoreOptions",
+    "TrialSettings",
+)
 
 
 def __getattr__(name: str) -> Any:
-    # Lazily: a notebook's `import nbsweep` (every trial) needs only `log`.
+    # Lazily: a notebook's `import nbsweep` (every trial) needs only `log`, and the facade
+    # imports every room (tests/test_architecture.py checks that it stays so).
     if name in _API:
         from nbsweep import api
 

@@ -14,11 +14,13 @@ import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from nbformat import NotebookNode
+from typing import TYPE_CHECKING
 
 from nbsweep.errors import UsageError
 from nbsweep.kernel.preload import Preload
+
+if TYPE_CHECKING:
+    from nbformat import NotebookNode
 
 DEFAULT_CONFIG_VAR = "config"
 

@@ -71,35 +71,30 @@ def reap(processes: list[psutil.Process]) -> None:
                 os.waitpid(process.pid, os.WNOHANG)
 
 
-AGENT_NAME_ENV = "NBSWEEP_AGENT_NAME"
-
-
-def agent_name(name: str | None = None) -> str:
-    """The name this machine's agents go by: ``name``, else ``NBSWEEP_AGENT_NAME``, else the
-    host name. A cluster whose nodes share a host name gives each node its own."""
-    return name or os.environ.get(AGENT_NAME_ENV) or socket.gethostname()
-
-
 @dataclass(frozen=True)
 class AgentIdentity:
     """The process holding a run: its machine's agent name, PID and start time, because PIDs
     get reused."""
 
     host: str
+    """The name its machine's agents go by (``StoreOptions.agent_name``): the host name, or
+    one per node where a cluster's nodes share a host name."""
     pid: int
     started: float  # psutil's create_time
 
     @classmethod
     def current(cls, name: str | None = None) -> AgentIdentity:
-        return cls(agent_name(name), os.getpid(), psutil.Process().create_time())
+        """This process, on the machine whose agents go by ``name`` (None: the host name,
+        ``StoreOptions``' default)."""
+        return cls(name or socket.gethostname(), os.getpid(), psutil.Process().create_time())
 
     def is_alive(self, here: str | None = None) -> bool:
         """False only when the process is seen gone (or its PID taken by another) from the
-        machine named ``here`` (default: ours), which must be the process's own.
+        machine named ``here`` (ours; None: the host name), which must be the process's own.
 
         Another machine's process cannot be checked: it counts as alive, and only its
         heartbeat can expire."""
-        if self.host != agent_name(here):
+        if self.host != (here or socket.gethostname()):
             return True
         try:
             process = psutil.Process(self.pid)

@@ -4,13 +4,11 @@ module per command; each parses its options and calls the library."""
 
 from __future__ import annotations
 
-import os
-import sys
 from typing import Any
 
 import click
 
-from nbsweep import __version__
+from nbsweep.api import __version__, redacted
 from nbsweep.cli.agent import agent, without_fanout_options
 from nbsweep.cli.inspect import inspect
 from nbsweep.cli.run import run
@@ -24,7 +22,8 @@ __all__ = ["cli", "main", "without_fanout_options"]
 class _Failure(click.ClickException):
     def __init__(self, message: str, exit_code: int) -> None:
         super().__init__(message)
-        self.exit_code = exit_code
+        # click's stubs call exit_code a class variable; click reads it from the instance.
+        self.exit_code = exit_code  # type: ignore[misc]
 
 
 class _Group(click.Group):
@@ -32,11 +31,8 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except NbsweepError as error:
-            from nbsweep.notebook.redaction import Redactor
-
             # Messages quote values, kernel output and URLs: none of them prints a secret.
-            said = Redactor.from_environ(os.environ).text(str(error))
-            raise _Failure(said, error.exit_code) from None
+            raise _Failure(redacted(str(error)), error.exit_code) from None
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -54,4 +50,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

@@ -1,15 +1,28 @@
-"""Options several nbsweep commands share, each declared once with its default and help."""
+"""Options several nbsweep commands share, each declared once with its default and help,
+and turned into the library's option objects (``execution_options`` gives the command a
+``TrialSettings``; ``agent_run_options`` an ``AgentOptions`` and ``StoreFlags``)."""
 
 from __future__ import annotations
 
 import functools
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
 from click.core import ParameterSource
+
+from nbsweep.api import (
+    DEFAULT_CONFIG_VAR,
+    AgentOptions,
+    ExecutionOptions,
+    Preload,
+    StoreOptions,
+    TrialSettings,
+    store_location,
+)
 
 
 class AgentOption(click.Option):
@@ -32,7 +45,7 @@ class Seconds(click.FloatRange):
 
 config_var_option = _option(
     "--config-var",
-    default="config",
+    default=DEFAULT_CONFIG_VAR,
     show_default=True,
     metavar="NAME",
     help="Variable holding a config dict, used when no cell is tagged 'parameters'.",
@@ -51,12 +64,13 @@ class _StoreLocation(click.ParamType):
     name = "PATH|URL"
 
     def convert(self, value: Any, param: Any, ctx: Any) -> Path | str:
-        from nbsweep.api import store_location
-
         return store_location(str(value))
 
 
-def store_option(command: Callable) -> Callable:
+Decorator = Callable[[Callable[..., None]], Callable[..., None]]
+
+
+def store_option(command: Callable[..., None]) -> Callable[..., None]:
     return click.option(
         "--store",
         type=_StoreLocation(),
@@ -72,8 +86,40 @@ gpus_option = click.option(
 )
 
 
-def execution_options(command: Callable) -> Callable:
-    """Options every command that executes a notebook shares."""
+def execution_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Options every command that executes a notebook shares; the command gets them as
+    ``trial`` (``TrialSettings``) and ``log_output`` (a setting of its reporter)."""
+
+    @functools.wraps(command)
+    def with_settings(
+        *args: Any,
+        kernel: str | None,
+        cwd: Path | None,
+        cell_timeout: float | None,
+        trial_timeout: float | None,
+        stop_grace: float,
+        config_var: str,
+        sweep_function: str | None,
+        allow_unknown: bool,
+        metrics: tuple[str, ...],
+        log_output: bool,
+        html: bool,
+        run_install_cells: bool,
+        **rest: Any,
+    ) -> None:
+        trial = TrialSettings(
+            config_var=config_var,
+            sweep_function=sweep_function,
+            allow_unknown=allow_unknown,
+            html=html,
+            kernel_name=kernel,
+            cwd=cwd,
+            metric_variables=metrics,
+            run_install_cells=run_install_cells,
+            execution=ExecutionOptions(cell_timeout, trial_timeout, stop_grace),
+        )
+        command(*args, trial=trial, log_output=log_output, **rest)
+
     options = [
         _option(
             "--kernel",
@@ -135,14 +181,65 @@ def execution_options(command: Callable) -> Callable:
         ),
         _option("--html", is_flag=True, help="Also save the executed notebook as HTML."),
     ]
+    decorated: Callable[..., None] = with_settings
     for option in reversed(options):
-        command = option(command)
-    return command
+        decorated = option(decorated)
+    return decorated
 
 
-def agent_run_options(command: Callable) -> Callable:
+@dataclass(frozen=True)
+class StoreFlags:
+    """What an agent's options say of the local store it shares with others."""
+
+    requeue_crashed: bool = False
+    agent_name: str | None = None
+    heartbeat_timeout: float | None = None
+
+    def store_options(self, store: Path | str | None) -> StoreOptions:
+        """With ``--store`` (None: ``NBSWEEP_STORE``, else the default) and the
+        environment's ``NBSWEEP_*`` settings where no option was given."""
+        return StoreOptions.from_environment(
+            store,
+            heartbeat_timeout=self.heartbeat_timeout,
+            agent_name=self.agent_name,
+            requeue_crashed=self.requeue_crashed,
+        )
+
+
+def agent_run_options(command: Callable[..., None]) -> Callable[..., None]:
     """How an agent runs its trials, beyond the execution options: `nbsweep agent` and
-    `nbsweep sweep --run` (which hands them on to its agents) share them."""
+    `nbsweep sweep --run` (which hands them on to its agents) share them. The command gets
+    them as ``agent_run`` (an ``AgentOptions`` whose ``trial``, ``count``, ``notebook``,
+    ``project`` and ``entity`` it fills in) and ``store_flags``."""
+
+    @functools.wraps(command)
+    def with_options(
+        *args: Any,
+        poll: float,
+        heartbeat: float | None,
+        max_consecutive_failures: int,
+        requeue_crashed: bool,
+        agent_name: str | None,
+        heartbeat_timeout: float | None,
+        preload: str,
+        preload_cuda: bool,
+        kernel_start: str,
+        no_warm_kernels: bool,
+        no_wandb: bool,
+        **rest: Any,
+    ) -> None:
+        agent_run = AgentOptions(
+            poll=poll,
+            heartbeat=heartbeat,
+            max_consecutive_failures=max_consecutive_failures,
+            report_to_wandb=not no_wandb,
+            warm_kernels=not no_warm_kernels,
+            kernel_start=kernel_start,
+            preload=Preload.parse(preload, preload_cuda),
+        )
+        flags = StoreFlags(requeue_crashed, agent_name, heartbeat_timeout)
+        command(*args, agent_run=agent_run, store_flags=flags, **rest)
+
     options = [
         _option(
             "--poll",
@@ -174,14 +271,12 @@ def agent_run_options(command: Callable) -> Callable:
         ),
         _option(
             "--agent-name",
-            envvar="NBSWEEP_AGENT_NAME",
             metavar="NAME",
             help="Local sweeps: the name this machine's agents go by in the store (default: "
             "the host name); give each node its own where nodes share a host name.",
         ),
         _option(
             "--heartbeat-timeout",
-            envvar="NBSWEEP_HEARTBEAT_TIMEOUT",
             type=Seconds(min=0, min_open=True),
             metavar="SECONDS",
             help="Local sweeps: a run whose agent sent no heartbeat for this long is lost "
@@ -221,14 +316,15 @@ def agent_run_options(command: Callable) -> Callable:
             help="Open no wandb run per trial (local sweeps otherwise keep an offline one each).",
         ),
     ]
+    decorated: Callable[..., None] = with_options
     for option in reversed(options):
-        command = option(command)
-    return command
+        decorated = option(decorated)
+    return decorated
 
 
-def agent_options(command: Callable) -> Callable:
+def agent_options(command: Callable[..., None]) -> Callable[..., None]:
     """What only `nbsweep agent` takes: which sweep, and how many agents."""
-    options = [
+    options: list[Decorator] = [
         click.option("--count", type=click.IntRange(min=1), help="Stop after this many trials."),
         click.option(
             "--notebook",
@@ -273,35 +369,3 @@ def handed_on(ctx: click.Context) -> list[str]:
             values = value if param.multiple else (value,)
             arguments += [f"{flag}={item}" for item in values]
     return arguments
-
-
-def trial_settings(
-    *,
-    kernel: str | None,
-    cwd: Path | None,
-    cell_timeout: float | None,
-    trial_timeout: float | None,
-    stop_grace: float,
-    config_var: str,
-    sweep_function: str | None,
-    allow_unknown: bool,
-    metrics: tuple[str, ...],
-    log_output: bool,
-    html: bool,
-    run_install_cells: bool,
-) -> Any:
-    """The execution options every command shares, as the trials' settings."""
-    from nbsweep.options import ExecutionOptions, TrialSettings
-
-    del log_output  # a Reporter setting, not the trial's
-    return TrialSettings(
-        config_var=config_var,
-        sweep_function=sweep_function,
-        allow_unknown=allow_unknown,
-        html=html,
-        kernel_name=kernel,
-        cwd=cwd,
-        metric_variables=metrics,
-        run_install_cells=run_install_cells,
-        execution=ExecutionOptions(cell_timeout, trial_timeout, stop_grace),
-    )

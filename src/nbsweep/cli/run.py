@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
-from nbsweep.cli.options import (
-    execution_options,
-)
-from nbsweep.errors import (
-    TrialFailed,
-    TrialStopped,
-)
+from nbsweep import api
+from nbsweep.api import TrialSettings
 
 if TYPE_CHECKING:
-    from nbsweep.trial.result import TrialResult
-
-from nbsweep.cli.options import trial_settings
+    from nbsweep.api import TrialResult
+from nbsweep.cli.options import execution_options
+from nbsweep.errors import TrialFailed, TrialStopped
 
 
 @click.command(
@@ -79,13 +73,14 @@ from nbsweep.cli.options import trial_settings
 def run(
     notebook: Path,
     args: tuple[str, ...],
-    pairs: tuple,
-    raw_pairs: tuple,
+    pairs: tuple[tuple[str, str], ...],
+    raw_pairs: tuple[tuple[str, str], ...],
     files: tuple[str, ...],
     args_json: tuple[str, ...],
     output: Path | None,
     metrics_json: Path | None,
-    **execution: Any,
+    trial: TrialSettings,
+    log_output: bool,
 ) -> None:
     """Run NOTEBOOK once with the given parameter values: one sweep trial.
 
@@ -94,56 +89,21 @@ def run(
     nbsweep run train.ipynb -p lr 0.01 -f params.yaml
     sweep YAML: command: [nbsweep, run, ${program}, --, ${args}]
     """
-    from nbsweep.kernel.prestart import EarlyKernel
-
-    # The kernel boots while the rest of this command imports and reads the values.
-    early = EarlyKernel(notebook, execution["kernel"], execution["cwd"])
+    command = api.RunCommand(
+        notebook,
+        api.ParameterSources(args, files, args_json, pairs, raw_pairs),
+        output,
+        metrics_json,
+        trial,
+        log_output,
+    )
     try:
-        from nbsweep.notebook.files import ensure_writable_folder, write_json
-        from nbsweep.notebook.outputs import check_outputs
-        from nbsweep.sweeping.arguments import PARAM_PATH_ENV, ParameterSources, collect
-        from nbsweep.sweeping.path import agent_sweep_path
-        from nbsweep.sweeping.wandb.run_reporter import run_under_wandb_agent
-        from nbsweep.trial.reporting import Reporter, failure_message
-        from nbsweep.trial.run import TrialSpec, exit_code_for_stop, run_trial
-
-        sources = ParameterSources(
-            args, files, args_json, pairs, raw_pairs, os.environ.get(PARAM_PATH_ENV)
-        )
-        spec = TrialSpec(
-            notebook, collect(sources), output, settings=trial_settings(**execution)
-        )
-        html_path = output.with_suffix(".html") if output and execution["html"] else None
-        check_outputs(
-            notebook, {"--output": output, "--html": html_path, "--metrics-json": metrics_json}
-        )
-        if metrics_json is not None:
-            ensure_writable_folder(metrics_json.parent, "--metrics-json")
-        reporter = Reporter(log_output=execution["log_output"])
-        if agent_sweep_path(os.environ) is not None:
-            result = run_under_wandb_agent(spec, reporter, os.environ, early)
-        else:
-            result = run_trial(spec, reporter, early=early)
-        _print_metrics(result)
-        if metrics_json is not None:
-            write_json(result.metrics.to_json(), metrics_json)
-        if result.status == "stopped":
-            raise TrialStopped(
-                f"stopped ({result.reason}); partial notebook saved: {result.output}",
-                exit_code_for_stop(result.reason),
-                result=result,
-            )
-        if result.late_stop is not None:
-            raise TrialStopped(
-                f"{result.late_stop} while the trial ({result.status}) was saved; notebook "
-                f"saved: {result.output}",
-                exit_code_for_stop(result.late_stop),
-                result=result,
-            )
-        if result.status == "failed":
-            raise TrialFailed(failure_message(result), result=result)
-    finally:
-        early.close()
+        result = api.run_command(command)
+    except (TrialFailed, TrialStopped) as ended:
+        if ended.result is not None:
+            _print_metrics(ended.result)
+        raise
+    _print_metrics(result)
 
 
 def _print_metrics(result: TrialResult) -> None:

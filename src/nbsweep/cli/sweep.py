@@ -2,27 +2,27 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
+from nbsweep import api
+from nbsweep.api import AgentOptions, StoreOptions, SweepAction, TrialSettings
+
+if TYPE_CHECKING:
+    from nbsweep.api import CheckedSweep, Worker
 from nbsweep.cli.options import (
+    StoreFlags,
     agent_run_options,
     execution_options,
     gpus_option,
     handed_on,
     store_option,
 )
-from nbsweep.cli.status import status
-from nbsweep.errors import (
-    UsageError,
-)
-
-if TYPE_CHECKING:
-    from nbsweep.sweeping.workers import Worker
+from nbsweep.cli.status import show_table
+from nbsweep.errors import UsageError
 
 
 @click.command()
@@ -64,7 +64,6 @@ def sweep(
     sweep_file: Path,
     project: str | None,
     entity: str | None,
-    config_var: str,
     dry_run: bool,
     print_yaml: bool,
     local: bool,
@@ -75,7 +74,10 @@ def sweep(
     count: int | None,
     action: str | None,
     stop_run: str | None,
-    **how_trials_run: object,  # the agents' options: handed on as given (handed_on)
+    agent_run: AgentOptions,
+    store_flags: StoreFlags,
+    trial: TrialSettings,
+    log_output: bool,
 ) -> None:
     """Validate SWEEP_FILE against W&B's rules and its notebook, then create the sweep on
     W&B, or with --local in a local store (no server; agents on this machine share it).
@@ -87,51 +89,41 @@ def sweep(
     tutorials): its sweep config is that dict, with program: the notebook. Every problem
     is reported at once. A missing command: becomes [nbsweep, run, ${program}, --, ${args}].
     """
-    from nbsweep.api import create_wandb_sweep
-    from nbsweep.sweeping.configs import check_sweep, yaml_text
-
+    # The agents --run starts take their options as given on this command line (handed_on);
+    # agent_run and store_flags are those options read, checked here before a sweep is made.
+    del agent_run, log_output
     if action is not None or stop_run is not None:
-        _control(str(sweep_file), action, stop_run, store)
+        _control(str(sweep_file), action, stop_run, store_flags.store_options(store))
         return
     if run_it and not local:
         raise click.UsageError("--run runs local sweeps: add --local")
     fleet, agent_arguments = _agents(ctx, run_it, workers, gpus, count)
-    checked = check_sweep(sweep_file, project=project, config_var=config_var, local=local)
+    checked = api.check_sweep(sweep_file, project=project, config_var=trial.config_var, local=local)
     for note in checked.notes:
         click.echo(f"note: {note}", err=True)
     for warning in checked.warnings:
         click.echo(f"warning: {warning}", err=True)
     if print_yaml:
-        click.echo(yaml_text(checked.config), nl=False)
+        click.echo(api.yaml_text(checked.config), nl=False)
     elif dry_run:
         click.echo(f"{sweep_file}: valid; command: {checked.config['command']}")
     elif local:
-        _create_local(checked.config, sweep_file.stem, store, fleet, agent_arguments)
+        stored = store_flags.store_options(store)
+        _create_local(checked, sweep_file.stem, stored, store is not None, fleet, agent_arguments)
     else:
         warn = lambda message: click.echo(f"warning: {message}", err=True)  # noqa: E731
-        path = create_wandb_sweep(checked.config, entity, on_retry=warn)
+        path = api.create_wandb_sweep(checked.config, entity, on_retry=warn)
         click.echo(f"created sweep {path}")
         click.echo(f"run it with: nbsweep agent {path}")
 
 
-def _control(
-    sweep_id: str, action: str | None, run_id: str | None, store: Path | str | None
-) -> None:
-    from nbsweep.local.server import control_sweep, local_sweep_id
-
+def _control(sweep_id: str, action: str | None, run_id: str | None, store: StoreOptions) -> None:
     if action is not None and run_id is not None:
         raise click.UsageError(f"--{action} and --stop-run are one action each: give one")
     if _is_file(sweep_id):
         raise UsageError(f"--{action or 'stop-run'} takes a sweep's ID, not the file {sweep_id!r}")
-    if local_sweep_id(sweep_id) is None and "/" in sweep_id:
-        if action is None:
-            raise UsageError("--stop-run is for local sweeps; stop a W&B run from its page")
-        from nbsweep.api import control_wandb_sweep
-
-        state = control_wandb_sweep(sweep_id, action)
-        click.echo(f"sweep {sweep_id}: {state.lower()} (its agents hear it from W&B)")
-        return
-    click.echo(control_sweep(sweep_id, action or "stop-run", store, run_id=run_id))
+    chosen = None if action is None else SweepAction(action)
+    click.echo(api.control_sweep(sweep_id, chosen, store, run_id=run_id))
 
 
 def _is_file(text: str) -> bool:
@@ -153,41 +145,30 @@ def _agents(
             verb = "goes" if len(names) == 1 else "go"
             raise click.UsageError(f"{' and '.join(names)} {verb} with --run")
         return [], []
-    from nbsweep.kernel.preload import Preload
-    from nbsweep.sweeping.workers import cpu_workers, gpu_workers
-
-    Preload.parse(str(ctx.params["preload"]))  # as an agent would, before the sweep is made
     if gpus is not None and workers is not None:
         raise click.UsageError("use --gpus or --workers, not both")
-    fleet = gpu_workers(gpus, os.environ) if gpus is not None else cpu_workers(workers or 1)
+    fleet = api.agent_fleet(gpus, workers)
     return fleet, [*(["--count", str(count)] if count else []), *arguments]
 
 
 def _create_local(
-    config: dict,
+    checked: CheckedSweep,
     name: str,
-    store: Path | str | None,
+    store: StoreOptions,
+    store_given: bool,
     fleet: list[Worker],
     agent_arguments: list[str],
 ) -> None:
     """Create the sweep; with a ``fleet``, run its agents on it, then show the leaderboard."""
-    from nbsweep.api import create_local_sweep
-    from nbsweep.local.server import shown, store_path
-
-    sweep_id = create_local_sweep(config, name, store)
-    location = store_path(store)
-    store_flag = f" --store {shown(store)}" if store is not None else ""
-    click.echo(f"created local sweep {sweep_id} in {shown(location)}")
+    sweep_id = api.create_local_sweep(checked.config, name, store)
+    store_flag = f" --store {api.shown_store(store)}" if store_given else ""
+    click.echo(f"created local sweep {sweep_id} in {api.shown_store(store)}")
     if not fleet:
         click.echo(f"run it with: nbsweep agent local:{sweep_id}{store_flag} [--workers N]")
         return
-    from nbsweep.sweeping.workers import agents_on_store, run_workers
-
     argv = ["agent", f"local:{sweep_id}", *agent_arguments]
-    fleet, argv = agents_on_store(fleet, argv, location)
-    code = run_workers(fleet, argv)
+    code = api.run_command_workers(fleet, argv, store.location)
     click.echo()
-    click.get_current_context().invoke(
-        status, sweep_id=sweep_id, store=store, as_json=False, watch=None, plot=None
-    )
+    for view in api.sweep_status(sweep_id, store):
+        show_table(view)
     sys.exit(code)

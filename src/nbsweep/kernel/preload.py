@@ -16,12 +16,14 @@ import sys
 from dataclasses import dataclass
 from importlib.machinery import PathFinder
 from pathlib import Path
-
-from nbformat import NotebookNode
+from typing import TYPE_CHECKING
 
 from nbsweep.errors import UsageError
 from nbsweep.notebook.install_cells import skip_install_lines
 from nbsweep.notebook.parameters import parse_leniently
+
+if TYPE_CHECKING:
+    from nbformat import NotebookNode
 
 AUTO = "auto"
 NONE = "none"

@@ -36,7 +36,6 @@ from nbsweep.errors import (
 )
 from nbsweep.notebook.redaction import url_passwords
 
-POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 # Every write transaction on PostgreSQL takes this advisory lock first, so writes are
 # serialised as SQLite's BEGIN IMMEDIATE serialises them: one hand-out at a time.
 _WRITE_LOCK = 0x6E627377  # "nbsw"
@@ -71,10 +70,6 @@ UPGRADES = {
 """Statements that take a store from the version it is keyed by to the next. Version 2:
 history rows are numbered (rows of version 1 have no n, and are never written again).
 Version 3: a run has why it failed or stopped (runs ended before have none)."""
-
-
-def is_url(location: str | Path) -> bool:
-    return isinstance(location, str) and location.startswith(POSTGRES_SCHEMES)
 
 
 def without_password(url: str) -> str:
@@ -392,7 +387,7 @@ def _first_line(error: Exception) -> str:
     return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
-class _Row(dict):  # type: ignore[type-arg]
+class _Row(dict):
     """A row read by name, like sqlite3.Row, and by position."""
 
     def __init__(self, names: Sequence[str], values: Sequence[Any]) -> None:

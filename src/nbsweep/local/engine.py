@@ -52,7 +52,7 @@ class Engine:
     def problems(self) -> list[str]:
         """What the engine's own schema refuses in the config, less its deprecation notes:
         W&B still runs the natural-log ``log_uniform`` family (with a warning, which
-        ``sweeping.config`` gives too), so a local sweep runs them as well."""
+        ``sweeping.configs`` gives too), so a local sweep runs them as well."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             found = self.sweeps.schema_violations_from_proposed_config(self.config)

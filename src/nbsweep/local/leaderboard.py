@@ -13,7 +13,7 @@ from enum import Enum
 from typing import Any, Protocol, TypeVar
 
 from nbsweep.formatting import format_value
-from nbsweep.status import RunState, from_json_number, to_json_number
+from nbsweep.status import RunState, SweepState, from_json_number, to_json_number
 
 STATES = tuple(state.value for state in RunState)  # as totals shows them
 
@@ -55,7 +55,9 @@ def metric_of(sweep: SweepLike) -> Metric:
 def metric_value(run: RunLike, name: str | None) -> float | None:
     """``summary[name]`` (a dotted name also reaches into nested dicts), else the last value
     logged in the history; None if neither is a number ("NaN"/"Infinity" strings count)."""
-    for record in [run.summary, *reversed(run.history)] if name else []:
+    if name is None:
+        return None
+    for record in [run.summary, *reversed(run.history)]:
         value = as_number(_lookup(record, name))
         if value is not None:
             return value
@@ -105,7 +107,7 @@ def error_of(run: RunLike) -> str | None:
 def duration(run: RunLike, now: float | None = None) -> float | None:
     """Seconds from start to finish, or so far while running; None if it has no start."""
     end = run.finished_at
-    if end is None and state_of(run) == "running":
+    if end is None and state_of(run) == RunState.running:
         end = time.time() if now is None else now
     return None if run.started_at is None or end is None else max(0.0, end - run.started_at)
 
@@ -144,8 +146,8 @@ def table(
         widths[-2] = max(min(widths[-2], 20), width - gaps - sum(widths) + widths[-2])  # params
     right = {0, count - 3, 3 if metric.name else 0}
     title = f"{metric.name} ({metric.goal})" if metric.name else "no metric, runs by creation"
-    state = getattr(sweep, "state", "running")
-    shown_state = "" if state == "running" else f" ({state})"
+    state = getattr(sweep, "state", SweepState.RUNNING)
+    shown_state = "" if state == SweepState.RUNNING else f" ({state})"
     lines = [f"sweep {sweep.sweep_id}{shown_state}: {title}"]
     for row in rows if runs else []:
         cells = []
@@ -165,8 +167,8 @@ def table(
     )
     top = best(sweep, runs)
     if top is not None:
-        value = format_value(metric_value(top, metric.name), 6)
-        found = f"best: {top.run_id} {metric.name}={value}"
+        best_value = format_value(metric_value(top, metric.name), 6)
+        found = f"best: {top.run_id} {metric.name}={best_value}"
         lines.append(found + (f" notebook: {top.notebook}" if top.notebook else ""))
     return "\n".join(lines) + "\n"
 
@@ -196,10 +198,10 @@ def as_json(sweep: SweepLike, runs: Iterable[RunLike], *, now: float | None = No
         }
         for place, run in enumerate(rank(sweep, runs), 1)
     ]
-    return _plain(
+    plain: dict[str, Any] = _plain(
         {
             "sweep_id": sweep.sweep_id,
-            "state": getattr(sweep, "state", "running"),
+            "state": getattr(sweep, "state", SweepState.RUNNING),
             "metric": {"name": metric.name, "goal": metric.goal} if metric.name else None,
             "runs": ranked,
             "totals": totals(runs),
@@ -212,6 +214,7 @@ def as_json(sweep: SweepLike, runs: Iterable[RunLike], *, now: float | None = No
             },
         }
     )
+    return plain
 
 
 def as_number(value: Any) -> float | None:

@@ -408,7 +408,11 @@ def _write_png(panels: list[_Panel], path: Path) -> None:
                           color="#222222", path_effects=halo, zorder=z)  # fmt: skip
                 continue
             xs, ys = [x for x, _ in item.points], [top + y for _, y in item.points]
-            style = {"linewidth": item.width * pt, "alpha": item.opacity, "zorder": z}
+            style: dict[str, Any] = {
+                "linewidth": item.width * pt,
+                "alpha": item.opacity,
+                "zorder": z,
+            }
             if item.fill is None:
                 axes.plot(xs, ys, color=item.colour, solid_joinstyle="round", **style)
             else:

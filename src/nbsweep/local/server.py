@@ -12,27 +12,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nbsweep.errors import NbsweepError, StoreFault, StoreUnreachable, UsageError
-from nbsweep.local.database import is_url, without_password
+from nbsweep.local.database import without_password
 from nbsweep.local.engine import Engine
 from nbsweep.local.store import AgentIdentity, LoggedRow, RunState, Store
+from nbsweep.options import StoreOptions
+from nbsweep.status import SweepAction, SweepState
 
 if TYPE_CHECKING:
     from nbsweep.sweeping.path import SweepPath
     from nbsweep.trial.metrics import MetricRecord
     from nbsweep.trial.result import TrialResult
 
-DEFAULT_STORE = Path(".nbsweep") / "sweeps.db"
-STORE_ENV = "NBSWEEP_STORE"
 LOCAL_PREFIX = "local:"
-
-
-def store_path(option: Path | str | None, environ: Mapping[str, str] = os.environ) -> Path | str:
-    """``--store``, else ``NBSWEEP_STORE``, else ``.nbsweep/sweeps.db`` under the cwd: a
-    file's path, or a ``postgresql://`` URL (as text)."""
-    chosen = option if option is not None else environ.get(STORE_ENV) or DEFAULT_STORE
-    if is_url(str(chosen)):
-        return str(chosen)
-    return Path(chosen)
 
 
 def shown(location: Path | str) -> str:
@@ -55,23 +46,22 @@ class LocalSweepServer:
         self,
         store: Store,
         sweep_id: str,
+        options: StoreOptions | None = None,
         *,
-        requeue_crashed: bool = False,
         stop_check_interval: float = 2.0,
-        agent_name: str | None = None,
-        heartbeat_timeout: float | None = None,
         on_retry: Callable[[str], None] | None = None,
     ) -> None:
+        """``options``: the agent's name and whether it requeues a dead agent's run (default:
+        the store's own options)."""
+        options = options or store.options
         self.store = store
         self.sweep_id = sweep_id
         store.on_retry = on_retry
-        if heartbeat_timeout is not None:
-            store.heartbeat_grace = heartbeat_timeout
         self.record = store.sweep(sweep_id)
         # Imports the engine and scikit-learn now, before any hand-out takes the lock.
         self.engine = Engine(self.record.config)
-        self.identity = AgentIdentity.current(agent_name)
-        self.requeue_crashed = requeue_crashed
+        self.identity = AgentIdentity.current(options.agent_name)
+        self.requeue_crashed = options.requeue_crashed
         self.stop_check_interval = stop_check_interval
         self._last_stop_check = 0.0
         # The trial's history rows, written as they come by a writer thread, never on the
@@ -123,10 +113,12 @@ class LocalSweepServer:
                     self._rows, self._sent, self._rows_run = [], 0, run.run_id
         if run is None:
             state = self.store.sweep(self.sweep_id).state
-            if state == "paused":
+            if state is SweepState.PAUSED:
                 return []  # the agent asks again after its poll interval
-            if state == "running" and self.engine.target_reached(self.store.runs(self.sweep_id)):
-                self.store.set_sweep_state(self.sweep_id, "finished")
+            if state is SweepState.RUNNING and self.engine.target_reached(
+                self.store.runs(self.sweep_id)
+            ):
+                self.store.set_sweep_state(self.sweep_id, SweepState.FINISHED)
             return [{"type": "exit"}]
         args = {name: {"value": value} for name, value in run.values.items()}
         return [{"type": "run", "run_id": run.run_id, "args": args}]
@@ -218,44 +210,45 @@ class LocalSweepServer:
         }
 
 
-def open_store(option: Path | str | None, *, read: bool = False) -> Store:
-    """The store to use; ``read``: only to read (a read-only store can be shown)."""
-    path = store_path(option)
-    if isinstance(path, str):  # a PostgreSQL database: created on first use
-        return Store.open(path)
-    if not path.exists():
+def open_store(options: StoreOptions, *, read: bool = False) -> Store:
+    """The store ``options`` locate; ``read``: only to read (a read-only store can be shown)."""
+    location = options.location
+    if isinstance(location, str):  # a PostgreSQL database: created on first use
+        return Store.open(location, options)
+    if not location.exists():
         raise UsageError(
-            f"no local sweep store at {str(path)!r}: create a sweep with "
+            f"no local sweep store at {str(location)!r}: create a sweep with "
             "`nbsweep sweep --local SWEEP.yaml` (or pass --store / set NBSWEEP_STORE)"
         )
-    return Store.open_for_reading(path) if read else Store.open(path)
-
-
-SWEEP_ACTIONS = {"pause": "paused", "resume": "running", "stop": "finished", "cancel": "canceled"}
-"""``nbsweep sweep --pause`` and the others, as ``wandb sweep`` has them: the sweep's new state.
-stop: running trials finish, no new ones; cancel: running trials are stopped too."""
+    if read:
+        return Store.open_for_reading(location, options)
+    return Store.open(location, options)
 
 
 def control_sweep(
-    sweep_id: str, action: str, store: Path | str | None = None, *, run_id: str | None = None
+    sweep_id: str,
+    action: SweepAction | None,
+    options: StoreOptions,
+    *,
+    run_id: str | None = None,
 ) -> str:
-    """Pause, resume, stop or cancel the local sweep ``sweep_id`` (``local:ID`` or ``ID``),
-    or with ``action`` "stop-run" stop its run ``run_id``; a line saying what was done.
-    Agents see it within their heartbeat (a running trial) or poll interval (idle)."""
+    """Pause, resume, stop or cancel the local sweep ``sweep_id`` (``local:ID`` or ``ID``)
+    as ``wandb sweep`` does (stop: running trials finish, no new ones; cancel: running
+    trials are stopped too), or with ``action`` None stop its run ``run_id``; a line saying
+    what was done. Agents see it within their heartbeat (a running trial) or poll interval
+    (idle)."""
     sweep_id = local_sweep_id(sweep_id) or sweep_id
-    with open_store(store) as opened:
+    with open_store(options) as opened:
         opened.sweep(sweep_id)  # UsageError, one line, if there is no such sweep
-        if action == "stop-run":
+        if action is None:
             if run_id is None:
                 raise UsageError("stop-run needs the run's ID")
             if run_id not in {run.run_id for run in opened.runs(sweep_id)}:
                 raise UsageError(f"sweep {sweep_id} has no run {run_id!r}; see nbsweep status")
             opened.request_stop([run_id])
             return f"run {run_id}: stop requested; its agent stops it at its next heartbeat"
-        if action not in SWEEP_ACTIONS:
-            raise UsageError(f"unknown action {action!r}; use one of {', '.join(SWEEP_ACTIONS)}")
-        stopping = opened.set_sweep_state(sweep_id, SWEEP_ACTIONS[action])
-    said = f"sweep {sweep_id}: {SWEEP_ACTIONS[action]}"
+        stopping = opened.set_sweep_state(sweep_id, action.state)
+    said = f"sweep {sweep_id}: {action.state}"
     if stopping:
         said += f"; stopping {len(stopping)} running run(s): {', '.join(stopping)}"
     return said

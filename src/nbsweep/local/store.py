@@ -21,6 +21,7 @@ the lost attempt may have claimed).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import os
@@ -28,7 +29,7 @@ import secrets
 import string
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
@@ -44,24 +45,15 @@ from nbsweep.local.database import (
     UPGRADES,
     Postgres,
     Sqlite,
-    is_url,
     without_password,
 )
 from nbsweep.local.filesystems import network_file_system, read_mounts
-from nbsweep.processes import AgentIdentity, agent_name
-from nbsweep.status import ENDED_STATES, RunState
+from nbsweep.options import RECONNECT_TIMEOUT_ENV, StoreOptions, is_url
+from nbsweep.processes import AgentIdentity
+from nbsweep.status import ENDED_STATES, RunState, SweepState
 
 SCHEMA_VERSION = 3
-DEFAULT_BUSY_TIMEOUT = 10.0  # seconds one statement waits for another process's write lock
-BUSY_TIMEOUT_ENV = "NBSWEEP_STORE_BUSY_TIMEOUT"
-DEFAULT_RECONNECT_TIMEOUT = 120.0  # seconds a lost database server is waited for
-RECONNECT_TIMEOUT_ENV = "NBSWEEP_STORE_RECONNECT_TIMEOUT"
-DEFAULT_HEARTBEAT_GRACE = 600.0  # seconds of silence before a running run counts as lost
-HEARTBEAT_TIMEOUT_ENV = "NBSWEEP_HEARTBEAT_TIMEOUT"
 HAND_OUT_ATTEMPTS = 3  # hand_out survives this many busy timeouts in a row, minus one
-SWEEP_STATES = ("running", "paused", "finished", "canceled")
-"""W&B's own: paused hands nothing out until resumed; finished (stopped, or its target
-reached) and canceled hand nothing out again; canceled also stops its running runs."""
 _ID_ALPHABET = string.ascii_lowercase + string.digits
 
 
@@ -88,7 +80,7 @@ class RunRecord:
 class SweepRecord:
     sweep_id: str
     config: dict[str, Any]
-    state: str  # one of SWEEP_STATES
+    state: SweepState
     created_at: float
     name: str | None
 
@@ -133,34 +125,39 @@ class Store:
     """One open store (an SQLite file or a PostgreSQL database); its methods may be called
     from several threads, one at a time."""
 
-    def __init__(self, database: Sqlite | Postgres, path: Path | str, busy_timeout: float) -> None:
+    def __init__(
+        self, database: Sqlite | Postgres, path: Path | str, options: StoreOptions
+    ) -> None:
         self._db = database
         self.path = path
         """The file, or the database's URL without its password."""
-        self._busy_timeout = busy_timeout
+        self.options = options
+        """Its timeouts, and the name of this machine's agents (whose PIDs it may check)."""
+        self._busy_timeout = options.busy_timeout
         self._thread_lock = threading.RLock()
         self.read_only = False
-        self.reconnect_timeout = reconnect_timeout_from(os.environ)
+        self.reconnect_timeout = options.reconnect_timeout
         """Seconds a lost database server is waited for before StoreUnreachable."""
         self.on_retry: Callable[[str], None] | None = None
         """Told, in a line, when the connection is lost and when it is back."""
         self._down_since: float | None = None
         self._stop_waiting = threading.Event()
-        self.heartbeat_grace = heartbeat_grace_from(os.environ)
+        self.heartbeat_grace = options.heartbeat_timeout
         """Seconds without a heartbeat before a running run is lost, unless a call says."""
 
     @classmethod
-    def open_for_reading(cls, path: Path) -> Store:
+    def open_for_reading(cls, path: Path | str, options: StoreOptions | None = None) -> Store:
         """The store at ``path`` to read: as ``open`` where it may be written (a reader also
         reaps dead agents' runs), else read-only and taken as it is (a finished sweep on a
         read-only share): nothing is written, and ``reap`` does nothing."""
+        options = options or StoreOptions(location=path)
         if is_url(path):
-            return cls.open(path)
+            return cls.open(path, options)
         path = Path(path)
         _refuse_folder(path)
         if os.access(path, os.W_OK) and os.access(path.parent, os.W_OK):
-            return cls.open(path)
-        store = cls(Sqlite.open_immutable(path), path, DEFAULT_BUSY_TIMEOUT)
+            return cls.open(path, options)
+        store = cls(Sqlite.open_immutable(path), path, options)
         store.read_only = True
         try:
             with store._transaction("DEFERRED") as db:
@@ -172,15 +169,24 @@ class Store:
         return store
 
     @classmethod
-    def open(cls, path: Path | str, *, busy_timeout: float | None = None) -> Store:
+    def open(
+        cls,
+        path: Path | str,
+        options: StoreOptions | None = None,
+        *,
+        busy_timeout: float | None = None,
+    ) -> Store:
         """Open or create the store at ``path`` (a file, or a ``postgresql://`` URL); refuses
-        damaged, newer and network-file-system stores. ``busy_timeout``: None reads
-        ``NBSWEEP_STORE_BUSY_TIMEOUT`` (seconds), else 10."""
-        if busy_timeout is None:
-            busy_timeout = busy_timeout_from(os.environ)
+        damaged, newer and network-file-system stores. ``options``: its timeouts and agent
+        name (default: ``StoreOptions``' defaults; the CLI's come from
+        ``StoreOptions.from_environment``); ``busy_timeout`` overrides theirs."""
+        options = options or StoreOptions(location=path)
+        if busy_timeout is not None:
+            options = dataclasses.replace(options, busy_timeout=busy_timeout)
+        busy_timeout = options.busy_timeout
         if is_url(path):
             url = str(path)
-            store = cls(Postgres.open(url, busy_timeout), without_password(url), busy_timeout)
+            store = cls(Postgres.open(url, busy_timeout), without_password(url), options)
         else:
             path = Path(path)
             _refuse_folder(path)
@@ -192,7 +198,7 @@ class Store:
                     f"cannot create the folder of sweep store {str(path)!r}: {error.strerror}; "
                     "choose another path"
                 ) from None
-            store = cls(Sqlite.open(path, busy_timeout), path, busy_timeout)
+            store = cls(Sqlite.open(path, busy_timeout), path, options)
         try:
             store._prepare()
             store._db.opened()
@@ -232,18 +238,22 @@ class Store:
         return [_sweep_from_row(row) for row in rows]
 
     @_reconnecting
-    def set_sweep_state(self, sweep_id: str, state: str) -> list[str]:
-        """Set the sweep's state; canceled also flags its running runs to stop. Returns the
-        runs so flagged. Ended sweeps stay ended: resuming one is a UsageError."""
-        if state not in SWEEP_STATES:
-            raise UsageError(f"unknown sweep state {state!r}; use one of {', '.join(SWEEP_STATES)}")
+    def set_sweep_state(self, sweep_id: str, state: SweepState | str) -> list[str]:
+        """Set the sweep's state (W&B's: paused hands nothing out until resumed; finished and
+        canceled hand nothing out again); canceled also flags its running runs to stop.
+        Returns the runs so flagged. Ended sweeps stay ended: resuming one is a UsageError."""
+        try:
+            state = SweepState(state)
+        except ValueError:
+            known = ", ".join(known.value for known in SweepState)
+            raise UsageError(f"unknown sweep state {state!r}; use one of {known}") from None
         with self._transaction() as db:
-            current = self._require_sweep(sweep_id)["state"]
-            if current in ("finished", "canceled") and state in ("running", "paused"):
-                verb = "resumed" if state == "running" else "paused"
+            current = SweepState(self._require_sweep(sweep_id)["state"])
+            if current.ended and not state.ended:
+                verb = "resumed" if state is SweepState.RUNNING else "paused"
                 raise UsageError(f"sweep {sweep_id} is {current}: it cannot be {verb}")
-            db.execute("UPDATE sweeps SET state = ? WHERE sweep_id = ?", (state, sweep_id))
-            if state != "canceled":
+            db.execute("UPDATE sweeps SET state = ? WHERE sweep_id = ?", (state.value, sweep_id))
+            if state is not SweepState.CANCELED:
                 return []
             live = "sweep_id = ? AND state IN ('running', 'pending')"
             rows = db.execute(f"SELECT run_id FROM runs WHERE {live}", (sweep_id,)).fetchall()
@@ -321,7 +331,7 @@ class Store:
                 time.time(),
                 requeue_crashed,
                 self.heartbeat_grace if heartbeat_grace is None else heartbeat_grace,
-                agent_name(),
+                self.options.agent_name,
             )
 
     # The holding agent's writes. Each returns False when the run is no longer ``agent``'s
@@ -432,7 +442,7 @@ class Store:
                 return _run_from_row(self._require_run(claimed["run_id"]))
         self._reap_locked(sweep_id, now, requeue, grace, agent.host)
         holder = (*_holder(agent), now)
-        if sweep.state != "running":  # paused, or ended: nothing new, nothing requeued
+        if sweep.state is not SweepState.RUNNING:  # paused, or ended: nothing new, nothing requeued
             return None
         pending = self._db.execute(
             "SELECT run_id FROM runs WHERE sweep_id = ? AND state = 'pending'"
@@ -674,34 +684,6 @@ class Store:
             raise translated from None
 
 
-def busy_timeout_from(environ: Mapping[str, str]) -> float:
-    """``NBSWEEP_STORE_BUSY_TIMEOUT``: how long a statement waits for another's write lock."""
-    return _seconds_from(environ, BUSY_TIMEOUT_ENV, DEFAULT_BUSY_TIMEOUT)
-
-
-def reconnect_timeout_from(environ: Mapping[str, str]) -> float:
-    """``NBSWEEP_STORE_RECONNECT_TIMEOUT``: how long a lost database server is waited for."""
-    return _seconds_from(environ, RECONNECT_TIMEOUT_ENV, DEFAULT_RECONNECT_TIMEOUT)
-
-
-def heartbeat_grace_from(environ: Mapping[str, str]) -> float:
-    """``NBSWEEP_HEARTBEAT_TIMEOUT``: seconds without a heartbeat before a run is lost."""
-    return _seconds_from(environ, HEARTBEAT_TIMEOUT_ENV, DEFAULT_HEARTBEAT_GRACE)
-
-
-def _seconds_from(environ: Mapping[str, str], name: str, default: float) -> float:
-    text = environ.get(name, "").strip()
-    if not text:
-        return default
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value > 0:
-        raise UsageError(f"{name}={text!r} is not a number of seconds above 0")
-    return value
-
-
 def run_cap(config: dict[str, Any]) -> int | None:
     """The sweep's ``run_cap``. Like W&B's it counts every run ever created in the sweep,
     whatever its state: crashed and stopped runs use it up (a re-queued run counts once)."""
@@ -759,6 +741,7 @@ def _run_from_row(row: Any) -> RunRecord:
 
 def _sweep_from_row(row: Any) -> SweepRecord:
     return SweepRecord(
-        **{name: row[name] for name in ("sweep_id", "state", "created_at", "name")},
+        **{name: row[name] for name in ("sweep_id", "created_at", "name")},
+        state=SweepState(row["state"]),
         config=json.loads(row["config"]),
     )

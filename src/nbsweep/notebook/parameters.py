@@ -16,11 +16,12 @@ import ast
 import functools
 import keyword
 from dataclasses import dataclass, field
-from typing import Any, Literal
-
-from nbformat import NotebookNode
+from typing import TYPE_CHECKING, Any, Literal
 
 from nbsweep.errors import NotebookError
+
+if TYPE_CHECKING:
+    from nbformat import NotebookNode
 
 PARAMETERS_TAG = "parameters"
 INJECTED_TAG = "injected-parameters"

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import IO
 
 from nbsweep.errors import EXIT_INTERRUPTED, UsageError
+from nbsweep.options import STORE_ENV
 from nbsweep.processes import die_with_parent
 
 
@@ -133,4 +134,4 @@ def agents_on_store(
         return list(workers), list(argv)
     if isinstance(store, Path):
         return list(workers), [*argv, "--store", str(store)]
-    return [Worker(w.label, {**w.env, "NBSWEEP_STORE": store}) for w in workers], list(argv)
+    return [Worker(w.label, {**w.env, STORE_ENV: store}) for w in workers], list(argv)

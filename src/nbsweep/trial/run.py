@@ -111,9 +111,11 @@ def run_trial(
     reporter: Reporter,
     on_metric: Callable[[MetricRecord], None] | None = None,
     early: EarlyKernel | None = None,
+    notebook: NotebookNode | None = None,
 ) -> TrialResult:
     """``run_trial_async`` with Ctrl-C and SIGTERM stopping the trial: interrupt, grace, kill.
-    A second signal kills at once. ``early``: the kernel launched for this trial, if any."""
+    A second signal kills at once. ``early``: the kernel launched for this trial, if any.
+    ``notebook``: ``spec.notebook`` already parsed."""
 
     async def main() -> TrialResult:
         stop = StopRequest()
@@ -128,7 +130,9 @@ def run_trial(
             loop.add_signal_handler(signum, on_signal, signum)
         try:
             kernel = early.take() if early is not None else None
-            result = await run_trial_async(spec, reporter, stop, kernel, on_metric=on_metric)
+            result = await run_trial_async(
+                spec, reporter, stop, kernel, on_metric=on_metric, notebook=notebook
+            )
             if stop.reason is not None and result.status is not TrialStatus.STOPPED:
                 # The signal came once the cells had run: the trial stands as it ended.
                 result = dataclasses.replace(result, late_stop=stop.reason)

@@ -10,7 +10,8 @@
   open with its kernel.
 - ``none``: no W&B at all (``--no-wandb``, or ``nbsweep run`` outside ``wandb agent``).
 
-Used alike by the agent (which runs the W&B calls on a thread of its own) and ``nbsweep run``.
+Used alike by the agent (which runs the W&B calls on a thread of its own) and ``nbsweep run``
+(``nbsweep.api.trials.run_under_wandb_agent``).
 """
 
 from __future__ import annotations
@@ -22,17 +23,14 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nbsweep.sweeping.path import SweepPath, agent_sweep_path
+from nbsweep.sweeping.path import SweepPath
 from nbsweep.sweeping.wandb import runs
 from nbsweep.trial.metrics import MetricRecord
 
 if TYPE_CHECKING:
     from nbformat import NotebookNode
 
-    from nbsweep.kernel.prestart import EarlyKernel
-    from nbsweep.trial.reporting import Reporter
     from nbsweep.trial.result import TrialResult
-    from nbsweep.trial.run import TrialSpec
 
 ERROR_KEY = "nbsweep/error"
 """The summary key of why a trial failed or was stopped (``TrialResult.error``)."""
@@ -147,42 +145,3 @@ def with_error_in_summary(result: TrialResult) -> TrialResult:
         return result
     final = {**result.metrics.final, ERROR_KEY: result.error}
     return dataclasses.replace(result, metrics=dataclasses.replace(result.metrics, final=final))
-
-
-def run_under_wandb_agent(
-    spec: TrialSpec,
-    reporter: Reporter,
-    environ: Mapping[str, str],
-    early: EarlyKernel | None = None,
-) -> TrialResult:
-    """``nbsweep run`` under ``wandb agent``: the trial joins the run the agent announced in
-    the environment; nbsweep opens, reports to and closes it if the notebook will not."""
-    from nbsweep.notebook.files import read_notebook, safe_id
-    from nbsweep.notebook.injection import nest
-    from nbsweep.trial.run import run_trial
-
-    path = agent_sweep_path(environ)
-    assert path is not None, "only under wandb agent"
-    # The environment's ids name folders: one that would lead outside is refused (exit 2)
-    # before a run is opened or a file written.
-    safe_id(path.sweep, "WANDB_SWEEP_ID")
-    safe_id(environ["WANDB_RUN_ID"], "WANDB_RUN_ID")
-    mode = RunMode.choose(read_notebook(spec.notebook), enabled=True, offline=False)
-    param_file = Path(environ.get("WANDB_SWEEP_PARAM_PATH", ""))
-    wandb = RunReporter(
-        mode,
-        path,
-        environ["WANDB_RUN_ID"],
-        nest(spec.values),
-        param_file,
-        Path.cwd(),
-        run_now,
-        reporter.warn,
-    )
-    try:
-        wandb.started()
-        result = run_trial(spec, reporter, on_metric=wandb.record, early=early)
-        wandb.finished(result)
-    finally:
-        runs.teardown()
-    return result

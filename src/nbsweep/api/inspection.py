@@ -1,23 +1,87 @@
-"""How ``nbsweep inspect`` shows a notebook's parameters: a table, JSON, a starter sweep."""
+"""A notebook's parameters as ``nbsweep inspect`` shows them (``inspect_notebook``): a
+table, JSON, or a starter sweep YAML."""
 
 from __future__ import annotations
 
 import ast
 import dataclasses
+import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from nbformat import NotebookNode
 
+from nbsweep.errors import NotebookError
+from nbsweep.notebook.files import read_notebook
 from nbsweep.notebook.parameters import (
     Parameter,
     ParameterSet,
+    find_parameters,
+    find_parameters_or_none,
     parse_leniently,
 )
-from nbsweep.notebook.wandb_way import NotebookSweep, sweep_parameter_leaves
-from nbsweep.sweeping.configs.validation import DEFAULT_COMMAND
+from nbsweep.notebook.wandb_way import (
+    NotebookSweep,
+    analyse,
+    sweep_parameter_leaves,
+    values_go_to_wandb_config,
+)
+from nbsweep.options import DEFAULT_CONFIG_VAR
+from nbsweep.sweeping.configs.loading import notebook_sweep_config, yaml_text
+from nbsweep.sweeping.configs.validation import DEFAULT_COMMAND, with_default_command
+
+InspectForm = Literal["table", "json", "sweep-template"]
+
+
+def inspect_notebook(
+    notebook: Path,
+    form: InspectForm = "table",
+    *,
+    config_var: str = DEFAULT_CONFIG_VAR,
+    sweep_function: str | None = None,
+) -> str:
+    """The parameters ``notebook`` declares and how nbsweep found them (a parameters cell,
+    a config dict, or the notebook's own wandb.sweep / wandb.agent calls), as text to print:
+    a table, JSON, or a starter sweep YAML."""
+    nb = read_notebook(notebook)
+    found = find_parameters_or_none(nb, config_var)
+    shape = analyse(nb, sweep_function)
+    to_wandb_config = values_go_to_wandb_config(found, shape)
+    if to_wandb_config or found is None:
+        error = shape.syntax_error()
+        if error is not None:
+            raise NotebookError(f"{notebook}: {error}")
+    if found is None and not to_wandb_config:
+        find_parameters(nb, config_var)  # raises: says how to declare parameters
+    own_sweep = shape.has_own_sweep
+    if to_wandb_config and not own_sweep:
+        return (
+            "no parameters cell or config dict: the notebook reads wandb.config, where "
+            "nbsweep puts each trial's values; the sweep YAML names them\n"
+        )
+    declared = None if to_wandb_config else found
+    if form == "sweep-template":
+        if own_sweep:
+            return yaml_text(with_default_command(notebook_sweep_config(notebook, shape)))
+        return sweep_template_yaml(notebook, declared, nb) if declared is not None else ""
+    if form == "json":
+        data: dict[str, Any] = parameters_json(declared) if declared else {"style": "wandb"}
+        if own_sweep:
+            data["wandb"] = wandb_sweep_json(shape)
+        if found is not None and declared is None:
+            data["config_dict_left_alone"] = {"name": found.config_var, "cell": found.cell_index}
+        return json.dumps(data, indent=2) + "\n"
+    parts = [parameters_table(declared)] if declared is not None else []
+    if own_sweep:
+        parts.append(wandb_sweep_table(shape))
+    if found is not None and declared is None:
+        parts.append(
+            f"{found.config_var} (cell {found.cell_index}) is left as it is: the notebook "
+            "runs its own sweep, so trials' values go to wandb.config\n"
+        )
+    return "\n".join(parts)
 
 
 def _source(found: ParameterSet, parameter: Parameter) -> str:
@@ -118,8 +182,11 @@ def _logged_metric_names(nb: NotebookNode) -> list[str]:
                 and isinstance(node.args[0], ast.Dict)
             ):
                 for key in node.args[0].keys:
-                    is_name = isinstance(key, ast.Constant) and isinstance(key.value, str)
-                    if is_name and key.value not in names:
+                    if (
+                        isinstance(key, ast.Constant)
+                        and isinstance(key.value, str)
+                        and key.value not in names
+                    ):
                         names.append(key.value)
     return names
 

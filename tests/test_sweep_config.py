@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import make_notebook
+from helpers import make_notebook
 
 from nbsweep.errors import SweepConfigError, UsageError
 from nbsweep.notebook.files import read_notebook

@@ -61,8 +61,9 @@ def _agent(tmp_path: Path, script, **options: Any) -> tuple[Agent, ScriptedServe
     settings = AgentOptions(
         poll=0.01, warm_kernels=False, report_to_wandb=False, wandb_dir=tmp_path, **options
     )
-    agent = Agent(server, SweepPath("s1", "p", None), settings, Reporter(out, tty=False),
-                  handle_signals=False)
+    agent = Agent(
+        server, SweepPath("s1", "p", None), settings, Reporter(out, tty=False), handle_signals=False
+    )
     return agent, server, out
 
 

@@ -155,8 +155,10 @@ def test_a_huge_cell_output_goes_to_a_side_file(cli, tmp_path):
     assert result.returncode == 0, result.stderr
     saved = (tmp_path / "out" / "loud.ipynb").read_text()
     assert len(saved) < 1_200_000, "at most 1 Mi characters of a cell's stdout are kept"
-    assert "stdout past 1,048,576 characters is not kept in the notebook; the rest is in " \
+    assert (
+        "stdout past 1,048,576 characters is not kept in the notebook; the rest is in "
         "loud.cell0.stdout.txt" in saved
+    )
     assert "next cell" in saved
     side = (tmp_path / "out" / "loud.cell0.stdout.txt").read_text()
     assert side.endswith("THE END\n")

@@ -26,7 +26,7 @@ ESCAPES = [
     "subprocess.Popen('setsid sleep 779 &', shell=True).wait()",
     # Detaches itself a second after its cell returned.
     "subprocess.Popen([sys.executable, '-c', 'import os, time\\ntime.sleep(1)\\n"
-    "if os.fork() == 0:\\n    os.setsid()\\n    os.execvp(\"sleep\", [\"sleep\", \"780\"])\\n'])",
+    'if os.fork() == 0:\\n    os.setsid()\\n    os.execvp("sleep", ["sleep", "780"])\\n\'])',
     "pathlib.Path(f'daemons-{trial}.flag').touch()\ntime.sleep(2.5)",
 ]
 

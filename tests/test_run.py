@@ -31,6 +31,7 @@ def no_kernel_is_left_by_the_whole_module():
     with no_kernel_left():
         yield
 
+
 pytestmark = pytest.mark.kernel
 
 

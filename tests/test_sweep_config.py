@@ -36,6 +36,7 @@ def check(config, notebook_parameters=None) -> None:
     if problems:
         raise SweepConfigError(problems)
 
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CORPUS = Path(os.environ.get("NBSWEEP_CORPUS") or REPO_ROOT.parent / "shared" / "corpus")
 CORPUS_SWEEPS = CORPUS / "sweeps"

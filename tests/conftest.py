@@ -22,15 +22,16 @@ _unit_layer_breaches: list[str] | None = None  # a list while a unit-layer test 
 
 
 def _starts_a_kernel(argv: object) -> bool:
-    """``python -m ipykernel...``, or ``python -c CODE`` whose code is a kernel launcher:
-    nbsweep's own launcher and fork template keep the name ipykernel_launcher in their code
-    (for ps and pkill). Only the program counts, not later arguments that may look alike."""
+    """``python -m ipykernel...`` or ``-m nbsweep.kernel...`` (a launcher module of nbsweep's
+    own), or ``python -c CODE`` whose code is a kernel launcher: nbsweep's launcher and fork
+    template keep the name ipykernel_launcher in their code (for ps and pkill). Only the
+    program counts, not later arguments that may look alike."""
     if not isinstance(argv, (list, tuple)) or len(argv) < 3:
         return False
     option, program = str(argv[1]), str(argv[2])
-    return (option == "-m" and program.startswith("ipykernel")) or (
-        option == "-c" and "ipykernel" in program
-    )
+    if option == "-m":
+        return program.startswith(("ipykernel", "nbsweep.kernel"))
+    return option == "-c" and "ipykernel" in program
 
 
 def _watch_the_unit_layer(event: str, args: tuple) -> None:

@@ -1,199 +1,123 @@
-"""Shared helpers: build small notebooks, run the real CLI, and read the process table."""
+"""Shared fixtures (the helpers they use live in helpers.py), and the guard that keeps the
+unit layer in-process: a test marked neither ``kernel`` nor ``e2e`` fails if it starts a
+kernel or the W&B-protocol test server."""
 
 from __future__ import annotations
 
 import contextlib
-import os
-import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
-import nbformat
-import psutil
 import pytest
+from helpers import Agent, CliRun, Local, PrivateServer
+from wandb_server import SERVER_STARTS, WandbTestServer
 
-MARKER_ENV = "NBSWEEP_TEST_MARKER"
+# --- the unit layer stays in-process ------------------------------------------------------
 
-
-def make_notebook(
-    cells: Sequence[str | tuple[str, Sequence[str]]],
-    *,
-    kernel: str | None = "python3",
-    minor: int = 5,
-) -> nbformat.NotebookNode:
-    """Code cells from sources; ``(source, tags)`` tags a cell; ``"# md: text"`` is markdown."""
-    nb = nbformat.v4.new_notebook()
-    nb.nbformat_minor = minor
-    for entry in cells:
-        source, tags = (entry, ()) if isinstance(entry, str) else entry
-        if source.startswith("# md:"):
-            cell = nbformat.v4.new_markdown_cell(source[5:].strip())
-        else:
-            cell = nbformat.v4.new_code_cell(source, metadata={"tags": list(tags)} if tags else {})
-        if minor < 5:
-            cell.pop("id", None)
-        nb.cells.append(cell)
-    if kernel:
-        nb.metadata["kernelspec"] = {"name": kernel, "display_name": kernel, "language": "python"}
-    return nb
+OUTSIDE_THE_UNIT_LAYER = ("kernel", "e2e")
+_unit_layer_breaches: list[str] | None = None  # a list while a unit-layer test runs
 
 
-def write_notebook(path: Path, cells, **kwargs) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nbformat.write(make_notebook(cells, **kwargs), path)
-    return path
+def _starts_a_kernel(argv: object) -> bool:
+    """``python -m ipykernel...`` or ``-m nbsweep.kernel...`` (a launcher module of nbsweep's
+    own), or ``python -c CODE`` whose code is a kernel launcher: nbsweep's launcher and fork
+    template keep the name ipykernel_launcher in their code (for ps and pkill). Only the
+    program counts, not later arguments that may look alike."""
+    if not isinstance(argv, (list, tuple)) or len(argv) < 3:
+        return False
+    option, program = str(argv[1]), str(argv[2])
+    if option == "-m":
+        return program.startswith(("ipykernel", "nbsweep.kernel"))
+    return option == "-c" and "ipykernel" in program
 
 
-def marked_processes(marker: str) -> list[psutil.Process]:
-    """Live processes (kernels, their children) that inherited ``MARKER_ENV=marker``."""
-    found = []
-    for process in psutil.process_iter(["pid"]):
-        if process.pid == os.getpid():
-            continue
-        try:
-            if process.environ().get(MARKER_ENV) == marker and process.status() != "zombie":
-                found.append(process)
-        except (psutil.Error, OSError):
-            continue
-    return found
+def _watch_the_unit_layer(event: str, args: tuple) -> None:
+    if _unit_layer_breaches is None:
+        return
+    if event == "subprocess.Popen" and _starts_a_kernel(args[1]):
+        _unit_layer_breaches.append(f"started a kernel: {' '.join(map(str, args[1]))[:200]}")
+    elif event == SERVER_STARTS:
+        _unit_layer_breaches.append(f"started the W&B test server on {args[0]}")
 
 
-def wait_until_gone(marker: str, timeout: float = 5.0) -> list[psutil.Process]:
-    deadline = time.monotonic() + timeout
-    while True:
-        left = marked_processes(marker)
-        if not left or time.monotonic() > deadline:
-            return left
-        time.sleep(0.1)
+# An audit hook cannot be removed: it is added once, and does nothing outside unit tests.
+sys.addaudithook(_watch_the_unit_layer)
 
 
-class CliRun:
-    """Runs ``python -m nbsweep`` in subprocesses marked in their environment, so that the
-    process table shows what they (and their kernels) left behind."""
-
-    def __init__(self, cwd: Path, marker: str | None = None, env: dict | None = None) -> None:
-        self.cwd = cwd
-        self.marker = marker or uuid.uuid4().hex
-        base = os.environ if env is None else env
-        self.env = {**base, MARKER_ENV: self.marker, "PYTHONUNBUFFERED": "1"}
-        self.started: list[subprocess.Popen] = []
-
-    def command(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "nbsweep", *map(str, args)]
-
-    def __call__(self, *args: str, timeout: float = 120, **env: str):
-        return subprocess.run(
-            self.command(*args),
-            cwd=self.cwd,
-            env={**self.env, **env},
-            capture_output=True,
-            text=True,
-            timeout=timeout,
+@pytest.fixture(autouse=True)
+def unit_layer_stays_in_process(request: pytest.FixtureRequest) -> Iterator[None]:
+    """`make test-fast` deselects ``kernel`` and ``e2e``: what it keeps must start no kernel
+    and no server in this process (it runs first, so other fixtures' setup is watched too).
+    Kernels that a CLI subprocess would start are out of this hook's sight."""
+    global _unit_layer_breaches
+    if any(request.node.get_closest_marker(name) for name in OUTSIDE_THE_UNIT_LAYER):
+        yield
+        return
+    _unit_layer_breaches = breaches = []
+    try:
+        yield
+    finally:
+        _unit_layer_breaches = None
+    if breaches:
+        pytest.fail(
+            "a test marked neither kernel nor e2e " + "; ".join(breaches) + ": mark it",
+            pytrace=False,
         )
 
-    def start(self, *args: str, **env: str) -> subprocess.Popen:
-        process = subprocess.Popen(
-            self.command(*args),
-            cwd=self.cwd,
-            env={**self.env, **env},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.started.append(process)
-        return process
 
-    def leftovers(self, timeout: float = 5.0) -> list[psutil.Process]:
-        return wait_until_gone(self.marker, timeout)
-
-    def finish(self, timeout: float = 5.0) -> None:
-        """Reap what ``start`` started (no leaked pipes, even after a failed test), then fail
-        the test if any marked process is still alive."""
-        for process in self.started:
-            if process.poll() is None:
-                process.kill()
-            process.communicate()
-        left = self.leftovers(timeout)
-        for process in left:
-            process.kill()
-        assert not left, f"processes survived the test: {[p.cmdline() for p in left]}"
+# --- processes the test starts ----------------------------------------------------------
 
 
 @pytest.fixture
-def cli(tmp_path: Path) -> CliRun:
+def cli(tmp_path: Path) -> Iterator[CliRun]:
+    """The real CLI in ``tmp_path``, its processes marked for this test."""
     runner = CliRun(tmp_path)
     yield runner
     runner.finish()
 
 
-TEMPLATE = "nbsweep-forker"  # nbsweep.kernel.fork.TEMPLATE_NAME
+@pytest.fixture
+def local(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Local]:
+    """The real CLI in ``tmp_path`` with a local sweep store there (``tmp_path/store.db``),
+    no W&B settings, its processes marked for this test. Skips where the local engine
+    (`nbsweep[local]`) is not installed."""
+    pytest.importorskip(
+        "sweeps", reason="local sweeps need the engine: pip install 'nbsweep[local]'"
+    )
+    runner = Local(tmp_path, f"local-{request.node.name}-{time.time_ns()}")
+    yield runner
+    runner.finish(timeout=10)
 
 
-def kernel_processes(marker: str) -> list[psutil.Process]:
-    """Live kernels and kernel templates that carry ``MARKER_ENV=marker``: only what the
-    caller started (a user's own sweep running beside the suite is never looked at). Every
-    exec'd kernel and template inherits the starting process's environment; a forked
-    kernel's environment is set after its fork, out of /proc's sight, so it shows its
-    template's (and dies with it)."""
-    found = []
-    for process in psutil.process_iter():
-        try:
-            if process.pid == os.getpid() or process.environ().get(MARKER_ENV) != marker:
-                continue
-            is_kernel = process.name() == TEMPLATE or "NBSWEEP_KERNEL_MARK" in process.environ()
-            if is_kernel and process.status() != "zombie":
-                found.append(process)
-        except (psutil.Error, OSError):
-            continue
-    return found
-
-
-@contextlib.contextmanager
-def no_kernel_left(timeout: float = 10.0):
-    """Mark what starts inside the block (this process's own kernels, in-process API calls)
-    with a value of its own, then check the process table for kernels left with it, and
-    kill only those."""
-    marker = f"in-process-{uuid.uuid4().hex}"
-    previous = os.environ.get(MARKER_ENV)
-    os.environ[MARKER_ENV] = marker
-    try:
-        yield marker
-    finally:
-        if previous is None:
-            os.environ.pop(MARKER_ENV, None)
-        else:
-            os.environ[MARKER_ENV] = previous
-    deadline = time.monotonic() + timeout
-    while (left := kernel_processes(marker)) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    survivors = []
-    for process in left:
-        with contextlib.suppress(psutil.Error):
-            survivors.append((process.pid, process.cmdline()))
-            process.kill()
-    assert not left, f"kernels survived: {survivors}"
+@pytest.fixture(params=["sqlite", "postgres"])
+def on_either_store(request: pytest.FixtureRequest, local: Local) -> Local:
+    """``local`` on an SQLite file, then on a PostgreSQL database (a real server)."""
+    if request.param == "postgres":
+        local.env["NBSWEEP_STORE"] = request.getfixturevalue("postgres_url")
+    return local
 
 
 @pytest.fixture
-def server():
+def server() -> Iterator[WandbTestServer]:
     """The W&B-protocol test server on 127.0.0.1 (tests/wandb_server.py)."""
-    from wandb_server import WandbTestServer
-
     with WandbTestServer() as running:
         yield running
 
 
 @pytest.fixture
-def agent(server, tmp_path, request):
+def agent(
+    server: WandbTestServer, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Agent]:
     """``nbsweep agent`` against ``server``, its processes marked for this test."""
-    from test_agent import Agent  # the class lives with the agent's own tests
-
     runner = Agent(server, tmp_path, marker=f"agent-{request.node.name}-{time.time_ns()}")
     yield runner
     runner.finish(timeout=10)
+
+
+# --- PostgreSQL -------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="session")
@@ -207,38 +131,6 @@ def postgres_server(tmp_path_factory):
     server = pgserver.get_server(tmp_path_factory.mktemp("pgdata"), cleanup_mode="stop")
     yield server
     server.cleanup()
-
-
-class PrivateServer:
-    """A PostgreSQL server of one test's own, to stop and start again mid-sweep."""
-
-    def __init__(self, server) -> None:
-        self.server = server
-        self.url = server.get_uri()
-
-    def stop(self) -> None:
-        from pgserver._commands import pg_ctl
-
-        # fast: every session is cut at once, as when a server is restarted under clients.
-        pg_ctl(
-            ["-w", "-m", "fast", "stop"], pgdata=self.server.pgdata, user=self.server.system_user
-        )
-
-    def start(self) -> None:
-        self.server.ensure_postgres_running()
-        assert self.server.get_uri() == self.url  # the same socket: clients find it again
-
-    def terminate_sessions(self, application: str = "nbsweep") -> int:
-        """pg_terminate_backend on every session of ``application``: how many were cut."""
-        import psycopg
-
-        with psycopg.connect(self.url, autocommit=True) as connection:
-            rows = connection.execute(
-                "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity"
-                " WHERE application_name = %s AND pid <> pg_backend_pid()",
-                (application,),
-            ).fetchall()
-        return sum(1 for (cut,) in rows if cut)
 
 
 @pytest.fixture

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import CliRun, write_notebook
-from wandb_server import WandbTestServer, stop_after_rows, wandb_env
+from helpers import executed, run_cmd, user_history, wait_for_file, write_notebook
+from wandb_server import stop_after_rows, wandb_env
 
-pytestmark = pytest.mark.kernel
+pytestmark = [pytest.mark.kernel, pytest.mark.e2e]
 
 PLAIN = [
     "import nbsweep, os",
@@ -36,44 +36,8 @@ BLOG = [
 ]
 
 
-class Agent(CliRun):
-    """`python -m nbsweep agent ...` against the server."""
-
-    def __init__(self, server: WandbTestServer, tmp_path: Path, marker: str) -> None:
-        super().__init__(tmp_path, marker, env=wandb_env(server, tmp_path, project="p"))
-        self.server = server
-
-    def sweep(self, program: str, commands, **config) -> str:
-        sweep_id = self.server.add_sweep(
-            {"program": program, "method": "grid", **config}, project="p"
-        )
-        self.server.script(sweep_id, commands)
-        return sweep_id
-
-    def command(self, sweep_id: str, *args: str) -> list[str]:
-        return super().command(
-            "agent", f"{self.server.entity}/p/{sweep_id}", "--poll", "0.2", "--heartbeat",
-            "0.3", *args,
-        )  # fmt: skip
-
-    def run(self, sweep_id: str, *args: str, timeout: float = 120):
-        return self(sweep_id, *args, timeout=timeout)
-
-
-def run_cmd(run_id: str, **values) -> dict:
-    return {"type": "run", "run_id": run_id, "args": {k: {"value": v} for k, v in values.items()}}
-
-
-def executed(tmp_path: Path, sweep_id: str, run_id: str, name: str) -> nbformat.NotebookNode:
-    return nbformat.read(tmp_path / "nbsweep-runs" / sweep_id / run_id / name, as_version=4)
-
-
 def printed(cell) -> str:
     return "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
-
-
-def user_history(run) -> list[dict]:
-    return [{k: v for k, v in row.items() if not k.startswith("_")} for row in run.history]
 
 
 def test_three_trials_of_a_notebook_that_never_calls_wandb(agent, server, tmp_path):
@@ -168,11 +132,7 @@ def test_stop_mid_trial_then_the_next_trial_runs(agent, server, tmp_path):
 
 
 def _wait_for_trial(process: subprocess.Popen, tmp_path: Path) -> None:
-    deadline = time.monotonic() + 60
-    while not (tmp_path / "started.flag").exists():
-        assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_for_file(tmp_path / "started.flag", process)
 
 
 LONG = [
@@ -198,7 +158,7 @@ def test_signals(agent, server, tmp_path, signals, code, status):
     _wait_for_trial(process, tmp_path)
     for signum in signals:
         process.send_signal(signum)
-        time.sleep(0.3)
+        time.sleep(0.3)  # scenario: signals apart, as a person sends them
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == code, stderr
     assert executed(tmp_path, sweep, "r1", "long.ipynb").metadata.nbsweep["status"] == status
@@ -269,7 +229,7 @@ def test_gpus_interrupted_forwards_the_signal(agent, server, tmp_path):
     sweep = agent.sweep("long.ipynb", [run_cmd("r1", seconds=30.0), run_cmd("r2", seconds=30.0)])
     process = agent.start(sweep, "--workers", "2", "--stop-grace", "1")
     _wait_for_trial(process, tmp_path)
-    time.sleep(1.0)
+    time.sleep(1.0)  # scenario: both workers under way (the second's trial may not have begun)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import write_notebook
+from helpers import write_notebook
 
 from nbsweep.options import AgentOptions
 from nbsweep.sweeping.agent import Agent, AgentFailed
@@ -62,8 +62,9 @@ def _agent(tmp_path: Path, script, **options: Any) -> tuple[Agent, ScriptedServe
     settings = AgentOptions(
         poll=0.01, warm_kernels=False, report_to_wandb=False, wandb_dir=tmp_path, **options
     )
-    agent = Agent(server, SweepPath("s1", "p", None), settings, Reporter(out, tty=False),
-                  handle_signals=False)
+    agent = Agent(
+        server, SweepPath("s1", "p", None), settings, Reporter(out, tty=False), handle_signals=False
+    )
     return agent, server, out
 
 
@@ -109,3 +110,18 @@ def test_interrupt_before_a_trial_takes_none(tmp_path):
     agent.interrupt()
     assert asyncio.run(agent.run()) == 130
     assert server.finished == {}
+
+
+# A secret in the environment (and so redacted wherever it is said).
+TRIAL_SECRET = "s3cr3t" + "k" * 20
+
+
+def test_a_trial_that_cannot_start_says_why_redacted(tmp_path, monkeypatch):
+    # A secret in the message: the value the notebook refuses is the secret itself.
+    monkeypatch.setenv("MY_TOKEN", TRIAL_SECRET)
+    script = [[{"type": "run", "run_id": "a", "args": {TRIAL_SECRET: {"value": 1}}}]]
+    agent, server, out = _agent(tmp_path, script, count=1)
+    assert asyncio.run(agent.run()) == 0
+    error = server.finished["a"].error
+    assert error.startswith("unknown parameter '***'")
+    assert f"warning: run a: {error}" in out.getvalue().splitlines()

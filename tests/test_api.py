@@ -15,7 +15,7 @@ import uuid
 import nbformat
 import psutil
 import pytest
-from conftest import MARKER_ENV, wait_until_gone, write_notebook
+from helpers import MARKER_ENV, wait_until_gone, write_notebook
 
 import nbsweep
 from nbsweep.errors import TrialFailed, TrialStopped

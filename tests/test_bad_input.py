@@ -8,7 +8,7 @@ import signal
 import time
 
 import pytest
-from conftest import write_notebook
+from helpers import write_notebook
 
 NOTEBOOK = [("x = 1", ["parameters"]), "print(x)"]
 
@@ -46,6 +46,7 @@ def test_a_notebook_with_a_byte_order_mark_is_read(cli, tmp_path):
     assert result.stdout.splitlines()[1].split()[:2] == ["x", "1"]
 
 
+@pytest.mark.kernel  # `nbsweep run` starts its kernel while it checks the rest of its input
 def test_bad_bytes_in_sweep_and_parameter_files(cli, tmp_path):
     write_notebook(tmp_path / "nb.ipynb", NOTEBOOK)
     (tmp_path / "bin.yaml").write_bytes(b"program: nb.ipynb\n\xff\xfe\x00garbage")
@@ -69,6 +70,7 @@ x: [*h, *h, *h, *h, *h, *h, *h, *h, *h]
 """
 
 
+@pytest.mark.kernel  # `nbsweep run` starts its kernel while it checks the rest of its input
 def test_a_yaml_alias_bomb_is_refused_at_once(cli, tmp_path):
     write_notebook(tmp_path / "nb.ipynb", NOTEBOOK)
     (tmp_path / "bomb.yaml").write_text(BOMB)
@@ -80,6 +82,7 @@ def test_a_yaml_alias_bomb_is_refused_at_once(cli, tmp_path):
     assert time.monotonic() - started < 10
 
 
+@pytest.mark.kernel  # `nbsweep run` starts its kernel while it checks the rest of its input
 @pytest.mark.parametrize(
     "args,needle",
     [
@@ -152,8 +155,10 @@ def test_a_huge_cell_output_goes_to_a_side_file(cli, tmp_path):
     assert result.returncode == 0, result.stderr
     saved = (tmp_path / "out" / "loud.ipynb").read_text()
     assert len(saved) < 1_200_000, "at most 1 Mi characters of a cell's stdout are kept"
-    assert "stdout past 1,048,576 characters is not kept in the notebook; the rest is in " \
+    assert (
+        "stdout past 1,048,576 characters is not kept in the notebook; the rest is in "
         "loud.cell0.stdout.txt" in saved
+    )
     assert "next cell" in saved
     side = (tmp_path / "out" / "loud.cell0.stdout.txt").read_text()
     assert side.endswith("THE END\n")

@@ -11,7 +11,7 @@ from pathlib import Path
 import nbformat
 import pytest
 import yaml
-from conftest import CliRun, write_notebook
+from helpers import CliRun, write_notebook
 
 import nbsweep
 from nbsweep.errors import SweepConfigError, UsageError
@@ -58,6 +58,7 @@ def _status(cli, sweep_id: str) -> dict:
 # 4: deep nesting
 
 
+@pytest.mark.kernel  # `nbsweep run` starts its kernel while it checks the rest of its input
 def test_deep_values_are_refused_in_one_line_wherever_they_enter(cli, tmp_path):
     write_notebook(tmp_path / "nb.ipynb", NOTEBOOK)
     deep_json = '{"x": ' + _brackets(30_000) + "}"
@@ -121,6 +122,7 @@ def test_an_agent_fails_a_too_deep_trial_and_goes_on(cli, tmp_path):
 
 
 @pytest.mark.kernel
+@pytest.mark.e2e
 def test_an_online_agent_fails_a_too_deep_trial_and_goes_on(tmp_path):
     from wandb_server import WandbTestServer, wandb_env
 
@@ -204,6 +206,7 @@ def test_run_options_lists_every_option_of_nbsweep_run():
 # 7: a dotted name below a scalar
 
 
+@pytest.mark.kernel  # `nbsweep run` starts its kernel while it checks the rest of its input
 def test_a_dotted_name_below_a_scalar_is_unknown(cli, tmp_path):
     write_notebook(tmp_path / "nb.ipynb", NOTEBOOK)
     _one_line_exit_2(
@@ -240,7 +243,7 @@ def test_status_watch_waits_for_a_sweep_no_agent_has_started(cli, tmp_path):
     pytest.importorskip("sweeps", reason="local sweeps need the engine: nbsweep[local]")
     sweep_id = _local_sweep(cli, tmp_path, "method: grid\nparameters:\n  x: {values: [1]}\n")
     watch = cli.start("status", f"local:{sweep_id}", "--store", "store.db", "--watch", "0.2")
-    time.sleep(2)
+    time.sleep(2)  # scenario: ten of its 0.2 s polls with no agent, through which it waits
     assert watch.poll() is None, watch.communicate()
     result = cli("agent", f"local:{sweep_id}", "--store", "store.db", "--no-wandb")
     assert result.returncode == 0, result.stderr

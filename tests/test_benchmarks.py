@@ -10,7 +10,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import MARKER_ENV, wait_until_gone
+from helpers import MARKER_ENV, wait_until_gone
 
 pytest.importorskip("sweeps", reason="local sweeps need the engine: pip install 'nbsweep[local]'")
 

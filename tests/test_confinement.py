@@ -17,7 +17,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import CliRun, write_notebook
+from helpers import CliRun, wait_until, write_notebook
 
 NOTEBOOK = [("x = 1", ["parameters"]), "print(x)"]
 
@@ -45,7 +45,7 @@ def _hostile(run_id: str, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def local(tmp_path, request):
+def confined(tmp_path, request):
     """A CLI in ``tmp_path/work`` with a local sweep store there; anything written in
     ``tmp_path`` beside ``work`` escaped."""
     work = tmp_path / "work"
@@ -57,15 +57,17 @@ def local(tmp_path, request):
 
 
 @pytest.mark.parametrize("run_id", HOSTILE_IDS)
-def test_a_pending_run_with_a_hostile_id_fails_and_writes_nothing_outside(local, tmp_path, run_id):
+def test_a_pending_run_with_a_hostile_id_fails_and_writes_nothing_outside(
+    confined, tmp_path, run_id
+):
     pytest.importorskip("sweeps", reason="local sweeps need the engine: nbsweep[local]")
     run_id = _hostile(run_id, tmp_path)
-    work = local.cwd
+    work = confined.cwd
     write_notebook(work / "nb.ipynb", NOTEBOOK)
     (work / "s.yaml").write_text(
         "program: nb.ipynb\nmethod: grid\nparameters:\n  x: {values: [2]}\n"
     )
-    created = local("sweep", "--local", "s.yaml")
+    created = confined("sweep", "--local", "s.yaml")
     assert created.returncode == 0, created.stderr
     sweep = created.stdout.split()[3]
     with sqlite3.connect(work / "s.db") as db:
@@ -74,18 +76,19 @@ def test_a_pending_run_with_a_hostile_id_fails_and_writes_nothing_outside(local,
             " VALUES (?, ?, 'pending', ?, ?, '{}')",
             (run_id, sweep, json.dumps({"x": 5}), time.time()),
         )
-    result = local("agent", f"local:{sweep}", "--count", "1", "--no-warm-kernels", "--no-wandb")
+    result = confined("agent", f"local:{sweep}", "--count", "1", "--no-warm-kernels", "--no-wandb")
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr, result.stderr
     assert f"run id {run_id!r} is not an id W&B accepts" in result.stderr, result.stderr
     assert sorted(path.name for path in tmp_path.iterdir()) == ["work"], "nothing escaped"
     written = _files(work) - {"nb.ipynb", "s.yaml", "s.db"}
     assert not [name for name in written if name.endswith(".ipynb")], written
-    status = json.loads(local("status", f"local:{sweep}", "--json").stdout)
+    status = json.loads(confined("status", f"local:{sweep}", "--json").stdout)
     [run] = [run for run in status["runs"] if run["run_id"] == run_id]
     assert run["state"] == "failed" and "is not an id W&B accepts" in run["error"], run
 
 
+@pytest.mark.kernel  # `nbsweep run` starts its kernel while it checks the rest of its input
 @pytest.mark.parametrize(
     "variables",
     [
@@ -96,18 +99,19 @@ def test_a_pending_run_with_a_hostile_id_fails_and_writes_nothing_outside(local,
     ],
     ids=["run-dotdot", "run-absolute", "sweep-absolute", "both-dotdot"],
 )
-def test_nbsweep_run_refuses_hostile_ids_from_the_environment(local, tmp_path, variables):
-    work = local.cwd
+def test_nbsweep_run_refuses_hostile_ids_from_the_environment(confined, tmp_path, variables):
+    work = confined.cwd
     write_notebook(work / "nb.ipynb", NOTEBOOK)
     env = {name: _hostile(value, tmp_path) for name, value in variables.items()}
     # Offline, so that the code before the fix went on to write instead of waiting on W&B.
-    result = local("run", "nb.ipynb", WANDB_MODE="offline", **env)
+    result = confined("run", "nb.ipynb", WANDB_MODE="offline", **env)
     _one_line(result, 2, "is not an id W&B accepts")
     assert sorted(path.name for path in tmp_path.iterdir()) == ["work"], "nothing escaped"
     assert _files(work) == {"nb.ipynb"}, "nothing written at all"
 
 
 @pytest.mark.kernel
+@pytest.mark.e2e
 def test_a_wandb_server_handing_out_a_hostile_id(tmp_path, request):
     from wandb_server import WandbTestServer, wandb_env
 
@@ -168,6 +172,7 @@ def test_an_output_that_is_a_device_is_written_to_not_replaced(cli, tmp_path, ar
     assert not [name for name in _files(tmp_path) if name.startswith(".")], "no temp file left"
 
 
+@pytest.mark.kernel  # `nbsweep run` starts its kernel while it checks the rest of its input
 @pytest.mark.parametrize(
     "args,fifo,option",
     [
@@ -242,7 +247,14 @@ READERS = {
 }
 
 
-@pytest.mark.parametrize("reader", READERS)
+# `nbsweep run` of the good notebook starts its kernel while it reads the bad file.
+@pytest.mark.parametrize(
+    "reader",
+    [
+        pytest.param(name, marks=pytest.mark.kernel) if argv[:2] == ["run", "nb.ipynb"] else name
+        for name, (argv, _) in READERS.items()
+    ],
+)
 @pytest.mark.parametrize("kind,what", [("fifo", "a FIFO"), ("zero", "a device")])
 def test_inputs_that_are_devices_or_fifos_are_one_line(cli, tmp_path, kind, what, reader):
     write_notebook(tmp_path / "nb.ipynb", NOTEBOOK)
@@ -253,6 +265,7 @@ def test_inputs_that_are_devices_or_fifos_are_one_line(cli, tmp_path, kind, what
     _one_line(_capped(cli, *args, **env), 2, f"{names} is {what}, not a regular file")
 
 
+@pytest.mark.kernel  # `nbsweep run` starts its kernel while it checks the rest of its input
 def test_a_yaml_file_over_the_limit_is_refused_without_reading_it_all(cli, tmp_path):
     write_notebook(tmp_path / "nb.ipynb", NOTEBOOK)
     with open(tmp_path / "big.yaml", "wb") as file:
@@ -270,10 +283,8 @@ SLOW_HTML = [("lines = 20_000", ["parameters"]), "print('\\x1b[31mred\\x1b[0m li
 def test_sigterm_while_the_html_is_written_ends_with_143(cli, tmp_path):
     write_notebook(tmp_path / "nb.ipynb", SLOW_HTML)
     process = cli.start("run", "nb.ipynb", "-o", "out.ipynb", "--html")
-    deadline = time.monotonic() + 60
-    while not (tmp_path / "out.ipynb").exists() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert (tmp_path / "out.ipynb").exists(), "the notebook was saved"
+    saved = tmp_path / "out.ipynb"
+    wait_until(saved.exists, interval=0.02, what="the notebook saved", alive=[process])
     assert not (tmp_path / "out.html").exists(), "the HTML export is still running"
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=60)

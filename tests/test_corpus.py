@@ -26,6 +26,7 @@ from pathlib import Path
 import nbformat
 import psutil
 import pytest
+from helpers import MARKER_ENV, describe, wait_until_gone
 from nbformat import NotebookNode
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -41,7 +42,6 @@ if not MANIFEST.is_file():
 
 pytestmark = pytest.mark.corpus
 
-MARKER_ENV = "NBSWEEP_TEST_MARKER"
 INJECTED_TAG = "injected-parameters"
 STALE_TAGS = {INJECTED_TAG, "papermill-error-cell-tag"}
 PYTHON_TRACEBACK = "Traceback (most recent call last):"
@@ -50,48 +50,13 @@ PYTHON_TRACEBACK = "Traceback (most recent call last):"
 # --- leftover kernels -------------------------------------------------------------------
 
 
-def marked_processes(marker: str) -> list[psutil.Process]:
-    """Live processes whose environment holds ``MARKER_ENV=marker`` (nbsweep and its kernels)."""
-    found = []
-    for process in psutil.process_iter():
-        if process.pid == os.getpid():
-            continue
-        with contextlib.suppress(psutil.Error, OSError):
-            if (
-                process.environ().get(MARKER_ENV) == marker
-                and process.status() != psutil.STATUS_ZOMBIE
-            ):
-                found.append(process)
-    return found
-
-
-def survivors(marker: str, wait: float = 3.0) -> list[psutil.Process]:
-    """The marked processes still alive after waiting up to ``wait`` seconds for them to go."""
-    deadline = time.monotonic() + wait
-    while True:
-        left = marked_processes(marker)
-        if not left or time.monotonic() >= deadline:
-            return left
-        time.sleep(0.1)
-
-
-def describe(processes: list[psutil.Process]) -> list[str]:
-    described = []
-    for process in processes:
-        try:
-            described.append(f"{process.pid}: {' '.join(process.cmdline())}")
-        except psutil.Error:
-            described.append(str(process.pid))
-    return described
-
-
 @pytest.fixture
 def kernel_marker():
     """A unique marker for the environment of the processes a test starts; at the end no
     process carrying it may be alive (the kernel inherits nbsweep's environment)."""
     marker = uuid.uuid4().hex
     yield marker
-    left = survivors(marker)
+    left = wait_until_gone(marker, timeout=3.0)
     for process in left:
         with contextlib.suppress(psutil.Error):
             process.kill()
@@ -106,10 +71,10 @@ def test_marker_guard_sees_marked_processes():
         env={**os.environ, MARKER_ENV: marker},
     ) as child:
         try:
-            assert [p.pid for p in survivors(marker, wait=0)] == [child.pid]
+            assert [p.pid for p in wait_until_gone(marker, timeout=0)] == [child.pid]
         finally:
             child.kill()
-    assert survivors(marker) == []
+    assert wait_until_gone(marker, timeout=3.0) == []
 
 
 # --- running the CLI ----------------------------------------------------------------------
@@ -671,6 +636,7 @@ def assert_usage_error(run: Run, *fragments: str) -> str:
     return errors[0]
 
 
+@pytest.mark.kernel  # `nbsweep run` starts its kernel while it checks the rest of its input
 @pytest.mark.parametrize(
     ("file", "args"),
     [

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import CliRun, write_notebook
+from helpers import CliRun, write_notebook
 
 from nbsweep.sweeping.configs.parameter_rules import GRID_DISTRIBUTIONS
 from nbsweep.sweeping.configs.validation import validate

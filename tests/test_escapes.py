@@ -5,11 +5,12 @@ process table, after `nbsweep run`, after each agent trial, and after SIGTERM of
 
 from __future__ import annotations
 
+import contextlib
 import signal
-import time
 
+import psutil
 import pytest
-from conftest import CliRun, write_notebook
+from helpers import wait_for_file, wait_until, write_notebook
 
 pytestmark = pytest.mark.kernel
 
@@ -25,7 +26,7 @@ ESCAPES = [
     "subprocess.Popen('setsid sleep 779 &', shell=True).wait()",
     # Detaches itself a second after its cell returned.
     "subprocess.Popen([sys.executable, '-c', 'import os, time\\ntime.sleep(1)\\n"
-    "if os.fork() == 0:\\n    os.setsid()\\n    os.execvp(\"sleep\", [\"sleep\", \"780\"])\\n'])",
+    'if os.fork() == 0:\\n    os.setsid()\\n    os.execvp("sleep", ["sleep", "780"])\\n\'])',
     "pathlib.Path(f'daemons-{trial}.flag').touch()\ntime.sleep(2.5)",
 ]
 
@@ -35,15 +36,6 @@ def test_nbsweep_run_leaves_no_daemon(cli, tmp_path):
     result = cli("run", "escape.ipynb", "-o", "out.ipynb")
     assert result.returncode == 0, result.stderr
     assert not cli.leftovers(timeout=3), [p.cmdline() for p in cli.leftovers(0)]
-
-
-@pytest.fixture
-def local(tmp_path, request):
-    pytest.importorskip("sweeps", reason="local sweeps need the engine: nbsweep[local]")
-    runner = CliRun(tmp_path, f"escapes-{request.node.name}-{time.time_ns()}")
-    runner.env["NBSWEEP_STORE"] = str(tmp_path / "s.db")
-    yield runner
-    runner.finish(timeout=10)
 
 
 def _local_sweep(local, tmp_path, trials: int) -> str:
@@ -57,18 +49,17 @@ def _local_sweep(local, tmp_path, trials: int) -> str:
     return created.stdout.split()[3]
 
 
-def _wait_for(process, flag) -> None:
-    """Until the trial has started its daemons (``flag``), the agent still running."""
-    deadline = time.monotonic() + 120
-    while not flag.exists():
-        assert process.poll() is None and time.monotonic() < deadline
-        time.sleep(0.05)
+def _late_detacher(local) -> bool:
+    """The trial's last escape has forked and exec'd its ``sleep 780``."""
+    with contextlib.suppress(psutil.Error):
+        return any(p.cmdline() == ["sleep", "780"] for p in local.leftovers(0))
+    return False
 
 
 def test_each_agent_trial_leaves_no_daemon(local, tmp_path):
     sweep = _local_sweep(local, tmp_path, 2)
     process = local.start("agent", f"local:{sweep}", "--no-wandb")
-    _wait_for(process, tmp_path / "daemons-1.flag")
+    wait_for_file(tmp_path / "daemons-1.flag", process, timeout=120)
     # The second trial runs: the first trial's daemons must be gone already.
     sleepers = [p for p in local.leftovers(0) if p.name() == "sleep"]
     assert len(sleepers) <= 4, [p.cmdline() for p in sleepers]
@@ -80,8 +71,8 @@ def test_each_agent_trial_leaves_no_daemon(local, tmp_path):
 def test_sigterm_of_the_agent_leaves_no_daemon(local, tmp_path):
     sweep = _local_sweep(local, tmp_path, 1)
     process = local.start("agent", f"local:{sweep}", "--no-wandb")
-    _wait_for(process, tmp_path / "daemons-0.flag")
-    time.sleep(1.2)  # the late detacher has detached
+    wait_for_file(tmp_path / "daemons-0.flag", process, timeout=120)
+    wait_until(lambda: _late_detacher(local), 10, what="the late detacher", alive=[process])
     process.send_signal(signal.SIGTERM)
     process.communicate(timeout=60)
     assert process.returncode == 130, process.returncode

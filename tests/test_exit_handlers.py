@@ -8,12 +8,10 @@ table (the fixtures' ``finish``)."""
 from __future__ import annotations
 
 import struct
-import time
 from pathlib import Path
 
 import pytest
-from conftest import write_notebook
-from test_agent import run_cmd
+from helpers import run_cmd, write_notebook
 
 pytestmark = pytest.mark.kernel
 
@@ -33,16 +31,6 @@ EXIT_WORK = [
 ]
 UNCLOSED = "log = open(f'unclosed-{x}.txt', 'w')\nlog.write('x' * 100)"
 TEMPLATE = "nbsweep-forker"  # nbsweep.kernel.fork.TEMPLATE_NAME
-
-
-@pytest.fixture
-def local(tmp_path, request):
-    pytest.importorskip("sweeps", reason="local sweeps need the engine: nbsweep[local]")
-    from test_local_sweeps import Local  # it skips its module where the engine is missing
-
-    runner = Local(tmp_path, f"exit-{request.node.name}-{time.time_ns()}")
-    yield runner
-    runner.finish(timeout=10)
 
 
 def assert_exit_work_done(folder: Path, xs: list[int], parent: str | None, unclosed: bool):
@@ -183,6 +171,7 @@ def test_the_notebooks_own_offline_run_holds_the_executed_notebook(local, tmp_pa
     [NEVER_FINISHED, NEVER_FINISHED_NO_AGENT, FINISHED_BY_ITSELF],
     ids=["wandb.agent", "train()", "itself"],
 )
+@pytest.mark.e2e
 def test_the_notebooks_own_online_run_gets_the_executed_notebook(agent, server, tmp_path, cells):
     write_notebook(tmp_path / "nb.ipynb", cells)
     commands = [run_cmd("r1", depth=2), run_cmd("r2", depth=3), {"type": "exit"}]

@@ -4,10 +4,7 @@ serve, kernels start as fresh interpreters and the agent says why once."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
-from test_local_sweeps import Local
 
 from nbsweep.kernel.fork import TEMPLATE_NAME
 
@@ -33,13 +30,6 @@ ISOLATION = [
     f"             'preloaded': {_in_template('_multiarray_umath')}, 'blas_threads': blas[0],\n"
     "             'cores': len(os.sched_getaffinity(0))})",
 ]
-
-
-@pytest.fixture
-def local(tmp_path, request):
-    runner = Local(tmp_path, f"fork-{request.node.name}-{time.time_ns()}")
-    yield runner
-    runner.finish(timeout=10)
 
 
 def _trials(local, *options: str, **env: str) -> tuple[list[dict], str]:

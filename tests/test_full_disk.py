@@ -10,7 +10,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import CliRun, write_notebook
+from helpers import CliRun, write_notebook
 
 pytestmark = pytest.mark.kernel
 

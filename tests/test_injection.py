@@ -4,7 +4,7 @@ import math
 
 import nbformat
 import pytest
-from conftest import make_notebook
+from helpers import make_notebook
 
 from nbsweep.errors import NotebookError, ParameterError
 from nbsweep.notebook.injection import clean, nest, parameterize

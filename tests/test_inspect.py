@@ -1,7 +1,7 @@
 import json
 
 import yaml
-from conftest import write_notebook
+from helpers import write_notebook
 
 
 def test_table_json_and_template(cli, tmp_path):

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import make_notebook, write_notebook
+from helpers import fake_installers, make_notebook, write_notebook
 from IPython.core.inputtransformer2 import TransformerManager
-from test_wandb_way import fake_installers
 
 from nbsweep.notebook.install_cells import (
     MARK,

@@ -323,3 +323,14 @@ def test_plot_refuses_other_files_and_missing_folders(tmp_path):
 def test_leaderboard_reads_attributes_only():
     source = Path(leaderboard.__file__).read_text(encoding="utf-8")
     assert "local_store" not in source and "import matplotlib" not in source.split("def ")[0]
+
+
+def test_the_leaderboard_says_why_under_the_table_and_in_json():
+    runs = [Run("good", summary={"val_loss": 1.0}), Run("bad", State.FAILED)]
+    runs[1].error = "cell 2: ValueError: bad lr"  # the store's RunRecord has it
+    lines = leaderboard.table(sweep_on(), runs).splitlines()
+    # Right under the table's rows; the totals and the best run stay last.
+    assert lines[4] == "run bad failed: cell 2: ValueError: bad lr"
+    assert lines[5].startswith("2 runs: ") and lines[6].startswith("best: good")
+    shown = {run["run_id"]: run["error"] for run in leaderboard.as_json(sweep_on(), runs)["runs"]}
+    assert shown == {"good": None, "bad": "cell 2: ValueError: bad lr"}

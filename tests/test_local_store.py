@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import wait_until
 
 from nbsweep.errors import UsageError
 from nbsweep.local.store import (
@@ -217,7 +218,7 @@ def test_a_silent_run_crashes_after_the_heartbeat_grace(store, me):
     sweep_id = store.create_sweep({"method": "grid"})
     quiet = store.hand_out(sweep_id, elsewhere, walk(GRID))
     beating = store.hand_out(sweep_id, elsewhere, walk(GRID))
-    time.sleep(0.3)
+    time.sleep(0.3)  # scenario: the quiet run's heartbeat grace (0.2 s) lapses
     assert store.heartbeat(beating.run_id, beating.agent)
     assert store.reap(sweep_id, heartbeat_grace=0.2) == [quiet.run_id]
     states = [r.state for r in store.runs(sweep_id)]
@@ -238,7 +239,7 @@ def test_the_reaper_leaves_a_run_that_beat_since_it_looked(store, me):
     run = store.hand_out(sweep_id, me, walk(GRID))
     with store._transaction("DEFERRED") as db:
         as_read = db.execute("SELECT * FROM runs WHERE run_id = ?", (run.run_id,)).fetchone()
-    time.sleep(0.01)
+    time.sleep(0.01)  # scenario: the heartbeat lands after the reaper's read
     assert store.heartbeat(run.run_id, me)
     with store._transaction():
         assert not store._end_lost_run(as_read, time.time(), requeue=True)
@@ -546,16 +547,15 @@ def test_the_servers_writer_drops_the_rows_of_a_run_no_longer_its(location):
         [command] = server.heartbeat("agent", {})
         run_id = command["run_id"]
         server.record_metric(run_id, MetricRecord(0, {"loss": 1.0}, "nbsweep"))
-        deadline = time.monotonic() + 10
-        while not store.runs(sweep_id, with_history=True)[0].history:  # written by the writer
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        wait_until(  # written by the writer
+            lambda: store.runs(sweep_id, with_history=True)[0].history, 10, interval=0.01
+        )
         assert store.reap(sweep_id, requeue_crashed=True, heartbeat_grace=1e-9) == [run_id]
         writes = []
         real = store.log_metrics
         store.log_metrics = lambda *args: writes.append(args) or real(*args)  # a spy
         server.record_metric(run_id, MetricRecord(1, {"loss": 0.5}, "nbsweep"))
-        time.sleep(0.5)
+        time.sleep(0.5)  # scenario: time for a spinning writer to try again, and again
         assert len(writes) == 1, "refused once, then dropped: the writer does not spin"
         assert server.heartbeat("agent", {run_id: True}) == [{"type": "stop", "run_id": run_id}]
         assert store.runs(sweep_id, with_history=True)[0].history == []  # requeued: fresh

@@ -10,11 +10,10 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from conftest import CliRun, write_notebook
+from helpers import ROOT, SLEEPS_THE_FIRST_TIME, wait_for_file, write_notebook
 
 import nbsweep
 
@@ -22,58 +21,10 @@ pytest.importorskip("sweeps", reason="local sweeps need the engine: pip install 
 
 pytestmark = pytest.mark.kernel
 
-ROOT = Path(__file__).parent.parent
-
 TRIVIAL = [
     ("x = 0\ny = 0", ["parameters"]),
     "import nbsweep\nnbsweep.log({'score': x * 10 + y})",
 ]
-
-
-class Local(CliRun):
-    """`python -m nbsweep ...` in tmp_path with its own store and no W&B settings."""
-
-    def __init__(self, tmp_path: Path, marker: str) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-        super().__init__(tmp_path, marker, env=env)
-        self.store = tmp_path / "store.db"
-        self.env.update(
-            NBSWEEP_STORE=str(self.store),
-            WANDB_SILENT="true",
-            WANDB_ERROR_REPORTING="false",
-            WANDB__DISABLE_STATS="true",
-            HOME=str(tmp_path),
-        )
-
-    def __call__(self, *args: str, timeout: float = 240, **env: str):
-        return super().__call__(*args, timeout=timeout, **env)
-
-    def sweep(self, yaml_text: str, notebook: list) -> str:
-        write_notebook(self.cwd / "nb.ipynb", notebook)
-        (self.cwd / "sweep.yaml").write_text("program: nb.ipynb\n" + yaml_text)
-        result = self("sweep", "--local", "sweep.yaml")
-        assert result.returncode == 0, result.stderr
-        return result.stdout.split()[3]
-
-    def status(self, sweep_id: str) -> dict:
-        result = self("status", f"local:{sweep_id}", "--json")
-        assert result.returncode == 0, result.stderr
-        return json.loads(result.stdout)
-
-
-@pytest.fixture
-def local(tmp_path, request):
-    runner = Local(tmp_path, f"local-{request.node.name}-{time.time_ns()}")
-    yield runner
-    runner.finish(timeout=10)
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def on_either_store(request, local):
-    """``local`` on an SQLite file, then on a PostgreSQL database (a real server)."""
-    if request.param == "postgres":
-        local.env["NBSWEEP_STORE"] = request.getfixturevalue("postgres_url")
-    return local
 
 
 def grid(xs: int, ys: int) -> str:
@@ -120,26 +71,17 @@ def test_metric_target_ends_the_sweep(on_either_store):
     assert status["state"] == "finished"
 
 
-LONG = [
-    ("seconds = 60", ["parameters"]),
-    # Sleeps only the first time it runs: a requeued run then finishes at once.
-    "import pathlib, time\nflag = pathlib.Path('started.flag')\nfirst = not flag.exists()\n"
-    "flag.touch()\ntime.sleep(seconds if first else 0)",
-]
-
-
 def _kill_agent_mid_trial(local, sweep_id: str) -> None:
     victim = local.start("agent", f"local:{sweep_id}", "--no-wandb")
-    deadline = time.monotonic() + 60
-    while not (local.cwd / "started.flag").exists():
-        assert victim.poll() is None and time.monotonic() < deadline, victim.communicate()
-        time.sleep(0.05)
+    wait_for_file(local.cwd / "started.flag", victim)
     victim.send_signal(signal.SIGKILL)
     victim.communicate()
 
 
 def test_an_agent_killed_mid_trial_leaves_a_crashed_run(local):
-    sweep_id = local.sweep("method: grid\nparameters:\n  seconds: {values: [60, 0]}\n", LONG)
+    sweep_id = local.sweep(
+        "method: grid\nparameters:\n  seconds: {values: [60, 0]}\n", SLEEPS_THE_FIRST_TIME
+    )
     _kill_agent_mid_trial(local, sweep_id)
     runs = local.status(sweep_id)["runs"]
     assert [run["state"] for run in runs] == ["crashed"], "status reaps the dead agent's run"
@@ -151,7 +93,9 @@ def test_an_agent_killed_mid_trial_leaves_a_crashed_run(local):
 
 
 def test_requeue_crashed_runs_a_dead_agents_run_again(local):
-    sweep_id = local.sweep("method: grid\nparameters:\n  seconds: {values: [60]}\n", LONG)
+    sweep_id = local.sweep(
+        "method: grid\nparameters:\n  seconds: {values: [60]}\n", SLEEPS_THE_FIRST_TIME
+    )
     _kill_agent_mid_trial(local, sweep_id)
     result = local("agent", f"local:{sweep_id}", "--no-wandb", "--requeue-crashed")
     assert result.returncode == 0, result.stderr

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import nbformat
-from conftest import make_notebook
+from helpers import make_notebook
 
 from nbsweep.notebook.wandb_way import analyse, sweep_parameter_names
 

@@ -1,5 +1,5 @@
 import pytest
-from conftest import make_notebook
+from helpers import make_notebook
 
 from nbsweep.errors import NotebookError
 from nbsweep.notebook.parameters import (

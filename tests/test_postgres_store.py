@@ -14,7 +14,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from test_local_sweeps import LONG, ROOT, Local
+from helpers import ROOT, SLEEPS_THE_FIRST_TIME, Local, PrivateServer, wait_for_file
 
 from nbsweep.errors import StoreUnreachable
 from nbsweep.local.database import (
@@ -34,15 +34,15 @@ TRIVIAL = [("x = 0", ["parameters"]), "import nbsweep\nnbsweep.log({'score': x})
 
 
 @pytest.fixture
-def local(tmp_path, request, postgres_url):
-    runner = Local(tmp_path, f"pg-{request.node.name}-{time.time_ns()}")
-    runner.env["NBSWEEP_STORE"] = postgres_url
-    runner.url = postgres_url
-    yield runner
-    runner.finish(timeout=10)
+def on_postgres(postgres_url: str, local: Local) -> Local:
+    """``local`` on a fresh database of the session's PostgreSQL server (``.url``)."""
+    local.env["NBSWEEP_STORE"] = postgres_url
+    local.url = postgres_url
+    return local
 
 
-def test_agents_share_a_sweep_through_postgresql(local):
+def test_agents_share_a_sweep_through_postgresql(on_postgres):
+    local = on_postgres
     grid = "method: grid\nmetric: {name: score, goal: maximize}\nparameters:\n"
     sweep_id = local.sweep(grid + "  x: {values: [0, 1, 2, 3, 4, 5]}\n", TRIVIAL)
     assert not (local.cwd / ".nbsweep").exists(), "nothing went to an SQLite file"
@@ -55,7 +55,8 @@ def test_agents_share_a_sweep_through_postgresql(local):
     assert cancel.returncode == 0 and local.status(sweep_id)["state"] == "canceled"
 
 
-def test_the_store_url_is_shown_without_its_password(local):
+def test_the_store_url_is_shown_without_its_password(on_postgres):
+    local = on_postgres
     url = local.url.replace("postgres:@", "postgres:hunter2@", 1)
     wrong_db = url.replace("/t_", "/missing_t_", 1)
     result = local("status", NBSWEEP_STORE=wrong_db)
@@ -163,19 +164,12 @@ STEPS = [
 
 
 @pytest.fixture
-def own(tmp_path, request, private_postgres):
-    runner = Local(tmp_path, f"pgown-{request.node.name}-{time.time_ns()}")
-    runner.env["NBSWEEP_STORE"] = private_postgres.url
-    runner.server = private_postgres
-    yield runner
-    runner.finish(timeout=10)
-
-
-def _wait_for(path, process, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while not path.exists():
-        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
-        time.sleep(0.05)
+def own(private_postgres: PrivateServer, local: Local) -> Local:
+    """``local`` on a PostgreSQL server of this test's own (``.server``), to cut, stop and
+    restart; its agents are finished before that server goes."""
+    local.env["NBSWEEP_STORE"] = private_postgres.url
+    local.server = private_postgres
+    return local
 
 
 def _history(url: str, sweep_id: str) -> dict[int, list[float]]:
@@ -192,8 +186,8 @@ def _losses(steps: int) -> list[float]:
 def test_a_connection_cut_mid_trial_is_reopened_and_the_trial_recorded(own):
     sweep_id = own.sweep("method: grid\nparameters:\n  steps: {values: [6, 2]}\n", STEPS)
     agent = own.start("agent", f"local:{sweep_id}", "--no-wandb")
-    _wait_for(own.cwd / "started.flag", agent)
-    time.sleep(1.2)  # a heartbeat or two has written history
+    wait_for_file(own.cwd / "started.flag", agent)
+    time.sleep(1.2)  # scenario: mid-trial, a heartbeat or two has written history
     assert own.server.terminate_sessions() == 1  # the agent's one connection
     _, err = agent.communicate(timeout=120)
     assert agent.returncode == 0, err[-3000:]
@@ -205,10 +199,10 @@ def test_a_connection_cut_mid_trial_is_reopened_and_the_trial_recorded(own):
 def test_the_server_restarted_mid_sweep_loses_nothing(own):
     sweep_id = own.sweep("method: grid\nparameters:\n  steps: {values: [6, 2, 1]}\n", STEPS)
     agent = own.start("agent", f"local:{sweep_id}", "--no-wandb")
-    _wait_for(own.cwd / "started.flag", agent)
-    time.sleep(0.8)
+    wait_for_file(own.cwd / "started.flag", agent)
+    time.sleep(0.8)  # scenario: mid-trial, with history written
     own.server.stop()
-    time.sleep(2.5)  # heartbeats fail meanwhile; the trial goes on
+    time.sleep(2.5)  # scenario: the server stays away; heartbeats fail, the trial goes on
     assert agent.poll() is None
     own.server.start()
     _, err = agent.communicate(timeout=120)
@@ -222,7 +216,7 @@ def test_a_store_that_stays_away_ends_the_agent_in_one_line_after_the_trial(own)
     agent = own.start(
         "agent", f"local:{sweep_id}", "--no-wandb", NBSWEEP_STORE_RECONNECT_TIMEOUT="2"
     )
-    _wait_for(own.cwd / "started.flag", agent)
+    wait_for_file(own.cwd / "started.flag", agent)
     own.server.stop()
     _, err = agent.communicate(timeout=120)
     assert agent.returncode == 1, err[-3000:]
@@ -236,11 +230,13 @@ def test_a_store_that_stays_away_ends_the_agent_in_one_line_after_the_trial(own)
 
 
 def test_sigterm_while_the_store_is_away_stops_the_agent_at_once(own):
-    sweep_id = own.sweep("method: grid\nparameters:\n  seconds: {values: [60]}\n", LONG)
+    sweep_id = own.sweep(
+        "method: grid\nparameters:\n  seconds: {values: [60]}\n", SLEEPS_THE_FIRST_TIME
+    )
     agent = own.start("agent", f"local:{sweep_id}", "--no-wandb", "--stop-grace", "1")
-    _wait_for(own.cwd / "started.flag", agent)
+    wait_for_file(own.cwd / "started.flag", agent)
     own.server.stop()
-    time.sleep(1.5)  # a heartbeat now waits for the server (for up to 120 s)
+    time.sleep(1.5)  # scenario: a heartbeat now waits for the server (for up to 120 s)
     signalled = time.monotonic()
     agent.send_signal(signal.SIGTERM)
     _, err = agent.communicate(timeout=60)
@@ -255,9 +251,11 @@ def test_sigterm_while_the_store_is_away_stops_the_agent_at_once(own):
 
 
 def test_a_killed_agents_run_is_reaped_after_its_heartbeat_timeout_and_requeued(own):
-    sweep_id = own.sweep("method: grid\nparameters:\n  seconds: {values: [60, 0]}\n", LONG)
+    sweep_id = own.sweep(
+        "method: grid\nparameters:\n  seconds: {values: [60, 0]}\n", SLEEPS_THE_FIRST_TIME
+    )
     victim = own.start("agent", f"local:{sweep_id}", "--no-wandb", NBSWEEP_AGENT_NAME="node-b")
-    _wait_for(own.cwd / "started.flag", victim)
+    wait_for_file(own.cwd / "started.flag", victim)
     victim.send_signal(signal.SIGKILL)
     killed_at = time.monotonic()
     victim.communicate()
@@ -269,6 +267,7 @@ def test_a_killed_agents_run_is_reaped_after_its_heartbeat_timeout_and_requeued(
     too_short = own("agent", f"local:{sweep_id}", "--heartbeat-timeout", "2")
     assert too_short.returncode == 2 and "too short" in too_short.stderr
     assert too_short.stderr.count("\n") == 1, too_short.stderr
+    # scenario: the killed agent's heartbeat lapses (the timeout below is 4 s)
     time.sleep(max(0.0, killed_at + 4.5 - time.monotonic()))
     result = own(
         "agent",
@@ -288,7 +287,8 @@ def test_a_killed_agents_run_is_reaped_after_its_heartbeat_timeout_and_requeued(
         assert {run.agent.host for run in store.runs(sweep_id)} == {"node-a"}
 
 
-def test_bayes_run_cap_is_exact_while_status_reads(local):
+def test_bayes_run_cap_is_exact_while_status_reads(on_postgres):
+    local = on_postgres
     sweep_id = local.sweep(
         "method: bayes\nmetric: {name: score, goal: minimize}\nrun_cap: 12\nparameters:\n"
         "  x: {min: 0.0, max: 1.0}\n",
@@ -300,7 +300,7 @@ def test_bayes_run_cap_is_exact_while_status_reads(local):
         status = local.status(sweep_id)  # exits 0 with consistent totals, or fails here
         assert sum(status["totals"].values()) == len(status["runs"]) <= 12
         seen.append(status["totals"].get("finished", 0))
-        time.sleep(0.2)
+        time.sleep(0.2)  # scenario: status reads again and again while the agents run
     _, err = agents.communicate()
     assert agents.returncode == 0, err[-3000:]
     assert len(seen) >= 2 and seen == sorted(seen), seen  # read while they wrote
@@ -309,7 +309,8 @@ def test_bayes_run_cap_is_exact_while_status_reads(local):
     assert len({run["values"]["x"] for run in status["runs"]}) == 12
 
 
-def test_the_slurm_example_runs_an_agent_on_the_postgresql_store(local):
+def test_the_slurm_example_runs_an_agent_on_the_postgresql_store(on_postgres):
+    local = on_postgres
     sweep_id = local.sweep("method: grid\nparameters:\n  x: {values: [3, 4]}\n", TRIVIAL)
     script = str(ROOT / "examples" / "slurm_array.sh")
     env = {

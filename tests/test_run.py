@@ -13,7 +13,14 @@ import click
 import nbformat
 import psutil
 import pytest
-from conftest import marked_processes, no_kernel_left, wait_until_gone, write_notebook
+from helpers import (
+    marked_processes,
+    no_kernel_left,
+    wait_for_file,
+    wait_until,
+    wait_until_gone,
+    write_notebook,
+)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -23,6 +30,7 @@ def no_kernel_is_left_by_the_whole_module():
     by their own mark, ``CliRun.finish``)."""
     with no_kernel_left():
         yield
+
 
 pytestmark = pytest.mark.kernel
 
@@ -319,13 +327,10 @@ def test_kernel_children_are_cleaned_up(cli, tmp_path):
 
 
 def _wait_for_output(process, path: Path, needle: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"exited early: {process.communicate()}")
-        if any(needle in (p.cmdline() or [""])[-1] for p in marked_processes(path.name)):
-            return
-        time.sleep(0.1)
+    def printed() -> bool:
+        return any(needle in (p.cmdline() or [""])[-1] for p in marked_processes(path.name))
+
+    wait_until(printed, timeout, interval=0.1, what=repr(needle), alive=[process])
 
 
 def _start_long_trial(cli, tmp_path):
@@ -339,11 +344,7 @@ def _start_long_trial(cli, tmp_path):
         ],
     )
     process = cli.start("run", nb, "-o", "out.ipynb", "--stop-grace", "3")
-    deadline = time.monotonic() + 60
-    while not flag.exists():
-        assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_for_file(flag, process)
     return process
 
 
@@ -370,12 +371,9 @@ def test_second_signal_kills_at_once(cli, tmp_path):
         ],
     )
     process = cli.start("run", nb, "-o", "out.ipynb", "--stop-grace", "120")
-    deadline = time.monotonic() + 60
-    while not nb_flag.exists():
-        assert process.poll() is None and time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_for_file(nb_flag, process)
     process.send_signal(signal.SIGINT)
-    time.sleep(0.5)
+    time.sleep(0.5)  # scenario: a second Ctrl-C, apart from the first
     started = time.monotonic()
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=30)
@@ -385,7 +383,7 @@ def test_second_signal_kills_at_once(cli, tmp_path):
 
 
 def test_sigkill_of_nbsweep_takes_the_kernel_with_it(tmp_path):
-    from conftest import CliRun
+    from helpers import CliRun
 
     runner = CliRun(tmp_path)
     process = _start_long_trial(runner, tmp_path)
@@ -482,6 +480,7 @@ def test_a_kernel_started_before_its_trial_is_known(tmp_path):
     assert not psutil.pid_exists(kernel.pid) or psutil.Process(kernel.pid).status() == "zombie"
 
 
+@pytest.mark.e2e
 def test_values_and_folders_under_wandb_agent(cli, tmp_path):
     nb = write_notebook(
         tmp_path / "nb.ipynb",

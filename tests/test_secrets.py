@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import CliRun, write_notebook
+from helpers import CliRun, Local, write_notebook
 
 pytestmark = pytest.mark.kernel
 
@@ -120,8 +120,6 @@ def test_a_kernel_that_prints_a_secret_as_it_dies_is_reported_redacted(cli, tmp_
 
 def test_a_local_sweeps_store_and_offline_run_get_no_secret(tmp_path, request):
     pytest.importorskip("sweeps", reason="local sweeps need the engine: nbsweep[local]")
-    from test_local_sweeps import Local
-
     local = Local(tmp_path, f"secrets-{request.node.name}-{time.time_ns()}")
     try:
         sweep_id = local.sweep(

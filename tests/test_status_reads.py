@@ -9,7 +9,7 @@ import subprocess
 import time
 
 import pytest
-from test_local_sweeps import Local
+from helpers import wait_for_file
 
 pytest.importorskip("sweeps", reason="local sweeps need the engine: nbsweep[local]")
 pytestmark = pytest.mark.kernel
@@ -21,22 +21,14 @@ LOGS_THEN_HANGS = [
 ]
 
 
-@pytest.fixture
-def local(tmp_path, request):
-    runner = Local(tmp_path, f"status-{request.node.name}-{time.time_ns()}")
-    yield runner
-    runner.finish(timeout=10)
-
-
 def test_a_killed_agents_run_shows_what_it_recorded(local, tmp_path):
     sweep = local.sweep("method: grid\nmetric: {name: score, goal: maximize}\n"
                         "parameters:\n  x: {values: [5]}\n", LOGS_THEN_HANGS)  # fmt: skip
     victim = local.start("agent", f"local:{sweep}", "--no-wandb")
-    deadline = time.monotonic() + 60
-    while not (tmp_path / "started.flag").exists():
-        assert victim.poll() is None and time.monotonic() < deadline
-        time.sleep(0.05)
-    time.sleep(0.3)  # the channel is read every 50 ms
+    wait_for_file(tmp_path / "started.flag", victim)
+    # scenario: the rows logged before the flag reach the store (the agent reads the trial's
+    # channel every 50 ms); polling `nbsweep status` for them would take longer than this.
+    time.sleep(0.3)
     victim.send_signal(signal.SIGKILL)
     victim.communicate()
     (run,) = local.status(sweep)["runs"]

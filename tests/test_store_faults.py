@@ -7,13 +7,12 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import nbformat
 import pytest
-from test_local_sweeps import Local
+from helpers import Local, wait_for_file
 
 from nbsweep.local.store import Store
 
@@ -26,22 +25,6 @@ SLEEPS = [
     ("seconds = 0", ["parameters"]),
     "import pathlib, time\npathlib.Path(f'started-{seconds}.flag').touch()\ntime.sleep(seconds)",
 ]
-
-
-@pytest.fixture
-def local(tmp_path, request):
-    runner = Local(tmp_path, f"faults-{request.node.name}-{time.time_ns()}")
-    yield runner
-    runner.finish(timeout=10)
-
-
-def _wait_for(path: Path, *agents: subprocess.Popen, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        for agent in agents:
-            assert agent.poll() is None, agent.communicate()
-        assert time.monotonic() < deadline, f"{path.name} never appeared"
-        time.sleep(0.05)
 
 
 def _delete(store: Path) -> None:
@@ -70,7 +53,7 @@ def _break_mid_trial(local: Local, fault: Callable[[], None]) -> str:
     agent's last line, once checked that it is the only one about the store."""
     sweep_id = local.sweep("method: grid\nparameters:\n  seconds: {values: [3, 4, 5]}\n", SLEEPS)
     agent = local.start("agent", f"local:{sweep_id}", "--no-wandb")
-    _wait_for(local.cwd / "started-3.flag", agent)
+    wait_for_file(local.cwd / "started-3.flag", agent)
     fault()
     _, err = agent.communicate(timeout=120)
     assert agent.returncode == 1 and "Traceback" not in err, err[-3000:]
@@ -158,7 +141,7 @@ def test_an_agent_whose_clock_is_ahead_takes_no_live_run(local, where, request):
     # --requeue-crashed: a run the skewed agent wrongly reaped, it would also take.
     options = ["--no-wandb", "--requeue-crashed"]
     punctual = local.start("agent", f"local:{sweep_id}", *options, *names[0])
-    _wait_for(local.cwd / "started-12.flag", punctual)
+    wait_for_file(local.cwd / "started-12.flag", punctual)
     local.started.append(
         ahead := subprocess.Popen(
             [FAKETIME, *SKEW, *local.command("agent", f"local:{sweep_id}", *options, *names[1])],

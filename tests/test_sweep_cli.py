@@ -9,7 +9,7 @@ import sys
 
 import pytest
 import yaml
-from conftest import write_notebook
+from helpers import fake_installers, write_notebook
 from wandb_server import wandb_env
 
 NOTEBOOK = [("lr = 0.1\nepochs = 3\nopt = {'beta1': 0.9}", ["parameters"]), "print(lr)"]
@@ -26,6 +26,7 @@ def nbsweep(tmp_path, *args, env=None):
     )
 
 
+@pytest.mark.e2e
 def test_creates_the_sweep_with_the_nbsweep_command(server, tmp_path):
     write_notebook(tmp_path / "nb.ipynb", NOTEBOOK)
     (tmp_path / "sweep.yaml").write_text(
@@ -45,6 +46,7 @@ def test_creates_the_sweep_with_the_nbsweep_command(server, tmp_path):
     assert "parameters.lr.min: '1e-5' read as 1e-05" in result.stderr
 
 
+@pytest.mark.e2e
 def test_a_users_command_is_kept_and_dry_run_creates_nothing(server, tmp_path):
     write_notebook(tmp_path / "nb.ipynb", NOTEBOOK)
     (tmp_path / "sweep.yaml").write_text(
@@ -127,6 +129,7 @@ TUTORIAL_SHAPE = [
 ]
 
 
+@pytest.mark.e2e
 def test_a_sweep_from_the_notebook_itself(server, tmp_path):
     write_notebook(tmp_path / "tutorial.ipynb", TUTORIAL_SHAPE)
     env = wandb_env(server, tmp_path, WANDB_PROJECT=None)
@@ -181,8 +184,6 @@ def test_run_needs_local(tmp_path):
 @pytest.mark.kernel
 def test_one_command_from_a_notebook_to_results(tmp_path):
     pytest.importorskip("sweeps", reason="local sweeps need the engine: nbsweep[local]")
-    from test_wandb_way import fake_installers
-
     write_notebook(tmp_path / "tutorial.ipynb", TUTORIAL_SHAPE)
     folder, marker = fake_installers(tmp_path)
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}

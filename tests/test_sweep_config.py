@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import make_notebook
+from helpers import make_notebook
 
 from nbsweep.errors import SweepConfigError, UsageError
 from nbsweep.notebook.files import read_notebook
@@ -31,6 +31,7 @@ def check(config, notebook_parameters=None) -> None:
     problems = validate(config, notebook_parameters)
     if problems:
         raise SweepConfigError(problems)
+
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CORPUS = Path(os.environ.get("NBSWEEP_CORPUS") or REPO_ROOT.parent / "shared" / "corpus")

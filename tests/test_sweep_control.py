@@ -7,16 +7,17 @@ import time
 
 import nbformat
 import pytest
-from test_local_sweeps import Local
+from helpers import wait_for_file, wait_until
 
 pytest.importorskip("sweeps", reason="local sweeps need the engine: pip install 'nbsweep[local]'")
 
 pytestmark = pytest.mark.kernel
 
-# Each trial says it started, then sleeps: long enough to be caught running.
+# Each trial says it started (and leaves started-<x>.flag), then sleeps: long enough to be
+# caught running.
 SLOW = [
     ("x = 0\nseconds = 0.0", ["parameters"]),
-    "print('started', x, flush=True)",
+    "import pathlib\nprint('started', x, flush=True)\npathlib.Path(f'started-{x}.flag').touch()",
     "import time\ntime.sleep(seconds)\nimport nbsweep\nnbsweep.log({'score': x})",
 ]
 
@@ -30,27 +31,11 @@ FIRST_IS_SLOW = [
 ]
 
 
-@pytest.fixture
-def local(tmp_path, request):
-    runner = Local(tmp_path, f"control-{request.node.name}-{time.time_ns()}")
-    yield runner
-    runner.finish(timeout=10)
-
-
 def _grid(xs: int, seconds: float) -> str:
     return (
         "method: grid\nparameters:\n"
         f"  x: {{values: {list(range(xs))}}}\n  seconds: {{value: {seconds}}}\n"
     )
-
-
-def _wait_for(predicate, timeout: float = 60.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _states(local, sweep_id: str) -> list[str]:
@@ -63,7 +48,7 @@ def test_pause_holds_agents_and_resume_lets_them_go_on(local):
     assert paused.returncode == 0 and "paused" in paused.stdout, paused.stderr
     assert local.status(sweep_id)["state"] == "paused"
     agent = local.start("agent", f"local:{sweep_id}", "--no-wandb", "--poll", "0.3")
-    time.sleep(3)
+    time.sleep(1.5)  # scenario: five of its 0.3 s polls, through which a paused sweep waits
     assert agent.poll() is None, "a paused sweep's agent waits, it does not exit"
     assert _states(local, sweep_id) == []
     assert "(paused)" in local("status", sweep_id).stdout
@@ -75,7 +60,9 @@ def test_pause_holds_agents_and_resume_lets_them_go_on(local):
 def test_stop_lets_the_running_trial_finish_and_starts_no_more(local):
     sweep_id = local.sweep(_grid(3, 3.0), SLOW)
     agent = local.start("agent", f"local:{sweep_id}", "--no-wandb")
-    _wait_for(lambda: _states(local, sweep_id) == ["running"], what="the first trial")
+    wait_until(
+        lambda: _states(local, sweep_id) == ["running"], interval=0.2, what="the first trial"
+    )
     stopped = local("sweep", "--stop", sweep_id)
     assert stopped.returncode == 0, stopped.stderr
     assert agent.wait(120) == 0
@@ -86,8 +73,7 @@ def test_stop_lets_the_running_trial_finish_and_starts_no_more(local):
 def test_cancel_stops_running_trials_and_keeps_their_notebooks(local):
     sweep_id = local.sweep(_grid(3, 120.0), SLOW)
     agent = local.start("agent", f"local:{sweep_id}", "--no-wandb", "--stop-grace", "2")
-    _wait_for(lambda: _states(local, sweep_id) == ["running"], what="the first trial")
-    time.sleep(1.5)  # into its sleep
+    wait_for_file(local.cwd / "started-0.flag", agent)  # into its sleep
     started = time.monotonic()
     canceled = local("sweep", "--cancel", sweep_id)
     assert canceled.returncode == 0 and "stopping 1 running run" in canceled.stdout
@@ -107,7 +93,9 @@ def test_cancel_stops_running_trials_and_keeps_their_notebooks(local):
 def test_stop_run_stops_one_run_and_the_sweep_goes_on(local):
     sweep_id = local.sweep(_grid(3, 60.0), FIRST_IS_SLOW)
     agent = local.start("agent", f"local:{sweep_id}", "--no-wandb", "--stop-grace", "2")
-    _wait_for(lambda: _states(local, sweep_id) == ["running"], what="the first trial")
+    wait_until(
+        lambda: _states(local, sweep_id) == ["running"], interval=0.2, what="the first trial"
+    )
     run_id = local.status(sweep_id)["runs"][0]["run_id"]
     result = local("sweep", sweep_id, "--stop-run", run_id)
     assert result.returncode == 0 and f"run {run_id}: stop requested" in result.stdout

@@ -8,7 +8,7 @@ import time
 
 import click
 import pytest
-from conftest import CliRun, write_notebook
+from helpers import CliRun, Local, write_notebook
 
 from nbsweep.cli.agent import agent
 from nbsweep.cli.options import AgentOption, handed_on
@@ -69,8 +69,6 @@ def test_an_agents_option_without_run_is_a_usage_error(tmp_path):
 @pytest.mark.kernel
 def test_trial_timeout_bounds_a_trial_of_sweep_run(tmp_path, request):
     pytest.importorskip("sweeps", reason="local sweeps need the engine: nbsweep[local]")
-    from test_local_sweeps import Local
-
     local = Local(tmp_path, f"sweep-run-{request.node.name}-{time.time_ns()}")
     try:
         (tmp_path / "s.yaml").write_text(

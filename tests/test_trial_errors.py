@@ -5,14 +5,13 @@ summary; secrets redacted in each."""
 from __future__ import annotations
 
 import sqlite3
-import time
 from pathlib import Path
 
 import pytest
-from conftest import write_notebook
+from helpers import CliRun, run_cmd, write_notebook
+from wandb_server import DUMMY_API_KEY
 
 from nbsweep.kernel.executor import CellFailure
-from nbsweep.local import leaderboard
 from nbsweep.local.store import SCHEMA_VERSION, AgentIdentity, RunState, Store
 from nbsweep.trial.metrics import Metrics
 from nbsweep.trial.result import ERROR_LENGTH, TrialResult
@@ -63,34 +62,6 @@ def test_other_endings():
     )
     refused = result("failed", "could-not-start", start_error="unknown parameter 'lrr'")
     assert refused.error == "unknown parameter 'lrr'"
-
-
-def test_a_trial_that_cannot_start_says_why_redacted(tmp_path, monkeypatch):
-    import asyncio
-
-    from test_agent_loop import _agent
-
-    # A secret in the message: the value the notebook refuses is the secret itself.
-    monkeypatch.setenv("MY_TOKEN", SECRET)
-    script = [[{"type": "run", "run_id": "a", "args": {SECRET: {"value": 1}}}]]
-    agent, server, out = _agent(tmp_path, script, count=1)
-    assert asyncio.run(agent.run()) == 0
-    error = server.finished["a"].error
-    assert error.startswith("unknown parameter '***'")
-    assert f"warning: run a: {error}" in out.getvalue().splitlines()
-
-
-def test_the_leaderboard_says_why_under_the_table_and_in_json():
-    from test_leaderboard import Run, State, sweep_on
-
-    runs = [Run("good", summary={"val_loss": 1.0}), Run("bad", State.FAILED)]
-    runs[1].error = "cell 2: ValueError: bad lr"  # the store's RunRecord has it
-    lines = leaderboard.table(sweep_on(), runs).splitlines()
-    # Right under the table's rows; the totals and the best run stay last.
-    assert lines[4] == "run bad failed: cell 2: ValueError: bad lr"
-    assert lines[5].startswith("2 runs: ") and lines[6].startswith("best: good")
-    shown = {run["run_id"]: run["error"] for run in leaderboard.as_json(sweep_on(), runs)["runs"]}
-    assert shown == {"good": None, "bad": "cell 2: ValueError: bad lr"}
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -149,20 +120,9 @@ def _execute(location: str, *statements: str) -> list:
 # Through the real CLI: agents, kernels, the store, `nbsweep status`.
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def local(request, tmp_path):
-    pytest.importorskip("sweeps", reason="local sweeps need the engine: nbsweep[local]")
-    from test_local_sweeps import Local
-
-    runner = Local(tmp_path, f"errors-{request.node.name}-{time.time_ns()}")
-    if request.param == "postgres":
-        runner.env["NBSWEEP_STORE"] = request.getfixturevalue("postgres_url")
-    yield runner
-    runner.finish(timeout=10)
-
-
 @pytest.mark.kernel
-def test_a_local_sweep_says_why_its_trial_failed_everywhere(local):
+def test_a_local_sweep_says_why_its_trial_failed_everywhere(on_either_store):
+    local = on_either_store
     grid = "method: grid\nmetric: {name: loss, goal: minimize}\nparameters:\n"
     sweep_id = local.sweep(grid + "  lr: {values: [0.5]}\n", FAILING)
     agent = local("agent", f"local:{sweep_id}", "--no-wandb", WANDB_API_KEY=SECRET)
@@ -181,8 +141,6 @@ def test_a_local_sweep_says_why_its_trial_failed_everywhere(local):
 
 @pytest.mark.kernel
 def test_nbsweep_run_words_it_the_same(tmp_path):
-    from conftest import CliRun
-
     write_notebook(tmp_path / "nb.ipynb", FAILING)
     cli = CliRun(tmp_path)
     try:
@@ -197,23 +155,15 @@ def test_nbsweep_run_words_it_the_same(tmp_path):
 
 @pytest.mark.kernel
 @pytest.mark.e2e
-def test_the_wandb_runs_summary_says_why(tmp_path, request):
-    from test_agent import Agent, run_cmd
-    from wandb_server import DUMMY_API_KEY, WandbTestServer
-
+def test_the_wandb_runs_summary_says_why(agent, server, tmp_path):
     # The agent's W&B key is the secret here: the notebook puts it in its message.
     said = SAID.replace("bad lr 0.5", "bad lr 0.3")
-    with WandbTestServer() as server:
-        agent = Agent(server, tmp_path, marker=f"agent-{request.node.name}-{time.time_ns()}")
-        try:
-            write_notebook(tmp_path / "train.ipynb", FAILING)
-            sweep = agent.sweep("train.ipynb", [run_cmd("r1", lr=0.3), {"type": "exit"}])
-            ran = agent.run(sweep)
-        finally:
-            agent.finish(timeout=10)
-        assert ran.returncode == 0, ran.stderr[-3000:]
-        assert f"s: {said}: nbsweep-runs/" in ran.stderr
-        run = server.runs["r1"]
-        assert run.exitcode == 1 and run.summary["nbsweep/status"] == "failed"
-        assert run.summary["nbsweep/error"] == said
-        assert DUMMY_API_KEY not in str(run.summary) + ran.stderr
+    write_notebook(tmp_path / "train.ipynb", FAILING)
+    sweep = agent.sweep("train.ipynb", [run_cmd("r1", lr=0.3), {"type": "exit"}])
+    ran = agent.run(sweep)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    assert f"s: {said}: nbsweep-runs/" in ran.stderr
+    run = server.runs["r1"]
+    assert run.exitcode == 1 and run.summary["nbsweep/status"] == "failed"
+    assert run.summary["nbsweep/error"] == said
+    assert DUMMY_API_KEY not in str(run.summary) + ran.stderr

@@ -62,6 +62,7 @@ def test_credentials(tmp_path):
         Credentials.from_environment({"HOME": str(tmp_path / "nowhere")})
 
 
+@pytest.mark.e2e
 def test_create_lookup_register_and_heartbeat(server):
     service = service_for(server)
     path = service.create_sweep(
@@ -79,6 +80,7 @@ def test_create_lookup_register_and_heartbeat(server):
     assert server.agents[agent_id].host == "host1"
 
 
+@pytest.mark.e2e
 def test_5xx_is_retried_then_given_up(server):
     retried: list[str] = []
     service = service_for(server, on_retry=retried.append)
@@ -91,6 +93,7 @@ def test_5xx_is_retried_then_given_up(server):
         service.create_agent(path, "h")
 
 
+@pytest.mark.e2e
 def test_4xx_is_final_and_404_means_gone(server):
     service = service_for(server)
     stopped = server.add_sweep({"method": "grid"}, project="p", state="FINISHED")
@@ -101,6 +104,7 @@ def test_4xx_is_final_and_404_means_gone(server):
         service.sweep(SweepPath("nope", "p", server.entity))
 
 
+@pytest.mark.e2e
 def test_unreachable_server_is_retried(server):
     url = server.url
     server.stop()

@@ -7,17 +7,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
-from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import write_notebook
-from test_agent import executed, run_cmd, user_history
+from helpers import ROOT, executed, fake_installers, run_cmd, user_history, write_notebook
 
 pytestmark = pytest.mark.kernel
 
-ROOT = Path(__file__).parent.parent
 TUTORIAL = ROOT / "notebooks" / "wandb_tutorial.ipynb"
 VALUES = {
     "r1": {"optimizer": "adam", "hidden_units": 16, "learning_rate": 0.02, "batch_size": 64,
@@ -25,19 +21,6 @@ VALUES = {
     "r2": {"optimizer": "sgd", "hidden_units": 32, "learning_rate": 0.001, "batch_size": 128,
            "epochs": 2},
 }  # fmt: skip
-
-
-def fake_installers(tmp_path: Path) -> tuple[str, Path]:
-    """A PATH whose pip, pip3 and conda only leave a marker: proof an install line ran, and
-    no trial ever reaches a package index."""
-    folder = tmp_path / "fake-bin"
-    folder.mkdir()
-    marker = tmp_path / "installer-ran"
-    for name in ("pip", "pip3", "conda", "mamba"):
-        script = folder / name
-        script.write_text(f"#!/bin/sh\necho \"$0 $*\" >> {marker}\n")
-        script.chmod(0o755)
-    return str(folder), marker
 
 
 def with_path_first(env: dict, folder: str) -> None:
@@ -65,6 +48,7 @@ def expected_losses(values: dict) -> list[float]:
     return losses
 
 
+@pytest.mark.e2e
 def test_the_tutorial_runs_unchanged_under_the_online_agent(agent, server, tmp_path):
     shutil.copy(TUTORIAL, tmp_path / "tutorial.ipynb")
     folder, marker = fake_installers(tmp_path)
@@ -104,6 +88,7 @@ FAILING = [
 ]
 
 
+@pytest.mark.e2e
 def test_a_failing_train_fails_the_trial_with_the_notebook_saved(agent, server, tmp_path):
     write_notebook(tmp_path / "failing.ipynb", FAILING)
     sweep = agent.sweep("failing.ipynb", [run_cmd("r1", depth=2), {"type": "exit"}])
@@ -128,6 +113,7 @@ AFTER_AGENT = [
 ]
 
 
+@pytest.mark.e2e
 def test_cells_after_wandb_agent_run_and_train_runs_once(agent, server, tmp_path):
     write_notebook(tmp_path / "after.ipynb", AFTER_AGENT)
     sweep = agent.sweep("after.ipynb", [run_cmd("r1", x=4), {"type": "exit"}])
@@ -136,16 +122,6 @@ def test_cells_after_wandb_agent_run_and_train_runs_once(agent, server, tmp_path
     saved = executed(tmp_path, sweep, "r1", "after.ipynb")
     assert "calls 1" in "".join(o.get("text", "") for o in saved.cells[3].outputs)
     assert user_history(server.runs["r1"]) == [{"score": 8}]
-
-
-@pytest.fixture
-def local(tmp_path, request):
-    pytest.importorskip("sweeps", reason="local sweeps need the engine: nbsweep[local]")
-    from test_local_sweeps import Local  # it skips its module where the engine is missing
-
-    runner = Local(tmp_path, f"wway-local-{request.node.name}-{time.time_ns()}")
-    yield runner
-    runner.finish(timeout=10)
 
 
 BLOG_WANDB_LOG_ONLY = [

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import make_notebook, write_notebook
+from helpers import executed, make_notebook, run_cmd, user_history, write_notebook
 
 from nbsweep.notebook.injection import parameterize
 from nbsweep.notebook.wandb_way import analyse
@@ -27,16 +27,6 @@ GRID = (
     "}"
 )
 SWEEP = "sweep_id = wandb.sweep(sweep_config, project='shapes')"
-
-
-@pytest.fixture
-def local(tmp_path, request):
-    pytest.importorskip("sweeps", reason="local sweeps need the engine: nbsweep[local]")
-    from test_local_sweeps import Local
-
-    runner = Local(tmp_path, f"shapes-{request.node.name}-{time.time_ns()}")
-    yield runner
-    runner.finish(timeout=10)
 
 
 def run_own_sweep(local, cells: list, *options: str) -> tuple[str, dict, str]:
@@ -315,8 +305,8 @@ UNCLOSED = [
 
 
 @pytest.mark.kernel
+@pytest.mark.e2e
 def test_the_sweep_functions_run_is_finished_when_it_returns_or_raises(agent, server, tmp_path):
-    from test_agent import executed, run_cmd, user_history
 
     write_notebook(tmp_path / "nb.ipynb", UNCLOSED)
     sweep = agent.sweep(

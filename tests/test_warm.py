@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import make_notebook, marked_processes, write_notebook
+from helpers import make_notebook, marked_processes, wait_for_file, wait_until, write_notebook
 
 from nbsweep.errors import UsageError
 from nbsweep.kernel.fork import TEMPLATE_NAME
@@ -200,16 +200,6 @@ def warm_sweep(local, tmp_path):
     return new_sweep
 
 
-@pytest.fixture
-def local(tmp_path, request):
-    pytest.importorskip("sweeps", reason="local sweeps need the engine: nbsweep[local]")
-    from test_local_sweeps import Local
-
-    runner = Local(tmp_path, f"warm-{request.node.name}-{time.time_ns()}")
-    yield runner
-    runner.finish(timeout=10)
-
-
 def summaries(local, sweep_id: str) -> list[dict]:
     runs = local.status(sweep_id)["runs"]
     assert [run["state"] for run in runs] == ["finished"] * 4, runs
@@ -244,7 +234,6 @@ SLOW = [("seconds = 60", ["parameters"]), "import time\ntime.sleep(seconds)"]
 
 
 def wait_for_kernels(local, agent: subprocess.Popen, count: int) -> None:
-    deadline = time.monotonic() + 60
     def kernels() -> list:
         # Not the agent, nor the template that forks kernels.
         return [
@@ -253,10 +242,7 @@ def wait_for_kernels(local, agent: subprocess.Popen, count: int) -> None:
             if p.pid != agent.pid and p.name() != TEMPLATE_NAME
         ]
 
-    while len(kernels()) < count:
-        assert agent.poll() is None, agent.communicate()
-        assert time.monotonic() < deadline, "the warm kernel never started"
-        time.sleep(0.05)
+    wait_until(lambda: len(kernels()) >= count, what="the warm kernel", alive=[agent])
 
 
 @pytest.mark.kernel
@@ -271,7 +257,7 @@ def test_the_idle_warm_kernel_goes_with_the_agent(local, signals):
     wait_for_kernels(local, agent, 2)  # the trial's kernel and the next trial's
     for signum in signals:
         agent.send_signal(signum)
-        time.sleep(0.3)
+        time.sleep(0.3)  # scenario: signals apart, as a person sends them
     agent.communicate(timeout=60)
     assert not local.leftovers(timeout=10), "no kernel survives the agent"
     if signals[0] != signal.SIGKILL:
@@ -308,10 +294,7 @@ def test_a_signal_while_the_next_kernel_preloads_ends_the_agent(local, tmp_path)
         ["import slow_mod", ("x = 0", ["parameters"]), "print(x)"],
     )
     agent = local.start("agent", f"local:{sweep_id}", "--no-wandb")
-    deadline = time.monotonic() + 60
-    while not (tmp_path / "importing.flag").exists():
-        assert agent.poll() is None and time.monotonic() < deadline, agent.communicate()
-        time.sleep(0.05)
+    wait_for_file(tmp_path / "importing.flag", agent)
     started = time.monotonic()
     agent.send_signal(signal.SIGTERM)
     agent.communicate(timeout=30)

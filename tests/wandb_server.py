@@ -689,6 +689,8 @@ class WandbTestServer:
 
 # --------------------------------------------------------------------------- HTTP plumbing
 
+SERVER_STARTS = "nbsweep.tests.server_starts"  # the audit event a test server raises on bind
+
 
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = False  # so that server_close() joins the handler threads
@@ -699,6 +701,10 @@ class _HTTPServer(ThreadingHTTPServer):
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
         super().__init__(address, handler)
+
+    def server_bind(self) -> None:
+        sys.audit(SERVER_STARTS, self.server_address)  # conftest keeps unit tests off servers
+        super().server_bind()
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self._connections_lock:

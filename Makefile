@@ -34,9 +34,10 @@ test: lint
 	$(BIN)/python -m pytest -n 2; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests"; status=0; fi; exit $$status
 
-# Unit tests only (in-process, no kernel, no server): under 30 s. `make test` runs them all.
+# Unit tests only (in-process, no kernel, no server), on two workers.
+# `make test` runs them all.
 test-fast: lint
-	$(BIN)/python -m pytest -m "not kernel and not e2e and not slow" -q; status=$$?; \
+	$(BIN)/python -m pytest -n 2 -m "not kernel and not e2e and not slow" -q; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests"; status=0; fi; exit $$status
 
 clean:

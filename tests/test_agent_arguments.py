@@ -10,7 +10,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import MARKER_ENV, wait_until_gone, write_notebook
+from helpers import MARKER_ENV, wait_until_gone, write_notebook
 
 import nbsweep
 from nbsweep import api

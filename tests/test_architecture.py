@@ -61,3 +61,36 @@ def test_import_nbsweep_loads_neither_the_api_nor_wandb_nor_nbclient():
     loaded = set(json.loads(output))
     assert "nbsweep" in loaded
     assert not loaded & {"nbsweep.api", "wandb", "nbclient"}
+
+
+LONGEST_FUNCTION = 60
+ROOMS_OF_SHORT_FUNCTIONS = ("kernel", "trial", "sweeping")
+
+
+def long_functions(root: Path, limit: int) -> list[str]:
+    """Every function (methods and nested functions too) under ``root`` longer than
+    ``limit`` lines, counted from its ``def`` to its last line, docstring included."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = (node.end_lineno or node.lineno) - node.lineno + 1
+                if length > limit:
+                    found.append(f"{path.relative_to(root)}:{node.lineno} {node.name} {length}")
+    return found
+
+
+def test_no_function_in_the_trial_path_is_long():
+    """Issue 21's rule for the rooms a trial runs through: no function over 60 lines."""
+    long = [
+        f"{room}/{line}"
+        for room in ROOMS_OF_SHORT_FUNCTIONS
+        for line in long_functions(PACKAGE / room, LONGEST_FUNCTION)
+    ]
+    assert long == []
+
+
+def test_the_length_check_counts_nested_functions_and_methods(tmp_path):
+    body = "\n".join(f"        x{i} = {i}" for i in range(61))
+    (tmp_path / "m.py").write_text(f"class C:\n    def method(self):\n{body}\n")
+    assert long_functions(tmp_path, LONGEST_FUNCTION) == ["m.py:2 method 62"]

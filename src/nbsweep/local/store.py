@@ -348,7 +348,7 @@ class Store:
         """Append history rows; a row already written (same ``n``) is skipped. Like
         ``finish``, a run the reaper marked crashed takes its holder's rows."""
         with self._transaction("HOLDER") as db:
-            if not self._touch(run_id, agent, ("running", "crashed")):
+            if not self._touch(run_id, agent, (RunState.running, RunState.crashed)):
                 return False
             db.execute_many(
                 "INSERT INTO history (run_id, step, logged_at, metrics, n)"
@@ -482,7 +482,7 @@ class Store:
             " AND state IN ('running', 'pending') ORDER BY seq",
             (sweep_id,),
         ).fetchall():
-            if row["state"] == "pending":
+            if row["state"] == RunState.pending:
                 lost = bool(row["stop_requested"])  # never to be run
             elif (agent := _agent_from_row(row)) is not None and agent.host == here:
                 # This machine's agent: its process says for sure where a heartbeat only
@@ -519,13 +519,13 @@ class Store:
         )
 
     def _touch(
-        self, run_id: str, agent: AgentIdentity, states: tuple[str, ...] = ("running",)
+        self, run_id: str, agent: AgentIdentity, states: tuple[RunState, ...] = (RunState.running,)
     ) -> bool:
         placeholders = ", ".join("?" for _ in states)
         changed = self._db.execute(
             f"UPDATE runs SET heartbeat_at = {self._db.now} WHERE run_id = ?"
             f" AND state IN ({placeholders}) AND {_HELD_BY}",
-            (run_id, *states, *_holder(agent)),
+            (run_id, *(state.value for state in states), *_holder(agent)),
         ).rowcount
         if not changed:
             self._require_run(run_id)

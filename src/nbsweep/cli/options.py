@@ -86,6 +86,69 @@ gpus_option = click.option(
 )
 
 
+_EXECUTION_OPTIONS: list[Decorator] = [
+    _option(
+        "--kernel",
+        metavar="NAME",
+        help="Kernel to use instead of the notebook's "
+        "kernelspec (python3 means the interpreter running nbsweep).",
+    ),
+    _option(
+        "--cwd",
+        type=click.Path(file_okay=False, path_type=Path),
+        help="Working directory of the kernel. Default: the notebook's folder.",
+    ),
+    _option(
+        "--timeout",
+        "cell_timeout",
+        type=Seconds(min=0, min_open=True),
+        metavar="SECONDS",
+        help="Stop a cell that runs longer (interrupt, then kill). Default: no limit.",
+    ),
+    _option(
+        "--trial-timeout",
+        type=Seconds(min=0, min_open=True),
+        metavar="SECONDS",
+        help="Stop the notebook after this long. Default: no limit.",
+    ),
+    _option(
+        "--run-install-cells",
+        is_flag=True,
+        help="Run install lines (!pip install, %pip install, %conda install ...) in "
+        "trials. Default: skip them, saying so once.",
+    ),
+    _option(
+        "--stop-grace",
+        type=Seconds(min=0),
+        default=10.0,
+        show_default=True,
+        metavar="SECONDS",
+        help="After interrupting a stopped or timed-out cell, wait this long "
+        "before killing the kernel.",
+    ),
+    config_var_option,
+    sweep_function_option,
+    _option(
+        "--allow-unknown",
+        is_flag=True,
+        help="Inject names the notebook does not define instead of failing.",
+    ),
+    _option(
+        "--metric",
+        "metrics",
+        multiple=True,
+        metavar="NAME",
+        help="Report this variable's final value as a metric (repeatable).",
+    ),
+    _option(
+        "--log-output",
+        is_flag=True,
+        help="Stream the kernel's stdout and stderr while it runs.",
+    ),
+    _option("--html", is_flag=True, help="Also save the executed notebook as HTML."),
+]
+
+
 def execution_options(command: Callable[..., None]) -> Callable[..., None]:
     """Options every command that executes a notebook shares; the command gets them as
     ``trial`` (``TrialSettings``) and ``log_output`` (a setting of its reporter)."""
@@ -120,69 +183,8 @@ def execution_options(command: Callable[..., None]) -> Callable[..., None]:
         )
         command(*args, trial=trial, log_output=log_output, **rest)
 
-    options = [
-        _option(
-            "--kernel",
-            metavar="NAME",
-            help="Kernel to use instead of the notebook's "
-            "kernelspec (python3 means the interpreter running nbsweep).",
-        ),
-        _option(
-            "--cwd",
-            type=click.Path(file_okay=False, path_type=Path),
-            help="Working directory of the kernel. Default: the notebook's folder.",
-        ),
-        _option(
-            "--timeout",
-            "cell_timeout",
-            type=Seconds(min=0, min_open=True),
-            metavar="SECONDS",
-            help="Stop a cell that runs longer (interrupt, then kill). Default: no limit.",
-        ),
-        _option(
-            "--trial-timeout",
-            type=Seconds(min=0, min_open=True),
-            metavar="SECONDS",
-            help="Stop the notebook after this long. Default: no limit.",
-        ),
-        _option(
-            "--run-install-cells",
-            is_flag=True,
-            help="Run install lines (!pip install, %pip install, %conda install ...) in "
-            "trials. Default: skip them, saying so once.",
-        ),
-        _option(
-            "--stop-grace",
-            type=Seconds(min=0),
-            default=10.0,
-            show_default=True,
-            metavar="SECONDS",
-            help="After interrupting a stopped or timed-out cell, wait this long "
-            "before killing the kernel.",
-        ),
-        config_var_option,
-        sweep_function_option,
-        _option(
-            "--allow-unknown",
-            is_flag=True,
-            help="Inject names the notebook does not define instead of failing.",
-        ),
-        _option(
-            "--metric",
-            "metrics",
-            multiple=True,
-            metavar="NAME",
-            help="Report this variable's final value as a metric (repeatable).",
-        ),
-        _option(
-            "--log-output",
-            is_flag=True,
-            help="Stream the kernel's stdout and stderr while it runs.",
-        ),
-        _option("--html", is_flag=True, help="Also save the executed notebook as HTML."),
-    ]
     decorated: Callable[..., None] = with_settings
-    for option in reversed(options):
+    for option in reversed(_EXECUTION_OPTIONS):
         decorated = option(decorated)
     return decorated
 
@@ -204,6 +206,83 @@ class StoreFlags:
             agent_name=self.agent_name,
             requeue_crashed=self.requeue_crashed,
         )
+
+
+_AGENT_RUN_OPTIONS: list[Decorator] = [
+    _option(
+        "--poll",
+        type=Seconds(min=0.05),
+        default=2.0,
+        show_default=True,
+        metavar="SECONDS",
+        help="Heartbeat interval while idle; the next trial is asked for as soon as one ends.",
+    ),
+    _option(
+        "--heartbeat",
+        type=Seconds(min=0.05),
+        metavar="SECONDS",
+        help="Heartbeat interval while a trial runs (how soon a stop arrives). Default: 5 for "
+        "W&B, 1 for local sweeps.",
+    ),
+    _option(
+        "--max-consecutive-failures",
+        type=click.IntRange(min=1),
+        default=3,
+        show_default=True,
+        help="Stop after this many failed trials in a row.",
+    ),
+    _option(
+        "--requeue-crashed",
+        is_flag=True,
+        help="Local sweeps: put a dead agent's run back to pending instead of marking it crashed.",
+    ),
+    _option(
+        "--agent-name",
+        metavar="NAME",
+        help="Local sweeps: the name this machine's agents go by in the store (default: "
+        "the host name); give each node its own where nodes share a host name.",
+    ),
+    _option(
+        "--heartbeat-timeout",
+        type=Seconds(min=0, min_open=True),
+        metavar="SECONDS",
+        help="Local sweeps: a run whose agent sent no heartbeat for this long is lost "
+        "(crashed, or requeued with --requeue-crashed)  [default: 600]",
+    ),
+    _option(
+        "--preload",
+        default="auto",
+        show_default=True,
+        metavar="auto|none|MODULES",
+        help="What the next trial's kernel imports while the current trial runs: auto "
+        "(the notebook's leading import statements), none, or modules (numpy,torch).",
+    ),
+    _option(
+        "--preload-cuda",
+        is_flag=True,
+        help="Also initialise CUDA (through torch) in the next trial's kernel.",
+    ),
+    _option(
+        "--kernel-start",
+        type=click.Choice(["fork", "exec"]),
+        default="fork",
+        show_default=True,
+        help="fork: each trial's kernel is forked from a template process that imported "
+        "ipykernel and the preload once (Linux, this Python's kernel, no --preload-cuda; "
+        "else exec, said once); exec: a fresh interpreter per kernel.",
+    ),
+    _option(
+        "--no-warm-kernels",
+        is_flag=True,
+        help="Start each trial's kernel when the trial starts (no kernel started ahead, "
+        "no preload).",
+    ),
+    _option(
+        "--no-wandb",
+        is_flag=True,
+        help="Open no wandb run per trial (local sweeps otherwise keep an offline one each).",
+    ),
+]
 
 
 def agent_run_options(command: Callable[..., None]) -> Callable[..., None]:
@@ -240,84 +319,8 @@ def agent_run_options(command: Callable[..., None]) -> Callable[..., None]:
         flags = StoreFlags(requeue_crashed, agent_name, heartbeat_timeout)
         command(*args, agent_run=agent_run, store_flags=flags, **rest)
 
-    options = [
-        _option(
-            "--poll",
-            type=Seconds(min=0.05),
-            default=2.0,
-            show_default=True,
-            metavar="SECONDS",
-            help="Heartbeat interval while idle; the next trial is asked for as soon as one ends.",
-        ),
-        _option(
-            "--heartbeat",
-            type=Seconds(min=0.05),
-            metavar="SECONDS",
-            help="Heartbeat interval while a trial runs (how soon a stop arrives). Default: 5 for "
-            "W&B, 1 for local sweeps.",
-        ),
-        _option(
-            "--max-consecutive-failures",
-            type=click.IntRange(min=1),
-            default=3,
-            show_default=True,
-            help="Stop after this many failed trials in a row.",
-        ),
-        _option(
-            "--requeue-crashed",
-            is_flag=True,
-            help="Local sweeps: put a dead agent's run back to pending instead of marking it "
-            "crashed.",
-        ),
-        _option(
-            "--agent-name",
-            metavar="NAME",
-            help="Local sweeps: the name this machine's agents go by in the store (default: "
-            "the host name); give each node its own where nodes share a host name.",
-        ),
-        _option(
-            "--heartbeat-timeout",
-            type=Seconds(min=0, min_open=True),
-            metavar="SECONDS",
-            help="Local sweeps: a run whose agent sent no heartbeat for this long is lost "
-            "(crashed, or requeued with --requeue-crashed)  [default: 600]",
-        ),
-        _option(
-            "--preload",
-            default="auto",
-            show_default=True,
-            metavar="auto|none|MODULES",
-            help="What the next trial's kernel imports while the current trial runs: auto "
-            "(the notebook's leading import statements), none, or modules (numpy,torch).",
-        ),
-        _option(
-            "--preload-cuda",
-            is_flag=True,
-            help="Also initialise CUDA (through torch) in the next trial's kernel.",
-        ),
-        _option(
-            "--kernel-start",
-            type=click.Choice(["fork", "exec"]),
-            default="fork",
-            show_default=True,
-            help="fork: each trial's kernel is forked from a template process that imported "
-            "ipykernel and the preload once (Linux, this Python's kernel, no --preload-cuda; "
-            "else exec, said once); exec: a fresh interpreter per kernel.",
-        ),
-        _option(
-            "--no-warm-kernels",
-            is_flag=True,
-            help="Start each trial's kernel when the trial starts (no kernel started ahead, "
-            "no preload).",
-        ),
-        _option(
-            "--no-wandb",
-            is_flag=True,
-            help="Open no wandb run per trial (local sweeps otherwise keep an offline one each).",
-        ),
-    ]
     decorated: Callable[..., None] = with_options
-    for option in reversed(options):
+    for option in reversed(_AGENT_RUN_OPTIONS):
         decorated = option(decorated)
     return decorated
 

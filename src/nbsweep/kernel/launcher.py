@@ -3,7 +3,7 @@
 
 Two modes. ``command(*ipykernel_arguments)``: a kernel, as ``python -m ipykernel_launcher``
 starts one, less two costs a headless kernel has no use for: ipykernel's debugger support
-imports debugpy (~60 ms of a ~0.35 s start; no frontend can attach here, and a notebook's
+imports debugpy (a good part of its start; no frontend can attach here, and a notebook's
 own ``import debugpy`` still works), and the IPython history goes to memory, not to
 ~/.ipython's SQLite file that every parallel kernel would share. ``command(TEMPLATE)``: the
 template ``kernel/fork.py`` forks kernels from; its stdin brings one JSON request a line,
@@ -14,11 +14,15 @@ ipykernel only, never nbsweep, so the modules a kernel holds are its notebook's.
 no work at import time; nbsweep imports it for ``command``.
 """
 
-from __future__ import annotations
-
-import atexit
-import os
 import sys
+
+# Run as `python -c`, the kernel's folder is first on sys.path: a notebook's own types.py or
+# typing.py beside it must not stand in for the standard library's modules imported below.
+if sys.path and sys.path[0] == "":
+    del sys.path[0]
+
+import atexit  # after the path is made safe, as every import below
+import os
 from functools import cache
 from pathlib import Path
 from types import ModuleType
@@ -64,8 +68,6 @@ def _source() -> str:
 def main() -> None:
     # Registered first: runs after every other exit handler.
     atexit.register(_end_after_exit_handlers)
-    if sys.path[0] == "":
-        del sys.path[0]
     if sys.argv[1:] == [TEMPLATE]:
         del sys.argv[1:]  # its kernels see the argv a template had before
         _Template().serve()
@@ -165,7 +167,7 @@ class _Template:
                 break
             time.sleep(0.05)
         if threads != 1:
-            self._answer({"error": f"the template has {threads} threads"})
+            self._answer({"error": "the template has %d threads" % threads})  # noqa: UP031
             return
         pid = os.fork()
         if pid == 0:

@@ -41,7 +41,7 @@ class ScriptedServer:
         self.heartbeats.append(dict(running))
         return self.script.popleft() if self.script else [{"type": "exit"}]
 
-    def trial_environment(self, path: SweepPath, run_id: str, param_file: Path) -> dict:
+    def run_environment(self, path: SweepPath, run_id: str, param_file: Path) -> dict:
         return {"WANDB_RUN_ID": run_id}
 
     def record_metric(self, run_id: str, record: Any) -> None:

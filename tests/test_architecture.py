@@ -94,3 +94,22 @@ def test_the_length_check_counts_nested_functions_and_methods(tmp_path):
     body = "\n".join(f"        x{i} = {i}" for i in range(61))
     (tmp_path / "m.py").write_text(f"class C:\n    def method(self):\n{body}\n")
     assert long_functions(tmp_path, LONGEST_FUNCTION) == ["m.py:2 method 62"]
+
+
+def test_nbsweep_run_starts_its_kernel_before_loading_the_rest():
+    """`nbsweep run` boots its kernel first and loads notebooks, the executor and W&B's side
+    while it boots: the module that starts it loads none of them."""
+    code = (
+        "import json, sys\n"
+        "from nbsweep.cli import run\n"
+        "from nbsweep.api import run_command\n"
+        "print(json.dumps(sorted(sys.modules)))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(PACKAGE.parent)}
+    output = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    ).stdout
+    loaded = set(json.loads(output))
+    assert "nbsweep.kernel.prestart" in loaded
+    heavy = {"nbformat", "nbclient", "wandb", "nbsweep.trial.run", "nbsweep.api.trials"}
+    assert not loaded & heavy, loaded & heavy

@@ -18,7 +18,8 @@ from nbsweep.notebook.install_cells import (
     skipped_message,
 )
 from nbsweep.options import TrialSettings
-from nbsweep.trial.run import TrialSpec, prepare
+from nbsweep.trial.run import prepare
+from nbsweep.trial.spec import TrialSpec
 
 SKIPS = [
     "!pip install wandb -Uq",

@@ -15,7 +15,8 @@ from nbsweep.kernel.environment import trial_environment, trial_variables
 from nbsweep.notebook.parameters import is_dict_call, is_dict_expression
 from nbsweep.notebook.wandb_way import calls_wandb_init
 from nbsweep.status import EndReason
-from nbsweep.trial.run import exit_code_for_stop, html_path
+from nbsweep.trial.run import exit_code_for_stop
+from nbsweep.trial.spec import html_path
 
 
 def _notebook(*sources: str) -> nbformat.NotebookNode:
@@ -91,7 +92,8 @@ def test_stop_reasons_keep_their_exit_codes() -> None:
 
 def test_prepare_parses_each_cell_once(monkeypatch: pytest.MonkeyPatch) -> None:
     from nbsweep.notebook.parameters import parse_leniently
-    from nbsweep.trial.run import TrialSpec, prepare
+    from nbsweep.trial.run import prepare
+    from nbsweep.trial.spec import TrialSpec
 
     nb = _notebook(
         "import math",

@@ -456,7 +456,8 @@ def test_a_kernel_started_before_its_trial_is_known(tmp_path):
 
     from nbsweep.kernel.process import Kernel
     from nbsweep.trial.reporting import Reporter
-    from nbsweep.trial.run import TrialSpec, run_trial_async
+    from nbsweep.trial.run import run_trial_async
+    from nbsweep.trial.spec import TrialSpec
 
     nb = write_notebook(
         tmp_path / "w.ipynb",

@@ -82,7 +82,12 @@ class TrialSettings:
 
     def kernel_cwd(self, notebook: Path) -> Path:
         """The folder the kernel runs in: ``cwd``, else the notebook's folder."""
-        return (self.cwd or notebook.resolve().parent).resolve()
+        return kernel_folder(notebook, self.cwd)
+
+
+def kernel_folder(notebook: Path, cwd: Path | None) -> Path:
+    """The folder a notebook's kernel runs in: ``cwd`` (``--cwd``), else the notebook's."""
+    return (cwd or notebook.resolve().parent).resolve()
 
 
 def is_url(location: str | Path) -> bool:

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     )
     from nbsweep.api.arguments import ParameterSources
     from nbsweep.api.inspection import InspectForm, inspect_notebook
+    from nbsweep.api.single_run import RunCommand, run_command
     from nbsweep.api.sweeps import (
         CheckedSweep,
         SweepStatus,
@@ -47,7 +48,7 @@ if TYPE_CHECKING:
         sweep_status,
         yaml_text,
     )
-    from nbsweep.api.trials import RunCommand, raise_for_ending, run_command, run_notebook
+    from nbsweep.api.trials import raise_for_ending, run_notebook
     from nbsweep.kernel.preload import Preload
     from nbsweep.options import (
         DEFAULT_CONFIG_VAR,
@@ -73,7 +74,7 @@ _WHERE = {
     "ParameterSources": "nbsweep.api.arguments",
     "Preload": "nbsweep.kernel.preload",
     "Reporter": "nbsweep.trial.reporting",
-    "RunCommand": "nbsweep.api.trials",
+    "RunCommand": "nbsweep.api.single_run",
     "StoreOptions": "nbsweep.options",
     "SweepAction": "nbsweep.status",
     "SweepStatus": "nbsweep.api.sweeps",
@@ -92,7 +93,7 @@ _WHERE = {
     "raise_for_ending": "nbsweep.api.trials",
     "run_agent": "nbsweep.api.agents",
     "run_agent_workers": "nbsweep.api.agents",
-    "run_command": "nbsweep.api.trials",
+    "run_command": "nbsweep.api.single_run",
     "run_command_workers": "nbsweep.api.agents",
     "run_notebook": "nbsweep.api.trials",
     "shown_store": "nbsweep.api.sweeps",

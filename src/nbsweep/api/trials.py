@@ -1,18 +1,19 @@
-"""One trial from Python (``run_notebook``) and from the command line (``run_command``, what
-``nbsweep run`` calls), under ``wandb agent`` or not; how a trial's ending becomes an error."""
+"""One trial from Python (``run_notebook``) and from the command line (``run_prestarted``,
+the part of ``nbsweep run`` after its kernel started), under ``wandb agent`` or not; how a
+trial's ending becomes an error."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 from nbformat import NotebookNode
 
 from nbsweep.api.arguments import PARAM_PATH_ENV, ParameterSources, collect
+from nbsweep.api.single_run import RunCommand
 from nbsweep.api.threads import reporter_for, require_main_thread, run_on_own_loop
 from nbsweep.errors import TrialFailed, TrialStopped, UsageError
 from nbsweep.kernel.executor import StopRequest
@@ -27,7 +28,8 @@ from nbsweep.sweeping.wandb import runs
 from nbsweep.sweeping.wandb.run_reporter import RunMode, RunReporter, run_now
 from nbsweep.trial.reporting import Reporter, failure_message
 from nbsweep.trial.result import TrialResult
-from nbsweep.trial.run import TrialSpec, exit_code_for_stop, run_trial, run_trial_async
+from nbsweep.trial.run import exit_code_for_stop, run_trial, run_trial_async
+from nbsweep.trial.spec import TrialSpec, html_path
 
 
 def run_notebook(
@@ -101,59 +103,38 @@ def run_notebook(
     return result
 
 
-@dataclass(frozen=True)
-class RunCommand:
-    """``nbsweep run``: one trial, its values from the command line and the environment."""
-
-    notebook: Path
-    parameters: ParameterSources = field(default_factory=ParameterSources)
-    """Every source of values but ``WANDB_SWEEP_PARAM_PATH``, which ``run_command`` reads."""
-    output: Path | None = None
-    metrics_json: Path | None = None
-    """Where the captured metrics (summary and history) are written as JSON."""
-    settings: TrialSettings = field(default_factory=TrialSettings)
-    log_output: bool = False
-    """Stream the kernel's output while it runs."""
-
-
-def run_command(command: RunCommand) -> TrialResult:
-    """Run ``command``'s trial with Ctrl-C and SIGTERM stopping it; under ``wandb agent``
-    (its variables set) the trial joins the agent's run. Raises ``TrialFailed`` or
-    ``TrialStopped`` (with ``.result``, the metrics JSON written) as ``nbsweep run`` exits."""
+def run_prestarted(command: RunCommand, early: EarlyKernel) -> TrialResult:
+    """``run_command``'s trial, its kernel already booting in ``early``: reads the values and
+    checks the outputs while it boots, then runs the trial in it (under ``wandb agent``, in
+    the agent's run). Raises ``TrialFailed`` or ``TrialStopped`` as ``nbsweep run`` exits."""
     settings = command.settings
-    # The kernel boots while the values are read and the outputs checked.
-    early = EarlyKernel(command.notebook, settings.kernel_name, settings.cwd)
-    try:
-        sources = ParameterSources(
-            command.parameters.tokens,
-            command.parameters.files,
-            command.parameters.args_json,
-            command.parameters.pairs,
-            command.parameters.raw_pairs,
-            os.environ.get(PARAM_PATH_ENV),
-        )
-        spec = TrialSpec(command.notebook, collect(sources), command.output, settings=settings)
-        output, metrics_json = command.output, command.metrics_json
-        html_path = output.with_suffix(".html") if output and settings.html else None
-        check_outputs(
-            command.notebook,
-            {"--output": output, "--html": html_path, "--metrics-json": metrics_json},
-        )
-        if metrics_json is not None:
-            ensure_writable_folder(metrics_json.parent, "--metrics-json")
-        reporter = Reporter(log_output=command.log_output)
-        if agent_sweep_path(os.environ) is not None:
-            result = run_under_wandb_agent(spec, reporter, os.environ, early)
-        else:
-            # Parsed here once, for the trial (the early kernel only peeked at its kernelspec).
-            nb = read_notebook(spec.notebook)
-            result = run_trial(spec, reporter, early=early, notebook=nb)
-        if metrics_json is not None:
-            write_json(result.metrics.to_json(), metrics_json)
-        raise_for_ending(result, late_stop=True)
-        return result
-    finally:
-        early.close()
+    sources = ParameterSources(
+        command.parameters.tokens,
+        command.parameters.files,
+        command.parameters.args_json,
+        command.parameters.pairs,
+        command.parameters.raw_pairs,
+        os.environ.get(PARAM_PATH_ENV),
+    )
+    spec = TrialSpec(command.notebook, collect(sources), command.output, settings=settings)
+    output, metrics_json = command.output, command.metrics_json
+    html = html_path(output) if output and settings.html else None
+    check_outputs(
+        command.notebook, {"--output": output, "--html": html, "--metrics-json": metrics_json}
+    )
+    if metrics_json is not None:
+        ensure_writable_folder(metrics_json.parent, "--metrics-json")
+    reporter = Reporter(log_output=command.log_output)
+    if agent_sweep_path(os.environ) is not None:
+        result = run_under_wandb_agent(spec, reporter, os.environ, early)
+    else:
+        # Parsed here once, for the trial (the early kernel only peeked at its kernelspec).
+        nb = read_notebook(spec.notebook)
+        result = run_trial(spec, reporter, early=early, notebook=nb)
+    if metrics_json is not None:
+        write_json(result.metrics.to_json(), metrics_json)
+    raise_for_ending(result, late_stop=True)
+    return result
 
 
 def run_under_wandb_agent(

@@ -9,11 +9,11 @@ Anywhere else it prints the metrics, so the notebook still runs in plain Jupyter
 from __future__ import annotations
 
 import itertools
-import math
 import sys
 from collections.abc import Mapping
 from typing import Any
 
+from nbsweep.formatting import format_value
 from nbsweep.kernel import hooks as kernel_hooks
 
 TRIAL_ENV = "NBSWEEP_TRIAL"
@@ -28,7 +28,9 @@ def log(metrics: Mapping[str, Any], step: int | None = None) -> None:
     step = next(_steps) if step is None else int(step)
     clean = {str(name): kernel_hooks.plain(value) for name, value in metrics.items()}
     if not kernel_hooks.emit({"h": clean, "s": step, "o": "nbsweep"}):
-        summary = ", ".join(f"{name}={_short(value)}" for name, value in clean.items())
+        summary = ", ".join(
+            f"{name}={format_value(value, 6, quote=False)}" for name, value in clean.items()
+        )
         print(f"nbsweep.log step {step}: {summary}")
         return
     # A notebook that opened its own wandb run reports there too (the runner cannot).
@@ -39,9 +41,3 @@ def log(metrics: Mapping[str, Any], step: int | None = None) -> None:
             wandb.run.log(dict(metrics))
         finally:
             kernel_hooks.forwarding = False
-
-
-def _short(value: Any) -> str:
-    if isinstance(value, float) and math.isfinite(value):
-        return f"{value:.6g}"
-    return str(value)

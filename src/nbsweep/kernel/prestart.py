@@ -20,6 +20,7 @@ from nbsweep.kernel.environment import trial_environment
 from nbsweep.kernel.fork import Template
 from nbsweep.kernel.process import Kernel
 from nbsweep.notebook.textfile import read_text
+from nbsweep.options import kernel_folder
 
 # Seconds the preload may take (a first `import torch` with CUDA can take a while); past
 # that the kernel is used as it is and the notebook imports what is missing itself.
@@ -106,10 +107,8 @@ class EarlyKernel:
         try:
             kernel = Kernel(name)
             self.kernel = kernel
-            # TrialSettings.kernel_cwd's rule, written here: importing nbsweep.options
-            # imports nbformat, which this kernel must not wait for.
-            cwd = (cwd or notebook.resolve().parent).resolve()
-            self.loop.run_until_complete(kernel.launch(cwd, trial_environment()))
+            folder = kernel_folder(notebook, cwd)
+            self.loop.run_until_complete(kernel.launch(folder, trial_environment()))
         except Exception:
             # The trial starts its kernel itself, and reports the problem properly.
             self.close(reopen=True)

@@ -51,8 +51,8 @@ _EXIT_WORK = (
 )
 # Set before a polite shutdown where no file is open for writing: the kernel then ends
 # right after its last exit handler, skipping the interpreter's teardown (with torch loaded,
-# ~0.7 s of CPU that loses nothing: exit handlers, wandb's included, have run, and Python
-# joined its threads before them).
+# a large share of a trial's end, and it loses nothing: exit handlers, wandb's included,
+# have run, and Python joined its threads before them).
 _SKIP_TEARDOWN = "__import__('sys')._nbsweep_skip_teardown = True"
 
 
@@ -170,9 +170,9 @@ class Kernel:
         self.pid = getattr(self.manager.provisioner, "pid", None)
         self.remember_processes()
         self.client = self.manager.client()
-        # The kernel binds its sockets some 40 ms (forked) to 400 ms (exec'd) from now; a
-        # connect that finds no socket yet is retried after ZMQ's 100 ms default interval,
-        # which was most of a forked kernel's start-up.
+        # The kernel binds its sockets only after this (a forked one soon, an exec'd one
+        # later); a connect that finds no socket yet waits ZMQ's default reconnect interval,
+        # long beside a forked kernel's whole start-up.
         self.client.context.setsockopt(zmq.RECONNECT_IVL, RECONNECT_MS)
         # No stdin: a cell that asks for input fails at once instead of waiting forever.
         self.client.start_channels(stdin=False)

@@ -22,11 +22,11 @@ from nbsweep.kernel.process import Kernel
 from nbsweep.notebook import files
 from nbsweep.options import TrialSettings
 
-# A trial that runs this long has the next trial's kernel started beside it. Sooner, the
-# kernel's start-up (a core for ~0.3 s, plus the preload) slows a short trial down on a
-# small machine; a short trial's successor starts warming in the gap instead.
+# A trial that runs this long has the next trial's kernel started beside it. Sooner, an
+# exec'd kernel's start-up (a core's worth of work, plus the preload) slows a short trial
+# down on a small machine; a short trial's successor starts warming in the gap instead.
 WARM_UP_AFTER = 0.5
-# A forked kernel costs its trial ~70 ms of CPU, not ~0.35 s: it is started at once.
+# A forked kernel costs its trial a small part of an exec'd one's start: it starts at once.
 FORKED_WARM_UP_AFTER = 0.0
 
 Warn = Callable[[str], None]

@@ -199,7 +199,7 @@ class LocalSweepServer:
                 self._sent = max(self._sent, rows[-1].n + 1)
             return written
 
-    def trial_environment(self, path: SweepPath, run_id: str, param_file: Path) -> dict[str, str]:
+    def run_environment(self, path: SweepPath, run_id: str, param_file: Path) -> dict[str, str]:
         """An offline wandb run per trial (no sweep id: W&B has no such sweep to sync to)."""
         return {
             "WANDB_RUN_ID": run_id,

@@ -27,7 +27,6 @@ from nbsweep.errors import (
 from nbsweep.kernel.environment import trial_environment
 from nbsweep.kernel.executor import StopRequest, prepare_output_handling
 from nbsweep.kernel.supply import KernelSupply
-from nbsweep.notebook import files
 from nbsweep.notebook.redaction import Redactor
 from nbsweep.options import AgentOptions
 from nbsweep.status import EndReason, TrialStatus
@@ -38,11 +37,13 @@ from nbsweep.sweeping.wandb.run_reporter import RunMode, RunReporter
 from nbsweep.trial.metrics import MetricRecord, Metrics
 from nbsweep.trial.reporting import Reporter
 from nbsweep.trial.result import TrialResult
-from nbsweep.trial.run import RUNS_FOLDER, TrialSpec, run_trial_async
+from nbsweep.trial.run import run_trial_async
+from nbsweep.trial.spec import TrialSpec, run_output
 
 
 class SweepServer(Protocol):
-    """W&B (``wandb.service.SweepService``) or a local sweep (``local.server.LocalSweepServer``).
+    """W&B (``sweeping.wandb.service.SweepService``) or a local sweep
+    (``local.server.LocalSweepServer``).
 
     A server may also have ``stop_waiting()``: told to stop now (Ctrl-C twice, SIGTERM), the
     agent calls it so that a call waiting for an unreachable store gives up at once."""
@@ -53,9 +54,7 @@ class SweepServer(Protocol):
     def sweep(self, path: SweepPath) -> dict[str, Any]: ...
     def create_agent(self, path: SweepPath, host: str) -> str: ...
     def heartbeat(self, agent_id: str, running: Mapping[str, bool]) -> list[dict[str, Any]]: ...
-    def trial_environment(
-        self, path: SweepPath, run_id: str, param_file: Path
-    ) -> dict[str, str]: ...
+    def run_environment(self, path: SweepPath, run_id: str, param_file: Path) -> dict[str, str]: ...
     def record_metric(self, run_id: str, record: MetricRecord) -> None: ...
     def trial_finished(self, run_id: str, result: TrialResult) -> None: ...
 
@@ -272,21 +271,23 @@ class Agent:
         spec = TrialSpec(
             notebook=notebook,
             values=list(values.items()),
-            env=self.server.trial_environment(self.path, run_id, param_file),
+            env=self.server.run_environment(self.path, run_id, param_file),
             output=output,
             sweep_id=self.path.sweep,
             sweep_config=self.sweep_config,
             settings=self.options.trial,
         )
         nb, recipe = self.kernels.read(notebook)
-        wandb = self._run_reporter(nb, recipe.cwd, run_id, values, param_file)
-        wandb.started()
-        result, warm_up_due = await self._run_watched(agent_id, spec, nb, values, wandb, warm_next)
+        run_reporter = self._run_reporter(nb, recipe.cwd, run_id, values, param_file)
+        run_reporter.started()
+        result, warm_up_due = await self._run_watched(
+            agent_id, spec, nb, values, run_reporter, warm_next
+        )
         await asyncio.to_thread(self.server.trial_finished, run_id, result)
         if warm_up_due:
             self._warm_up(notebook)  # a short trial: warm up in the gap instead
-        reporting = wandb.finished(result)
-        if wandb.mode is RunMode.OWNED_OFFLINE and reporting is not None:
+        reporting = run_reporter.finished(result)
+        if run_reporter.mode is RunMode.OWNED_OFFLINE and reporting is not None:
             self.wandb_lane.writing_offline(reporting)
         return result
 
@@ -296,8 +297,7 @@ class Agent:
         """Where the trial's notebook is saved, and its param file (written now)."""
         # Ids from the server or the store: an id that would lead outside nbsweep-runs/
         # (or wandb/) fails this trial before anything is written.
-        sweep = files.safe_id(self.path.sweep, "sweep id")
-        output = Path(RUNS_FOLDER) / sweep / files.safe_id(run_id, "run id") / notebook.name
+        output = run_output(notebook, self.path.sweep, run_id)
         param_file = runs.write_param_file(self.options.wandb_dir, self.path.sweep, run_id, values)
         return output, param_file
 
@@ -330,16 +330,16 @@ class Agent:
         spec: TrialSpec,
         nb: NotebookNode,
         values: Mapping[str, Any],
-        wandb: RunReporter,
+        run_reporter: RunReporter,
         warm_next: bool,
     ) -> tuple[TrialResult, bool]:
         """Run the trial, heartbeating so that a stop reaches it; its result, and whether
         the next kernel's warm-up was due during it (then it is due now if not begun)."""
-        run_id = wandb.run_id
+        run_id = run_reporter.run_id
 
         def on_metric(record: MetricRecord) -> None:
             self.server.record_metric(run_id, record)
-            wandb.record(record)
+            run_reporter.record(record)
 
         self.stop, self.current_run = StopRequest(), run_id
         self.reporter.line(f"run {run_id}: {_describe(values)}")

@@ -1,6 +1,6 @@
 """Which sweep and run a trial belongs to, and the environment that tells a notebook's
-wandb so: neutral ground for the W&B protocol (``wandb.service``), the SDK side (``wandb.runs``)
-and local sweeps, none of which needs the others for it."""
+wandb so: neutral ground for the W&B protocol (``sweeping.wandb.service``), the SDK side
+(``sweeping.wandb.runs``) and local sweeps, none of which needs the others for it."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ class SweepPath:
         return "/".join(part for part in (self.entity, self.project, self.sweep) if part)
 
 
-def trial_environment(path: SweepPath, run_id: str, param_file: Path) -> dict[str, str]:
+def run_environment(path: SweepPath, run_id: str, param_file: Path) -> dict[str, str]:
     """What the kernel needs so that a notebook's own ``wandb.init()`` joins the run."""
     env = {
         "WANDB_SWEEP_ID": path.sweep,

@@ -32,23 +32,13 @@ from nbsweep.status import EndReason, TrialStatus
 from nbsweep.trial.metrics import MetricRecord
 from nbsweep.trial.reporting import Reporter
 from nbsweep.trial.result import TrialResult
-from nbsweep.trial.spec import RUNS_FOLDER, TrialSpec, default_output, html_path
+from nbsweep.trial.spec import TrialSpec, default_output
 from nbsweep.trial.trial import Trial
 
 if TYPE_CHECKING:
     from nbsweep.kernel.prestart import EarlyKernel
 
-__all__ = [
-    "RUNS_FOLDER",
-    "Trial",
-    "TrialSpec",
-    "default_output",
-    "exit_code_for_stop",
-    "html_path",
-    "prepare",
-    "run_trial",
-    "run_trial_async",
-]
+__all__ = ["exit_code_for_stop", "prepare", "run_trial", "run_trial_async"]
 
 
 def prepare(spec: TrialSpec, nb: NotebookNode) -> Injection:

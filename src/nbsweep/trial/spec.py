@@ -39,11 +39,17 @@ def default_output(notebook: Path, environ: Mapping[str, str]) -> Path:
     UsageError if those ids (from the environment) would leave ``nbsweep-runs/``."""
     sweep, run = environ.get("WANDB_SWEEP_ID"), environ.get("WANDB_RUN_ID")
     if sweep and run:
-        folder = Path(RUNS_FOLDER) / files.safe_id(sweep, "sweep id") / files.safe_id(run, "run id")
-    else:
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        folder = Path(RUNS_FOLDER) / notebook.stem / f"{stamp}-{secrets.token_hex(3)}"
-    return folder / notebook.name
+        return run_output(notebook, sweep, run)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path(RUNS_FOLDER) / notebook.stem / f"{stamp}-{secrets.token_hex(3)}" / notebook.name
+
+
+def run_output(notebook: Path, sweep_id: str, run_id: str) -> Path:
+    """``nbsweep-runs/<sweep>/<run>/<notebook>``: where a sweep's run saves its notebook.
+    The ids come from a server, a store or the environment: UsageError for one that would
+    lead outside ``nbsweep-runs/``."""
+    folder = Path(RUNS_FOLDER) / files.safe_id(sweep_id, "sweep id")
+    return folder / files.safe_id(run_id, "run id") / notebook.name
 
 
 def html_path(output: Path) -> Path:

@@ -199,7 +199,7 @@ class Trial:
         """nbsweep itself failed: keep what ran."""
         if self.started_cells:
             with contextlib.suppress(OutputError):  # the first error is the one to tell
-                _save(
+                _write_notebook(
                     self.nb,
                     self.output,
                     _Ending(TrialStatus.FAILED, EndReason.ERROR),
@@ -212,7 +212,7 @@ class Trial:
             # On a thread: the loop stays free to hear a signal during a long save.
             ending = _Ending(result.status, result.reason, result.failure, result.source_cell_index)
             await asyncio.to_thread(
-                _save, self.nb, self.output, ending, self.started, self.redactor
+                _write_notebook, self.nb, self.output, ending, self.started, self.redactor
             )
         except OutputError as error:
             # The trial ran; what it measured is still reported. It failed all the same:
@@ -334,7 +334,7 @@ class _Ending:
     source_index: int | None = None
 
 
-def _save(
+def _write_notebook(
     nb: NotebookNode, output: Path, ending: _Ending, started: float, redactor: Redactor
 ) -> None:
     record: dict[str, Any] = {

@@ -87,8 +87,8 @@ class TrialRun:
             silent=True,
             console="off",
             x_disable_stats=True,
-            # wandb reads every installed package's metadata for each run (50 ms of a
-            # 70 ms offline run); the agent lists them once and gives each run the file.
+            # wandb reads every installed package's metadata for each run (most of an
+            # offline run's cost); the agent lists them once and gives each run the file.
             x_save_requirements=False,
         )
         if not self.offline:

@@ -16,12 +16,13 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from nbsweep.errors import SweepNotFound, UsageError, WandbServerError
 from nbsweep.status import SweepAction, SweepState
-from nbsweep.sweeping.path import SweepPath, trial_environment
+from nbsweep.sweeping.path import SweepPath, run_environment
 
 if TYPE_CHECKING:
     import requests
@@ -231,8 +232,8 @@ class SweepService:
         parsed = json.loads(commands) if isinstance(commands, str) else commands
         return list(parsed or [])
 
-    def trial_environment(self, path: SweepPath, run_id: str, param_file: Any) -> dict[str, str]:
-        return trial_environment(path, run_id, param_file)
+    def run_environment(self, path: SweepPath, run_id: str, param_file: Path) -> dict[str, str]:
+        return run_environment(path, run_id, param_file)
 
     def record_metric(self, run_id: str, record: Any) -> None:
         """Nothing: metrics reach W&B through the trial's wandb run."""

@@ -105,8 +105,9 @@ def store_location(text: str | os.PathLike[str]) -> Path | str:
 class StoreOptions:
     """Where a local sweep's store is and how the agents sharing it behave."""
 
-    location: Path | str = DEFAULT_STORE
-    """An SQLite file, or a ``postgresql://`` URL (text; it may hold a password)."""
+    location: Path | str = field(default=DEFAULT_STORE, repr=False)
+    """An SQLite file, or a ``postgresql://`` URL (text; it may hold a password, so the
+    options' repr leaves it out)."""
     heartbeat_timeout: float = DEFAULT_HEARTBEAT_TIMEOUT
     """Seconds without a heartbeat before a running run is lost (crashed, or requeued)."""
     busy_timeout: float = DEFAULT_BUSY_TIMEOUT

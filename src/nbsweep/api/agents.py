@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TextIO
 
+from nbsweep.api.sweeps import store_options
 from nbsweep.api.threads import reporter_for, require_main_thread, run_on_own_loop
 from nbsweep.errors import UsageError
 from nbsweep.kernel.preload import Preload
@@ -40,7 +41,7 @@ def agent(
     *,
     count: int | None = None,
     workers: int = 1,
-    store: str | os.PathLike[str] | None = None,
+    store: str | os.PathLike[str] | StoreOptions | None = None,
     notebook: str | os.PathLike[str] | None = None,
     project: str | None = None,
     entity: str | None = None,
@@ -54,7 +55,9 @@ def agent(
     ``nbsweep agent`` does, each in a fresh kernel; returns its exit code (0 done, 1 too
     many failures, 130 interrupted). ``workers`` > 1 runs that many agent processes, each
     with every setting given here. ``options``: every other agent setting
-    (``nbsweep.api.AgentOptions``); the keyword arguments given win over its fields."""
+    (``nbsweep.api.AgentOptions``); the keyword arguments given win over its fields.
+    ``store``: a local sweep's store, an SQLite file or ``postgresql://`` URL (the rest of
+    its settings from the ``NBSWEEP_*`` variables), or a whole ``StoreOptions``."""
     check_sweep_id(sweep_id)
     settings = options or AgentOptions()
     # The keyword arguments given win over the fields of ``options``.
@@ -66,15 +69,17 @@ def agent(
         entity=settings.entity if entity is None else entity,
         report_to_wandb=settings.report_to_wandb and report_to_wandb,
     )
-    store_options = StoreOptions.from_environment(store, requeue_crashed=requeue_crashed)
+    chosen = store_options(store)
+    if requeue_crashed:
+        chosen = dataclasses.replace(chosen, requeue_crashed=True)
     if workers > 1:
-        return run_agent_workers(sweep_id, settings, store_options, cpu_workers(workers))
+        return run_agent_workers(sweep_id, settings, chosen, cpu_workers(workers))
     if handle_signals:
         require_main_thread("handle_signals=True")
     return run_agent(
         sweep_id,
         settings,
-        store_options,
+        chosen,
         reporter_for(progress),
         handle_signals=handle_signals,
     )

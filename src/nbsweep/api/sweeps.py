@@ -33,7 +33,7 @@ def sweep(
     config: Mapping[str, Any] | str | os.PathLike[str],
     *,
     local: bool = True,
-    store: str | os.PathLike[str] | None = None,
+    store: str | os.PathLike[str] | StoreOptions | None = None,
     project: str | None = None,
     entity: str | None = None,
     config_var: str = DEFAULT_CONFIG_VAR,
@@ -42,17 +42,22 @@ def sweep(
     """Validate a sweep config (a dict, a sweep YAML, or a notebook that calls
     ``wandb.sweep`` itself) as ``nbsweep sweep`` does, create it, and return the ID to give
     ``agent``: ``local:ID`` in the local store (``local=True``, the default: no W&B server),
-    else ``ENTITY/PROJECT/ID`` on W&B. Raises ``SweepConfigError`` listing every problem."""
+    else ``ENTITY/PROJECT/ID`` on W&B. Raises ``SweepConfigError`` listing every problem.
+    ``store``: an SQLite file or a ``postgresql://`` URL, or a whole ``StoreOptions``."""
     source = config if isinstance(config, Mapping) else Path(config)
     checked = check_sweep(source, project=project, config_var=config_var, local=local)
     for warning in checked.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     if local:
         default_name = name or ("sweep" if isinstance(config, Mapping) else Path(config).stem)
-        return "local:" + create_local_sweep(
-            checked.config, default_name, StoreOptions.from_environment(store)
-        )
+        return "local:" + create_local_sweep(checked.config, default_name, store_options(store))
     return create_wandb_sweep(checked.config, entity)
+
+
+def store_options(store: str | os.PathLike[str] | StoreOptions | None) -> StoreOptions:
+    """The store a Python caller named: its options as given, or a location with the rest
+    from the environment (as the CLI's --store)."""
+    return store if isinstance(store, StoreOptions) else StoreOptions.from_environment(store)
 
 
 def create_wandb_sweep(

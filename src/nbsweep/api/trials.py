@@ -51,6 +51,7 @@ def run_notebook(
     progress: bool | TextIO = False,
     raise_on_failure: bool = True,
     handle_signals: bool = False,
+    settings: TrialSettings | None = None,
 ) -> TrialResult:
     """Run ``notebook`` once with ``parameters`` injected (``nbsweep run``); the result has
     ``status``, ``metrics`` and ``output`` (the executed notebook, always saved).
@@ -62,13 +63,15 @@ def run_notebook(
     ``TrialFailed`` and a stopped one ``TrialStopped``, each with ``.result``; False
     returns the result whatever its status. ``sweep_function``: in a notebook that calls
     ``wandb.agent`` more than once, the function the trial runs (default: the last call's).
+    ``settings``: every trial setting as one ``TrialSettings`` (what ``nbsweep run``'s
+    options build), instead of the keyword arguments from ``cwd`` to ``run_install_cells``.
     """
     notebook = Path(notebook)
     output_path = None if output is None else Path(output)
     if parameters is not None and not isinstance(parameters, Mapping):
         raise UsageError(f"parameters must be a mapping of names to values, not {parameters!r}")
     check_outputs(notebook, {"output": output_path})
-    settings = TrialSettings(
+    from_keywords = TrialSettings(
         config_var=config_var,
         sweep_function=sweep_function,
         allow_unknown=allow_unknown,
@@ -78,6 +81,13 @@ def run_notebook(
         run_install_cells=run_install_cells,
         execution=ExecutionOptions(cell_timeout, trial_timeout, stop_grace),
     )
+    if settings is None:
+        settings = from_keywords
+    elif from_keywords != TrialSettings():
+        raise UsageError(
+            "give the trial's settings either as settings=TrialSettings(...) or as keyword "
+            "arguments (cwd, kernel, cell_timeout ...), not both"
+        )
     spec = TrialSpec(
         notebook,
         list((parameters or {}).items()),

@@ -85,3 +85,20 @@ def test_trial_timeout_bounds_a_trial_of_sweep_run(tmp_path, request):
     [seconds] = re.findall(r"failed \(trial-timeout\) in ([0-9.]+)s", ran.stderr)
     assert float(seconds) < 10, "the trial ended at its timeout, not when its cell did"
     assert "1 run: 1 failed" in ran.stdout
+
+
+def test_a_heartbeat_timeout_too_short_is_refused_before_the_sweep_is_made(tmp_path):
+    """The agents of --run would each refuse it: it is refused once, with nothing created."""
+    pytest.importorskip("sweeps", reason="local sweeps need the engine: nbsweep[local]")
+    (tmp_path / "s.yaml").write_text(
+        "program: nb.ipynb\nmethod: grid\nparameters:\n  x: {values: [1, 2]}\n"
+    )
+    write_notebook(tmp_path / "nb.ipynb", [("x = 1", ["parameters"]), "y = x"])
+    cli = CliRun(tmp_path)
+    refused = cli(
+        "sweep", "s.yaml", "--local", "--store", "s.db", "--run", "--heartbeat-timeout", "2"
+    )
+    cli.finish()
+    assert refused.returncode == 2, refused.stderr
+    assert "--heartbeat-timeout 2 is too short" in refused.stderr
+    assert not (tmp_path / "s.db").exists()

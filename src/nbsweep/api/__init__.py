@@ -29,6 +29,7 @@ if TYPE_CHECKING:
         agent,
         agent_arguments,
         agent_fleet,
+        check_heartbeats,
         run_agent,
         run_agent_workers,
         run_command_workers,
@@ -85,6 +86,7 @@ _WHERE = {
     "agent": "nbsweep.api.agents",
     "agent_arguments": "nbsweep.api.agents",
     "agent_fleet": "nbsweep.api.agents",
+    "check_heartbeats": "nbsweep.api.agents",
     "check_sweep": "nbsweep.api.sweeps",
     "control_sweep": "nbsweep.api.sweeps",
     "create_local_sweep": "nbsweep.api.sweeps",
@@ -104,13 +106,15 @@ _WHERE = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'nbsweep.api' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+if not TYPE_CHECKING:  # so that mypy sees a name the facade lacks as an error
+
+    def __getattr__(name: str) -> Any:
+        module = _WHERE.get(name)
+        if module is None:
+            raise AttributeError(f"module 'nbsweep.api' has no attribute {name!r}")
+        value = getattr(importlib.import_module(module), name)
+        globals()[name] = value
+        return value
 
 
 def redacted(text: str) -> str:
@@ -140,6 +144,7 @@ __all__ = [
     "agent",
     "agent_arguments",
     "agent_fleet",
+    "check_heartbeats",
     "check_sweep",
     "control_sweep",
     "create_local_sweep",

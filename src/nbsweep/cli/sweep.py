@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -89,15 +90,17 @@ def sweep(
     tutorials): its sweep config is that dict, with program: the notebook. Every problem
     is reported at once. A missing command: becomes [nbsweep, run, ${program}, --, ${args}].
     """
-    # The agents --run starts take their options as given on this command line (handed_on);
-    # agent_run and store_flags are those options read, checked here before a sweep is made.
-    del agent_run, log_output
+    stored = store_flags.store_options(store)
     if action is not None or stop_run is not None:
-        _control(str(sweep_file), action, stop_run, store_flags.store_options(store))
+        _control(str(sweep_file), action, stop_run, stored)
         return
     if run_it and not local:
         raise click.UsageError("--run runs local sweeps: add --local")
-    fleet, agent_arguments = _agents(ctx, run_it, workers, gpus, count)
+    fleet = _agents(ctx, run_it, workers, gpus, count)
+    # What the agents --run starts are given, checked before a sweep is made.
+    agents = dataclasses.replace(agent_run, count=count, trial=trial, log_output=log_output)
+    if fleet:
+        api.check_heartbeats(agents, stored, local=True)
     checked = api.check_sweep(sweep_file, project=project, config_var=trial.config_var, local=local)
     for note in checked.notes:
         click.echo(f"note: {note}", err=True)
@@ -108,8 +111,7 @@ def sweep(
     elif dry_run:
         click.echo(f"{sweep_file}: valid; command: {checked.config['command']}")
     elif local:
-        stored = store_flags.store_options(store)
-        _create_local(checked, sweep_file.stem, stored, store is not None, fleet, agent_arguments)
+        _create_local(checked, sweep_file.stem, stored, store is not None, fleet, agents)
     else:
         warn = lambda message: click.echo(f"warning: {message}", err=True)  # noqa: E731
         path = api.create_wandb_sweep(checked.config, entity, on_retry=warn)
@@ -132,9 +134,9 @@ def _is_file(text: str) -> bool:
 
 def _agents(
     ctx: click.Context, run_it: bool, workers: int | None, gpus: str | None, count: int | None
-) -> tuple[list[Worker], list[str]]:
-    """The agents --run starts and the arguments each gets beyond the sweep's ID and store;
-    an option of theirs without --run is a usage error (checked before a sweep is made)."""
+) -> list[Worker]:
+    """The agents --run starts; an option of theirs without --run is a usage error (checked
+    before a sweep is made)."""
     arguments = handed_on(ctx)
     if not run_it:
         # --config-var is the sweep's own too: the notebook's parameters are checked with it.
@@ -144,11 +146,10 @@ def _agents(
         if names:
             verb = "goes" if len(names) == 1 else "go"
             raise click.UsageError(f"{' and '.join(names)} {verb} with --run")
-        return [], []
+        return []
     if gpus is not None and workers is not None:
         raise click.UsageError("use --gpus or --workers, not both")
-    fleet = api.agent_fleet(gpus, workers)
-    return fleet, [*(["--count", str(count)] if count else []), *arguments]
+    return api.agent_fleet(gpus, workers)
 
 
 def _create_local(
@@ -157,7 +158,7 @@ def _create_local(
     store: StoreOptions,
     store_given: bool,
     fleet: list[Worker],
-    agent_arguments: list[str],
+    agents: AgentOptions,
 ) -> None:
     """Create the sweep; with a ``fleet``, run its agents on it, then show the leaderboard."""
     sweep_id = api.create_local_sweep(checked.config, name, store)
@@ -166,8 +167,7 @@ def _create_local(
     if not fleet:
         click.echo(f"run it with: nbsweep agent local:{sweep_id}{store_flag} [--workers N]")
         return
-    argv = ["agent", f"local:{sweep_id}", *agent_arguments]
-    code = api.run_command_workers(fleet, argv, store.location)
+    code = api.run_agent_workers(f"local:{sweep_id}", agents, store, fleet)
     click.echo()
     for view in api.sweep_status(sweep_id, store):
         show_table(view)

@@ -49,6 +49,13 @@ def _local_sweep(local, tmp_path, trials: int) -> str:
     return created.stdout.split()[3]
 
 
+def _is_sleep(process: psutil.Process) -> bool:
+    try:
+        return process.name() == "sleep"
+    except psutil.Error:  # ended since it was listed
+        return False
+
+
 def _late_detacher(local) -> bool:
     """The trial's last escape has forked and exec'd its ``sleep 780``."""
     with contextlib.suppress(psutil.Error):
@@ -61,8 +68,8 @@ def test_each_agent_trial_leaves_no_daemon(local, tmp_path):
     process = local.start("agent", f"local:{sweep}", "--no-wandb")
     wait_for_file(tmp_path / "daemons-1.flag", process, timeout=120)
     # The second trial runs: the first trial's daemons must be gone already.
-    sleepers = [p for p in local.leftovers(0) if p.name() == "sleep"]
-    assert len(sleepers) <= 4, [p.cmdline() for p in sleepers]
+    sleepers = [p for p in local.leftovers(0) if _is_sleep(p)]
+    assert len(sleepers) <= 4, [p.pid for p in sleepers]
     _, err = process.communicate(timeout=120)
     assert process.returncode == 0, err
     assert not local.leftovers(timeout=3)

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 from helpers import make_notebook, marked_processes, wait_for_file, wait_until, write_notebook
 
@@ -234,13 +235,16 @@ SLOW = [("seconds = 60", ["parameters"]), "import time\ntime.sleep(seconds)"]
 
 
 def wait_for_kernels(local, agent: subprocess.Popen, count: int) -> None:
+    def is_kernel(process: psutil.Process) -> bool:
+        # Not the agent, nor the template that forks kernels; one that has just ended
+        # (a kernel of the agent's start-up) is none.
+        try:
+            return process.pid != agent.pid and process.name() != TEMPLATE_NAME
+        except psutil.Error:
+            return False
+
     def kernels() -> list:
-        # Not the agent, nor the template that forks kernels.
-        return [
-            p
-            for p in marked_processes(local.marker)
-            if p.pid != agent.pid and p.name() != TEMPLATE_NAME
-        ]
+        return [p for p in marked_processes(local.marker) if is_kernel(p)]
 
     wait_until(lambda: len(kernels()) >= count, what="the warm kernel", alive=[agent])
 

@@ -52,13 +52,18 @@ def test_the_checker_sees_function_local_imports(tmp_path):
     assert imported_modules(source) == [(2, "nbsweep.local"), (3, "nbsweep.trial")]
 
 
-def test_import_nbsweep_loads_neither_the_api_nor_wandb_nor_nbclient():
-    code = "import json, sys, nbsweep; print(json.dumps(sorted(sys.modules)))"
+def modules_loaded_by(code: str) -> set[str]:
+    """The modules a fresh interpreter holds after running ``code``."""
+    listing = f"{code}\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))"
     env = {**os.environ, "PYTHONPATH": str(PACKAGE.parent)}
     output = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+        [sys.executable, "-c", listing], capture_output=True, text=True, env=env, check=True
     ).stdout
-    loaded = set(json.loads(output))
+    return set(json.loads(output))
+
+
+def test_import_nbsweep_loads_neither_the_api_nor_wandb_nor_nbclient():
+    loaded = modules_loaded_by("import nbsweep")
     assert "nbsweep" in loaded
     assert not loaded & {"nbsweep.api", "wandb", "nbclient"}
 
@@ -99,17 +104,7 @@ def test_the_length_check_counts_nested_functions_and_methods(tmp_path):
 def test_nbsweep_run_starts_its_kernel_before_loading_the_rest():
     """`nbsweep run` boots its kernel first and loads notebooks, the executor and W&B's side
     while it boots: the module that starts it loads none of them."""
-    code = (
-        "import json, sys\n"
-        "from nbsweep.cli import run\n"
-        "from nbsweep.api import run_command\n"
-        "print(json.dumps(sorted(sys.modules)))"
-    )
-    env = {**os.environ, "PYTHONPATH": str(PACKAGE.parent)}
-    output = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
-    ).stdout
-    loaded = set(json.loads(output))
+    loaded = modules_loaded_by("from nbsweep.cli import run\nfrom nbsweep.api import run_command")
     assert "nbsweep.kernel.prestart" in loaded
     heavy = {"nbformat", "nbclient", "wandb", "nbsweep.trial.run", "nbsweep.api.trials"}
     assert not loaded & heavy, loaded & heavy

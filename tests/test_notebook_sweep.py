@@ -88,6 +88,31 @@ def test_the_config_defaults_patterns():
     assert analyse(pyg).defaults == {"hidden": 64}
 
 
+def test_the_config_defaults_under_any_name_an_import_gives_wandb():
+    """The same one rule that finds ``wandb.init`` finds the defaults and the reads of
+    ``wandb.config``: ``import wandb as wb`` and ``from wandb import init`` too."""
+    aliased = make_notebook(
+        [
+            "import wandb as wb",
+            "def sweep_train(config_defaults={'lr': 0.1}):\n"
+            "    wb.init(config=config_defaults)\n    wb.config.epochs = 2",
+            "wb.agent('x', sweep_train)",
+        ]
+    )
+    assert analyse(aliased).defaults == {"lr": 0.1, "epochs": 2}
+    imported = make_notebook(
+        [
+            "import wandb\nfrom wandb import init as start, config as cfg",
+            "def sweep_train(config_defaults={'lr': 0.1}):\n"
+            "    start(config=config_defaults)\n    cfg.epochs = 3",
+            "wandb.agent('x', sweep_train)",
+        ]
+    )
+    found = analyse(imported)
+    assert found.defaults == {"lr": 0.1, "epochs": 3}
+    assert found.reads_wandb_config
+
+
 def test_a_notebook_without_wandb():
     found = analyse(make_notebook([("x = 1", ["parameters"]), "print(x)", "!pip list"]))
     assert found.config is None and found.agent_function is None

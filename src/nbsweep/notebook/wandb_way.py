@@ -394,12 +394,14 @@ def analyse(nb: NotebookNode, sweep_function: str | None = None) -> NotebookSwee
         if problem is not None:
             syntax_errors.append(f"cell {index} {problem}")
         reader.cell(index, module)
-        reads_config = reads_config or _reads_wandb_config(module, reader.wandb_names)
+        reads_config = reads_config or _reads_wandb_config(
+            module, reader.wandb_names, reader.imported
+        )
     calls = tuple(reader.agent_calls)
     chosen = _choose(calls, sweep_function)
     written = calls[chosen].function if chosen is not None else None
     function = reader.functions.get(written or "")
-    defaults = _defaults(function, reader.wandb_names) if function is not None else {}
+    defaults = {} if function is None else _defaults(function, reader.wandb_names, reader.imported)
     return NotebookSweep(
         **reader.found,
         agent_calls=calls,
@@ -479,19 +481,19 @@ def _parse_cell(source: str) -> tuple[ast.Module, str | None]:
         return module, f"line {error.lineno}: {error.msg}"
 
 
-def _reads_wandb_config(module: ast.Module, wandb_names: set[str]) -> bool:
-    for node in ast.walk(module):
-        if (
-            isinstance(node, ast.Attribute)
-            and node.attr in ("config", "init")
-            and isinstance(node.value, ast.Name)
-            and node.value.id in wandb_names
-        ):
-            return True
-    return False
+def _reads_wandb_config(
+    module: ast.Module, wandb_names: set[str], imported: Mapping[str, str]
+) -> bool:
+    return any(
+        isinstance(node, (ast.Attribute, ast.Name))
+        and _is_wandb_function(node, wandb_names, imported, "config", "init")
+        for node in ast.walk(module)
+    )
 
 
-def _defaults(function: ast.FunctionDef, wandb_names: set[str]) -> dict[str, Any]:
+def _defaults(
+    function: ast.FunctionDef, wandb_names: set[str], imported: Mapping[str, str]
+) -> dict[str, Any]:
     """``wandb.init(config=NAME)`` with NAME a literal dict (a parameter default or a local
     assignment), then literal ``wandb.config.x = v`` or ``config.x = v`` after
     ``config = wandb.config``: the defaults a trial's values are merged over."""
@@ -504,23 +506,27 @@ def _defaults(function: ast.FunctionDef, wandb_names: set[str]) -> dict[str, Any
         _remember(local, argument.arg, default)
     config_aliases: set[str] = set()
     defaults: dict[str, Any] = {}
+
+    def is_wandb(node: ast.expr, name: str) -> bool:
+        return _is_wandb_function(node, wandb_names, imported, name)
+
     for node in ast.walk(function):
         if isinstance(node, ast.Assign) and len(node.targets) == 1:
             target = node.targets[0]
             if isinstance(target, ast.Name):
-                if _is_wandb_attr(node.value, wandb_names, "config"):
+                if is_wandb(node.value, "config"):
                     config_aliases.add(target.id)
                 else:
                     _remember(local, target.id, node.value)
             elif isinstance(target, ast.Attribute) and (
-                _is_wandb_attr(target.value, wandb_names, "config")
+                is_wandb(target.value, "config")
                 or (isinstance(target.value, ast.Name) and target.value.id in config_aliases)
             ):
                 try:
                     defaults[target.attr] = ast.literal_eval(node.value)
                 except ValueError:
                     continue
-        elif isinstance(node, ast.Call) and _is_wandb_attr(node.func, wandb_names, "init"):
+        elif isinstance(node, ast.Call) and is_wandb(node.func, "init"):
             for keyword in node.keywords:
                 if keyword.arg == "config" and isinstance(keyword.value, ast.Name):
                     given = local.get(keyword.value.id)
@@ -549,7 +555,7 @@ def _is_wandb_function(
     func: ast.expr, wandb_names: set[str], imported: Mapping[str, str], *names: str
 ) -> bool:
     """``func`` is one of wandb's ``names``: ``wandb.init``, ``wb.init`` after ``import
-    wandb as wb``, or ``init`` after ``from wandb import init``."""
+    wandb as wb``, or ``init`` after ``from wandb import init`` (also ``config``)."""
     if isinstance(func, ast.Name):
         return imported.get(func.id) in names
     return _is_wandb_attr(func, wandb_names, *names)

@@ -14,7 +14,7 @@ import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from nbsweep.errors import UsageError
 from nbsweep.kernel.preload import Preload
@@ -23,6 +23,9 @@ if TYPE_CHECKING:
     from nbformat import NotebookNode
 
 DEFAULT_CONFIG_VAR = "config"
+
+KernelStart = Literal["fork", "exec"]
+"""fork: kernels are forked from a template process; exec: each is a fresh interpreter."""
 
 STORE_ENV = "NBSWEEP_STORE"
 AGENT_NAME_ENV = "NBSWEEP_AGENT_NAME"
@@ -172,7 +175,7 @@ class AgentOptions:
     """Start each trial's kernel while the previous trial runs."""
     preload: Preload = field(default_factory=Preload)
     """What a warm kernel imports before its trial."""
-    kernel_start: str = "fork"
+    kernel_start: KernelStart = "fork"
     """fork: warm kernels are forked from a template process (where that can serve);
     exec: each is a fresh interpreter."""
     log_output: bool = False

@@ -20,7 +20,7 @@ from nbsweep.kernel.preload import Preload
 from nbsweep.kernel.prestart import KernelRecipe, WarmKernel
 from nbsweep.kernel.process import Kernel
 from nbsweep.notebook import files
-from nbsweep.options import TrialSettings
+from nbsweep.options import KernelStart, TrialSettings
 
 # A trial that runs this long has the next trial's kernel started beside it. Sooner, an
 # exec'd kernel's start-up (a core's worth of work, plus the preload) slows a short trial
@@ -41,7 +41,7 @@ class KernelSupply:
         preload: Preload,
         *,
         warm: bool,
-        kernel_start: str,
+        kernel_start: KernelStart,
         warn: Warn,
         warn_once: Warn,
     ) -> None:

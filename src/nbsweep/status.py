@@ -16,13 +16,20 @@ from enum import Enum
 from typing import Any
 
 
-class TrialStatus(str, Enum):
-    FINISHED = "finished"
-    FAILED = "failed"
-    STOPPED = "stopped"
+class _Named(str, Enum):
+    """A value that is its name as stored and printed: ``str()`` and f-strings give the
+    value, where a plain str enum gives ``Class.MEMBER``."""
+
+    value: str
 
     def __str__(self) -> str:
         return self.value
+
+
+class TrialStatus(_Named):
+    FINISHED = "finished"
+    FAILED = "failed"
+    STOPPED = "stopped"
 
     @property
     def wandb_exit_code(self) -> int:
@@ -30,7 +37,7 @@ class TrialStatus(str, Enum):
         return {"finished": 0, "failed": 1, "stopped": 130}[self.value]
 
 
-class EndReason(str, Enum):
+class EndReason(_Named):
     """Why a trial ended: stored, printed and compared as these strings."""
 
     FINISHED = "finished"
@@ -51,22 +58,16 @@ class EndReason(str, Enum):
     EXITED = "exited"
     """A cell called ``sys.exit(0)`` (or raised a bare ``SystemExit``): a finished trial."""
 
-    def __str__(self) -> str:
-        return self.value
-
     @property
     def is_timeout(self) -> bool:
         return self in (EndReason.CELL_TIMEOUT, EndReason.TRIAL_TIMEOUT)
 
 
-class SweepState(str, Enum):
+class SweepState(_Named):
     RUNNING = "running"
     PAUSED = "paused"
     FINISHED = "finished"
     CANCELED = "canceled"
-
-    def __str__(self) -> str:
-        return self.value
 
     @property
     def wandb_name(self) -> str:
@@ -78,7 +79,7 @@ class SweepState(str, Enum):
         return self in (SweepState.FINISHED, SweepState.CANCELED)
 
 
-class SweepAction(str, Enum):
+class SweepAction(_Named):
     """What ``nbsweep sweep --pause`` and its siblings ask for; ``state`` is where it leads."""
 
     PAUSE = "pause"
@@ -87,9 +88,6 @@ class SweepAction(str, Enum):
     """Running trials finish; nothing new starts."""
     CANCEL = "cancel"
     """Running trials stop too."""
-
-    def __str__(self) -> str:
-        return self.value
 
     @property
     def state(self) -> SweepState:
@@ -104,7 +102,7 @@ _ACTION_STATES = {
 }
 
 
-class RunState(str, Enum):
+class RunState(_Named):
     """In the order ``nbsweep status`` totals them."""
 
     finished = "finished"
@@ -113,9 +111,6 @@ class RunState(str, Enum):
     failed = "failed"
     crashed = "crashed"
     stopped = "stopped"  # ended by a stop request
-
-    def __str__(self) -> str:
-        return self.value
 
     @classmethod
     def of(cls, status: TrialStatus | str) -> RunState:

@@ -203,11 +203,6 @@ def _jsonable(value: Any) -> bool:
     return False
 
 
-def shows_wandb_sweep(shape: NotebookSweep) -> bool:
-    """The notebook calls ``wandb.sweep`` or ``wandb.agent`` itself (W&B's tutorials)."""
-    return shape.has_own_sweep
-
-
 def wandb_sweep_table(shape: NotebookSweep) -> str:
     """What the notebook's own ``wandb.sweep``/``wandb.agent`` calls say, for a person."""
     lines: list[str] = []

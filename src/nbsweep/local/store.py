@@ -133,7 +133,6 @@ class Store:
         """The file, or the database's URL without its password."""
         self.options = options
         """Its timeouts, and the name of this machine's agents (whose PIDs it may check)."""
-        self._busy_timeout = options.busy_timeout
         self._thread_lock = threading.RLock()
         self.read_only = False
         self.reconnect_timeout = options.reconnect_timeout
@@ -142,8 +141,6 @@ class Store:
         """Told, in a line, when the connection is lost and when it is back."""
         self._down_since: float | None = None
         self._stop_waiting = threading.Event()
-        self.heartbeat_grace = options.heartbeat_timeout
-        """Seconds without a heartbeat before a running run is lost, unless a call says."""
 
     @classmethod
     def open_for_reading(cls, path: Path | str, options: StoreOptions | None = None) -> Store:
@@ -290,7 +287,9 @@ class Store:
                         agent,
                         propose,
                         requeue_crashed,
-                        self.heartbeat_grace if heartbeat_grace is None else heartbeat_grace,
+                        self.options.heartbeat_timeout
+                        if heartbeat_grace is None
+                        else heartbeat_grace,
                         lost_attempt_at,
                     )
             except StoreLocked:
@@ -330,7 +329,7 @@ class Store:
                 sweep_id,
                 time.time(),
                 requeue_crashed,
-                self.heartbeat_grace if heartbeat_grace is None else heartbeat_grace,
+                self.options.heartbeat_timeout if heartbeat_grace is None else heartbeat_grace,
                 self.options.agent_name,
             )
 

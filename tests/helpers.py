@@ -340,6 +340,16 @@ class Agent(CliRun):
         return self(sweep_id, *args, timeout=timeout)
 
 
+def one_line_usage_error(result: subprocess.CompletedProcess, *needles: str) -> None:
+    """``result`` is a usage error as nbsweep reports one: exit 2, no traceback, one line of
+    stderr holding every needle."""
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    for needle in needles:
+        assert needle in result.stderr, result.stderr
+
+
 def run_cmd(run_id: str, **values) -> dict:
     """The W&B agent protocol's ``run`` command for ``run_id`` with ``values``."""
     return {"type": "run", "run_id": run_id, "args": {k: {"value": v} for k, v in values.items()}}

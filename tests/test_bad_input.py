@@ -8,17 +8,9 @@ import signal
 import time
 
 import pytest
-from helpers import write_notebook
+from helpers import one_line_usage_error, write_notebook
 
 NOTEBOOK = [("x = 1", ["parameters"]), "print(x)"]
-
-
-def _one_line_exit_2(result, *needles: str) -> None:
-    assert result.returncode == 2, (result.returncode, result.stderr)
-    assert "Traceback" not in result.stderr, result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
-    for needle in needles:
-        assert needle in result.stderr, result.stderr
 
 
 @pytest.mark.parametrize(
@@ -34,7 +26,7 @@ def _one_line_exit_2(result, *needles: str) -> None:
 @pytest.mark.parametrize("command", ["run", "inspect"])
 def test_bad_bytes_in_a_notebook(cli, tmp_path, data, needle, command):
     (tmp_path / "bad.ipynb").write_bytes(data)
-    _one_line_exit_2(cli(command, "bad.ipynb"), "'bad.ipynb'", needle)
+    one_line_usage_error(cli(command, "bad.ipynb"), "'bad.ipynb'", needle)
 
 
 def test_a_notebook_with_a_byte_order_mark_is_read(cli, tmp_path):
@@ -51,10 +43,10 @@ def test_bad_bytes_in_sweep_and_parameter_files(cli, tmp_path):
     write_notebook(tmp_path / "nb.ipynb", NOTEBOOK)
     (tmp_path / "bin.yaml").write_bytes(b"program: nb.ipynb\n\xff\xfe\x00garbage")
     for args in (["sweep", "bin.yaml", "--dry-run"], ["sweep", "--local", "bin.yaml"]):
-        _one_line_exit_2(cli(*args), "sweep file 'bin.yaml' is not UTF-8 text")
-    _one_line_exit_2(cli("run", "nb.ipynb", "-f", "bin.yaml"), "parameters file 'bin.yaml'")
+        one_line_usage_error(cli(*args), "sweep file 'bin.yaml' is not UTF-8 text")
+    one_line_usage_error(cli("run", "nb.ipynb", "-f", "bin.yaml"), "parameters file 'bin.yaml'")
     (tmp_path / "args.json").write_bytes(b'{"x": "\xff"}')
-    _one_line_exit_2(cli("run", "nb.ipynb", "args.json"), "--args-json file 'args.json'")
+    one_line_usage_error(cli("run", "nb.ipynb", "args.json"), "--args-json file 'args.json'")
 
 
 BOMB = """\
@@ -76,9 +68,9 @@ def test_a_yaml_alias_bomb_is_refused_at_once(cli, tmp_path):
     (tmp_path / "bomb.yaml").write_text(BOMB)
     started = time.monotonic()
     result = cli("run", "nb.ipynb", "-f", "bomb.yaml")
-    _one_line_exit_2(result, "expands to more than 1,000,000 values")
+    one_line_usage_error(result, "expands to more than 1,000,000 values")
     (tmp_path / "sweep.yaml").write_text("program: nb.ipynb\nmethod: grid\n" + BOMB)
-    _one_line_exit_2(cli("sweep", "sweep.yaml", "--dry-run"), "expands to more than")
+    one_line_usage_error(cli("sweep", "sweep.yaml", "--dry-run"), "expands to more than")
     assert time.monotonic() - started < 10
 
 
@@ -99,7 +91,7 @@ def test_outputs_never_overwrite_the_source_or_each_other(cli, tmp_path, args, n
     write_notebook(tmp_path / "nb.ipynb", NOTEBOOK)
     os.link(tmp_path / "nb.ipynb", tmp_path / "link.ipynb")
     before = (tmp_path / "nb.ipynb").read_bytes()
-    _one_line_exit_2(cli("run", "nb.ipynb", *args), needle)
+    one_line_usage_error(cli("run", "nb.ipynb", *args), needle)
     assert (tmp_path / "nb.ipynb").read_bytes() == before
 
 

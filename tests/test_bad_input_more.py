@@ -11,7 +11,7 @@ from pathlib import Path
 import nbformat
 import pytest
 import yaml
-from helpers import CliRun, write_notebook
+from helpers import CliRun, one_line_usage_error, write_notebook
 
 import nbsweep
 from nbsweep.errors import SweepConfigError, UsageError
@@ -20,14 +20,6 @@ NOTEBOOK = [
     ("x = 0\nlr = 0.1\noutput = 'unset'\ntimeout = 1", ["parameters"]),
     "import nbsweep\nnbsweep.log({'score': 1})",
 ]
-
-
-def _one_line_exit_2(result, *needles: str) -> None:
-    assert result.returncode == 2, (result.returncode, result.stderr)
-    assert "Traceback" not in result.stderr, result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
-    for needle in needles:
-        assert needle in result.stderr, result.stderr
 
 
 def _nested(depth: int, inner: object = 1) -> object:
@@ -62,18 +54,18 @@ def _status(cli, sweep_id: str) -> dict:
 def test_deep_values_are_refused_in_one_line_wherever_they_enter(cli, tmp_path):
     write_notebook(tmp_path / "nb.ipynb", NOTEBOOK)
     deep_json = '{"x": ' + _brackets(30_000) + "}"
-    _one_line_exit_2(cli("run", "nb.ipynb", "--args-json", deep_json), "nests more than 100")
+    one_line_usage_error(cli("run", "nb.ipynb", "--args-json", deep_json), "nests more than 100")
     (tmp_path / "deep.yaml").write_text("x: " + _brackets(3_000) + "\n")
-    _one_line_exit_2(
+    one_line_usage_error(
         cli("run", "nb.ipynb", "-f", "deep.yaml"), "'deep.yaml' nests more than 100 levels deep"
     )
-    _one_line_exit_2(
+    one_line_usage_error(
         cli("run", "nb.ipynb", f"--x={_brackets(150)}"), "parameter 'x' nests more than 100"
     )
     (tmp_path / "sweep.yaml").write_text(
         f"program: nb.ipynb\nmethod: grid\nparameters:\n  x: {{values: [{_brackets(196)}, 2]}}\n"
     )
-    _one_line_exit_2(
+    one_line_usage_error(
         cli("sweep", "--local", "sweep.yaml", "--store", "store.db"), "nests more than 100"
     )
     assert not (tmp_path / "store.db").exists()
@@ -209,7 +201,7 @@ def test_run_options_lists_every_option_of_nbsweep_run():
 @pytest.mark.kernel  # `nbsweep run` starts its kernel while it checks the rest of its input
 def test_a_dotted_name_below_a_scalar_is_unknown(cli, tmp_path):
     write_notebook(tmp_path / "nb.ipynb", NOTEBOOK)
-    _one_line_exit_2(
+    one_line_usage_error(
         cli("run", "nb.ipynb", "--lr.x=2"), "unknown parameter 'lr.x' (did you mean 'lr'?)"
     )
 
@@ -220,7 +212,7 @@ def test_a_dotted_name_below_a_scalar_is_unknown(cli, tmp_path):
 def test_a_folder_as_the_store_is_one_line(cli, tmp_path):
     (tmp_path / "folder").mkdir()
     for args in (["status"], ["agent", "local:abc"]):
-        _one_line_exit_2(cli(*args, "--store", "folder"), "'folder' is a folder")
+        one_line_usage_error(cli(*args, "--store", "folder"), "'folder' is a folder")
 
 
 @pytest.mark.parametrize("sweep_id", [None, 123, "", "local:"])

@@ -50,6 +50,7 @@ EVERYTHING = AgentOptions(
     warm_kernels=False,
     preload=Preload("explicit", ("numpy", "os.path"), cuda=True),
     kernel_start="exec",
+    setup_once=False,
     log_output=True,
 )
 STORE = StoreOptions(requeue_crashed=True, heartbeat_timeout=33.0, agent_name="-node-b")

@@ -178,6 +178,9 @@ class AgentOptions:
     kernel_start: KernelStart = "fork"
     """fork: warm kernels are forked from a template process (where that can serve);
     exec: each is a fresh interpreter."""
+    setup_once: bool = True
+    """Run the notebook's setup cells once per agent in the kernel template and fork each
+    trial's kernel from there (where that is safe; else every trial runs every cell)."""
     log_output: bool = False
     """Stream each trial's kernel output while it runs."""
 

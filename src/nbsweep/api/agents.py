@@ -199,6 +199,8 @@ def agent_arguments(options: AgentOptions, store: StoreOptions | None = None) ->
     arguments += preload_arguments(options.preload)
     if options.kernel_start != default.kernel_start:
         arguments.append(f"--kernel-start={options.kernel_start}")
+    if not options.setup_once:
+        arguments.append("--no-setup-once")
     if options.log_output:
         arguments.append("--log-output")
     if store is not None:

@@ -273,6 +273,16 @@ _AGENT_RUN_OPTIONS: list[Decorator] = [
         "else exec, said once); exec: a fresh interpreter per kernel.",
     ),
     _option(
+        "--setup-once/--no-setup-once",
+        default=True,
+        show_default=True,
+        help="Run the notebook's setup (the cells before the first one a trial's values "
+        "reach) once per agent in the kernel template, and fork each trial's kernel from "
+        "there; where that is not safe (a thread, a process, a socket, an open wandb run, "
+        "CUDA) or not possible, every trial runs every cell, said once. A cell tagged "
+        "nbsweep-per-trial and those after it run per trial.",
+    ),
+    _option(
         "--no-warm-kernels",
         is_flag=True,
         help="Start each trial's kernel when the trial starts (no kernel started ahead, "
@@ -304,6 +314,7 @@ def agent_run_options(command: Callable[..., None]) -> Callable[..., None]:
         preload: str,
         preload_cuda: bool,
         kernel_start: KernelStart,
+        setup_once: bool,
         no_warm_kernels: bool,
         no_wandb: bool,
         **rest: Any,
@@ -315,6 +326,7 @@ def agent_run_options(command: Callable[..., None]) -> Callable[..., None]:
             report_to_wandb=not no_wandb,
             warm_kernels=not no_warm_kernels,
             kernel_start=kernel_start,
+            setup_once=setup_once,
             preload=Preload.parse(preload, preload_cuda),
         )
         flags = StoreFlags(requeue_crashed, agent_name, heartbeat_timeout)

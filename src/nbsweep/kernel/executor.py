@@ -72,6 +72,16 @@ def prepare_output_handling() -> None:
     output_from_msg({"header": {"msg_type": "stream"}, "content": {"name": "stdout", "text": ""}})
 
 
+@dataclass(frozen=True)
+class StartAt:
+    """Where a kernel forked after a notebook's setup takes over."""
+
+    cell: int = 0
+    """The first cell the kernel runs."""
+    executed: int = 0
+    """How many cells the kernel ran before it (its execution count)."""
+
+
 class StopRequest:
     """Set from signal handlers or other threads' ``call_soon_threadsafe``: stop this run."""
 
@@ -215,8 +225,10 @@ async def execute(
     stop: StopRequest | None = None,
     variables: Sequence[str] = (),
     redactor: Redactor | None = None,
+    start: StartAt | None = None,
 ) -> Outcome:
-    """Run every cell of ``nb`` (in place) on ``kernel``; read ``variables`` at the end.
+    """Run the cells of ``nb`` (in place) on ``kernel`` from ``start`` on (the cells before
+    it ran in the template the kernel was forked from); read ``variables`` at the end.
     ``redactor``: masks secrets in the streams as they are assembled.
 
     Leaves the kernel running: the caller stops it.
@@ -226,14 +238,17 @@ async def execute(
     client = _TrialClient(nb, kernel, hooks, options.stream_limit, redactor or Redactor(()))
     clock = _CellClock(client, hooks)
     aborted: list[EndReason] = []
+    begin = start or StartAt()
 
     async def run_cells() -> None:
         await _record_language(client, kernel)
         for index, cell in enumerate(nb.cells):
             if aborted:
                 return
+            if index < begin.cell:
+                continue
             await client.async_execute_cell(
-                cell, index, execution_count=client.code_cells_executed + 1
+                cell, index, execution_count=begin.executed + client.code_cells_executed + 1
             )
 
     running = asyncio.ensure_future(run_cells())

@@ -28,8 +28,10 @@ import psutil
 from jupyter_client.provisioning import LocalProvisioner
 
 from nbsweep.errors import KernelStartError
-from nbsweep.kernel.launcher import TEMPLATE, ForkRequest, PreloadRequest, command
+from nbsweep.kernel.hooks import INSTALL_HOOKS
+from nbsweep.kernel.launcher import TEMPLATE, ForkRequest, PreloadRequest, SetupRequest, command
 from nbsweep.kernel.launcher import TEMPLATE_NAME as TEMPLATE_NAME
+from nbsweep.kernel.shared_setup import SETUP_MODULES, SetupOutcome, SetupWork
 from nbsweep.processes import die_with_parent
 
 
@@ -45,30 +47,49 @@ def can_fork(kernel_name: str, cuda: bool) -> str | None:
 
 
 class Template:
-    """The template process; ``fork`` asks it for a kernel. Stopped with ``stop``, and it
-    dies with this process (its kernels die with it)."""
+    """The template process; ``fork`` asks it for a kernel. With ``setup``, it runs the
+    notebook's setup cells before its first fork (see ``kernel/shared_setup.py``); where it
+    cannot share them it starts over without them, and ``setup_outcome`` says why. Stopped
+    with ``stop``; it dies with this process (its kernels die with it)."""
 
-    def __init__(self, cwd: Path, env: dict[str, str], preload_code: str | None) -> None:
+    def __init__(
+        self,
+        cwd: Path,
+        env: dict[str, str],
+        preload_code: str | None,
+        setup: SetupWork | None = None,
+    ) -> None:
+        self.cwd = cwd
+        self.env = env
+        self.preload_code = preload_code
+        self.setup = setup
+        self.setup_outcome: SetupOutcome | None = None
+        self._lock = threading.Lock()
+        self.ready = False
+        self.preload_skipped = ""
+        """Why the template could not keep the preload (then each kernel runs it)."""
+        self._timed_out: int | None = None
+        self._start_process()
+
+    def _start_process(self) -> None:
         self.log = open(os.devnull, "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             command(TEMPLATE),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self.log,
-            cwd=cwd,
-            env=env,
+            cwd=self.cwd,
+            env=self.env,
+            # Its own process group: a stop ends whatever the setup started with it.
+            start_new_session=True,
             preexec_fn=die_with_parent(signal.SIGKILL),
         )
         assert self.process.stdin is not None and self.process.stdout is not None
         self._stdin: IO[bytes] = self.process.stdin
         self._stdout: IO[bytes] = self.process.stdout
-        self._lock = threading.Lock()
-        self._send(PreloadRequest(preload=preload_code))
-        self.ready = False
-        self.preload_skipped = ""
-        """Why the template could not keep the preload (then each kernel runs it)."""
+        self._send(PreloadRequest(preload=self.preload_code))
 
-    def _send(self, request: PreloadRequest | ForkRequest) -> None:
+    def _send(self, request: PreloadRequest | ForkRequest | SetupRequest) -> None:
         self._stdin.write(json.dumps(request).encode() + b"\n")
         self._stdin.flush()
 
@@ -79,11 +100,79 @@ class Template:
         return dict(json.loads(line))
 
     def wait_ready(self) -> None:
-        """Block until the template has imported everything (call off the event loop)."""
+        """Block until the template has imported everything and run the setup (call off
+        the event loop)."""
         with self._lock:
             if not self.ready:
                 self.preload_skipped = str(self._answer().get("skipped") or "")
+                if self.setup is not None:
+                    self.setup_outcome = self._run_setup(self.setup)
+                    if not self.setup_outcome.shared:
+                        self._start_over()
                 self.ready = True
+
+    def _run_setup(self, work: SetupWork) -> SetupOutcome:
+        outcome = SetupOutcome(work)
+        self._send(
+            SetupRequest(
+                cells=list(work.sources),
+                stream_limit=work.stream_limit,
+                env=dict(work.env),
+                prelude=INSTALL_HOOKS,
+                modules=SETUP_MODULES,
+                blas_threads=len(os.sched_getaffinity(0)),
+                per_trial=list(work.per_trial),
+            )
+        )
+        watchdog: threading.Timer | None = None
+        try:
+            while True:
+                answer = self._setup_answer(work)
+                if watchdog is not None:
+                    watchdog.cancel()
+                if "running" in answer and work.cell_timeout:
+                    watchdog = self._watchdog(work.cell_timeout, int(answer["running"]))
+                    watchdog.start()
+                elif "ran" in answer:
+                    outcome.outputs.append(list(answer["outputs"]))
+                    outcome.execution_counts.append(answer["execution_count"])
+                    if answer.get("error"):
+                        cell = work.file_cells[int(answer["ran"])]
+                        outcome.why_not = f"setup cell {cell} failed: {answer['error']}"
+                elif answer.get("done"):
+                    return _finished(outcome, answer)
+        except KernelStartError as error:
+            if self._timed_out is None:
+                outcome.why_not = f"the setup's template ended: {error}"
+            else:
+                cell = work.file_cells[self._timed_out]
+                outcome.why_not = f"setup cell {cell} ran past --timeout ({work.cell_timeout:g} s)"
+            return outcome
+        finally:
+            if watchdog is not None:
+                watchdog.cancel()
+
+    def _setup_answer(self, work: SetupWork) -> dict[str, Any]:
+        try:
+            return self._answer()
+        except ValueError as error:  # not JSON: the template is not answering
+            raise KernelStartError(f"the kernel template failed: {error}") from None
+
+    def _watchdog(self, seconds: float, position: int) -> threading.Timer:
+        def time_out() -> None:
+            self._timed_out = position
+            self._kill()
+
+        timer = threading.Timer(seconds, time_out)
+        timer.daemon = True
+        return timer
+
+    def _start_over(self) -> None:
+        """A template without the setup (trials then run every cell)."""
+        self._close()
+        self.setup = None
+        self._start_process()
+        self.preload_skipped = str(self._answer().get("skipped") or "")
 
     def fork(self, connection_file: str, cwd: str, env: dict[str, str], log: str) -> int:
         """A new kernel's PID (blocking: call off the event loop)."""
@@ -99,18 +188,54 @@ class Template:
             raise KernelStartError(f"cannot fork a kernel: {answer['error']}")
         return int(answer["pid"])
 
+    def shares_setup(self) -> SetupOutcome | None:
+        """The setup its kernels start from, where it runs one and kept it."""
+        outcome = self.setup_outcome
+        return outcome if outcome is not None and outcome.shared else None
+
     def alive(self) -> bool:
         return self.process.poll() is None
 
-    def stop(self) -> None:
+    def _kill(self) -> None:
+        with contextlib.suppress(OSError):
+            os.killpg(self.process.pid, signal.SIGKILL)
         with contextlib.suppress(OSError):
             self.process.kill()
+
+    def _close(self) -> None:
+        self._kill()
         with contextlib.suppress(OSError, ValueError):
             self._stdin.close()
         self.process.wait()
         with contextlib.suppress(OSError, ValueError):
             self._stdout.close()
         self.log.close()
+
+    def stop(self) -> None:
+        """End the template and whatever its setup started (its kernels are their own)."""
+        self._close()
+
+
+def _finished(outcome: SetupOutcome, answer: dict[str, Any]) -> SetupOutcome:
+    work = outcome.work
+    outcome.at, outcome.host = str(answer.get("at", "")), str(answer.get("host", ""))
+    outcome.pid = int(answer.get("pid") or 0)
+    if outcome.why_not is not None:
+        return outcome
+    problem = answer.get("problem")
+    if problem:
+        cell = work.file_cells[int(answer.get("problem_cell") or 0)]
+        outcome.why_not = f"setup cell {cell}: {problem}"
+        return outcome
+    drawn = answer.get("drawn_unseeded") or []
+    if drawn:
+        outcome.warning = (
+            f"the setup ({work.describe()}) drew from {', '.join(drawn)}'s random generator "
+            "without seeding it: every trial shares what it drew (fresh kernels would not); "
+            "seed it, or tag the cell nbsweep-per-trial"
+        )
+    outcome.shared = True
+    return outcome
 
 
 class _ForkedProcess:

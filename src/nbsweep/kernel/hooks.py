@@ -33,6 +33,14 @@ from nbsweep.status import to_json_number
 METRICS_FILE_ENV = "NBSWEEP_METRICS_FILE"
 TRIAL_FILE_ENV = "NBSWEEP_TRIAL_FILE"
 """A Python literal: {"values": {...}, "sweep_id": str | None, "sweep_config": dict | None}."""
+INSTALL_HOOKS = """\
+try:
+    __import__("nbsweep.kernel.hooks").kernel.hooks.install()
+except ImportError:
+    pass
+"""
+"""What installs this module in a kernel (the setup's template too): patches wandb now, or
+when the notebook imports it; a kernel without nbsweep runs the notebook as it is."""
 
 _channels: dict[str, int] = {}
 _warned: set[str] = set()
@@ -308,6 +316,9 @@ class _WandbImport:
 
 def _patch(wandb: Any) -> None:
     if getattr(wandb, "_nbsweep_patched", False):
+        # Patched by the setup a forked kernel started from: this trial's channel hears of
+        # wandb too.
+        emit({"w": 1})
         return
     try:
         from wandb.sdk.wandb_run import Run

@@ -22,11 +22,12 @@ if sys.path and sys.path[0] == "":
     del sys.path[0]
 
 import atexit  # after the path is made safe, as every import below
+import contextlib
 import os
 from functools import cache
 from pathlib import Path
 from types import ModuleType
-from typing import IO, TypedDict
+from typing import IO, Any, TypedDict
 
 TEMPLATE = "--nbsweep-template"
 """The argument that makes the process the fork template instead of a kernel."""
@@ -55,6 +56,24 @@ class PreloadRequest(TypedDict):
     preload: str | None
 
 
+class SetupRequest(TypedDict):
+    """The notebook's setup cells, run once before the template's first fork (sent after
+    its ready answer). Answered with a line per cell and a last ``SetupDone`` line."""
+
+    cells: list[str]
+    stream_limit: int
+    env: dict[str, str]
+    """Set before the setup runs, for the setup only (trials get their own)."""
+    prelude: str
+    """Run silently first, as in every trial (nbsweep's hooks)."""
+    modules: dict[str, str]
+    """``shell``, ``seeds`` and ``checks``: the files of ``kernel/setup_*.py``."""
+    blas_threads: int
+    """BLAS threads the setup runs with, as a fresh process would."""
+    per_trial: list[str]
+    """Variables each trial sets to its own value: a setup that reads one is not shared."""
+
+
 def command(*arguments: str) -> list[str]:
     """The command line that runs this file with ``arguments``."""
     return [sys.executable, "-c", _source(), *arguments]
@@ -81,21 +100,92 @@ def _end_after_exit_handlers() -> None:
         os._exit(0)
 
 
-def start_kernel(arguments: list[str]) -> None:
-    """Run ipykernel with ``arguments`` (``-f CONNECTION_FILE ...``) until it shuts down."""
+def start_kernel(arguments: list[str], setup: "_Setup | None" = None) -> None:
+    """Run ipykernel with ``arguments`` (``-f CONNECTION_FILE ...``) until it shuts down;
+    with ``setup``, in the namespace and shell state the template's setup left."""
     sys.modules["debugpy"] = None  # type: ignore[assignment]  # ipykernel's import fails
     from ipykernel.kernelapp import IPKernelApp
 
     IPKernelApp.clear_instance()  # a Session made in the template drops the child's messages
-    app = IPKernelApp.instance()
-    app.initialize(arguments)
+    if setup is None:
+        app = IPKernelApp.instance()
+        app.initialize(arguments)
+    else:
+        app = setup.start_kernel(IPKernelApp, arguments)
     del sys.modules["debugpy"]
     app.start()
 
 
+class _Setup:
+    """The setup the template ran: its shell, and what each trial's kernel takes from it."""
+
+    def __init__(self, shell: Any, seeds: Any, env: dict[str, str], cwd: str) -> None:
+        self.shell = shell
+        self.seeds = seeds
+        self.env_before = env
+        self.cwd_before = cwd
+
+    def environment(self, trial_env: dict[str, str]) -> dict[str, str]:
+        """The trial's environment with what the setup changed in its own over it, as a
+        fresh kernel running the setup cells would have it."""
+        env = dict(trial_env)
+        for name, value in os.environ.items():
+            if self.env_before.get(name) != value:
+                env[name] = value
+        for name in self.env_before:
+            if name not in os.environ:
+                env.pop(name, None)
+        return env
+
+    def start_kernel(self, app_class: Any, arguments: list[str]) -> Any:
+        """A kernel app whose shell runs in the setup's namespace, at its execution count,
+        with its history and the shell state a setup may leave (cell file names for
+        tracebacks, display formatters, event callbacks such as ``%matplotlib inline``'s)."""
+        old = self.shell
+        history = old.history_manager
+        atexit.unregister(old.atexit_operations)  # the template's shell: not this kernel's
+        type(old).clear_instance()
+        app = app_class.instance(user_ns=old.user_ns)
+        app.initialize(arguments)
+        new = app.kernel.shell
+        new.execution_count = old.execution_count
+        new.history_manager.input_hist_parsed[:] = history.input_hist_parsed
+        new.history_manager.input_hist_raw[:] = history.input_hist_raw
+        new.history_manager.output_hist.update(history.output_hist)
+        _carry_shell_state(old, new)
+        seeds = self.seeds
+
+        def before_first_cell(*_: object) -> None:
+            # The kernel's own start draws from Python's random: the setup's random state
+            # is put back after it, just before the trial's first cell.
+            new.events.unregister("pre_run_cell", before_first_cell)
+            seeds.in_child()
+
+        new.events.register("pre_run_cell", before_first_cell)
+        return app
+
+
+def _carry_shell_state(old: Any, new: Any) -> None:
+    new.compile._filename_map.update(old.compile._filename_map)
+    for mime, formatter in old.display_formatter.formatters.items():
+        target = new.display_formatter.formatters.get(mime)
+        for table in ("type_printers", "deferred_printers", "singleton_printers"):
+            theirs = getattr(formatter, table, None)
+            mine = getattr(target, table, None)
+            if isinstance(theirs, dict) and isinstance(mine, dict):
+                mine.update(theirs)
+    for event, callbacks in old.events.callbacks.items():
+        for callback in callbacks:
+            if getattr(callback, "__self__", None) is old:
+                continue  # the old shell's own
+            if callback not in new.events.callbacks.get(event, []):
+                new.events.register(event, callback)
+
+
 class _Template:
-    """The fork template: imports what kernels share, freezes its heap, then only forks.
-    It never creates a thread, an event loop, a ZMQ context or socket (none survive a fork)."""
+    """The fork template: imports what kernels share, runs the notebook's setup cells if
+    asked, freezes its heap, then only forks. Between forks it has no thread, event loop,
+    ZMQ context or socket (none survive a fork); it checks that before each fork."""
 
     def __init__(self) -> None:
         import ctypes
@@ -104,8 +194,10 @@ class _Template:
         self.libc.prctl(_PR_SET_NAME, TEMPLATE_NAME.encode(), 0, 0, 0)
         self.answers: IO[str] = os.fdopen(os.dup(1), "w")
         os.dup2(2, 1)  # what imports print goes to the template's log, not the answers
+        self.requests: IO[str] = sys.stdin
         self.skipped = os.environ.pop(_SKIPPED_ENV, "")
         self.threadpoolctl: ModuleType | None = None
+        self.setup: _Setup | None = None
 
     def serve(self) -> None:
         import gc
@@ -121,12 +213,20 @@ class _Template:
         if not self.skipped:
             self._preload(json.loads(sys.stdin.readline()))
         del sys.modules["debugpy"]
+        # The requests come on a descriptor of their own: what a setup cell reads from its
+        # stdin finds /dev/null, as a kernel's does, not the next request.
+        self.requests = os.fdopen(os.dup(0), "r", encoding="utf-8")
+        os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
         gc.collect()
         gc.freeze()  # the children share these pages; no collection copies them
         signal.signal(signal.SIGCHLD, _reap)
         self._answer({"ready": True, "skipped": self.skipped})
-        for line in sys.stdin:
-            self._fork(json.loads(line))
+        for line in self.requests:
+            request = json.loads(line)
+            if "cells" in request:
+                self._run_setup(request)
+            else:
+                self._fork(request)
 
     def _preload(self, first: PreloadRequest) -> None:
         code = first.get("preload")
@@ -142,11 +242,7 @@ class _Template:
             del os.environ["OPENBLAS_NUM_THREADS"]
         else:
             os.environ["OPENBLAS_NUM_THREADS"] = users
-        try:
-            import threadpoolctl  # type: ignore[import-untyped]
-        except ImportError:
-            threadpoolctl = None
-        self.threadpoolctl = threadpoolctl
+        self._import_threadpoolctl()
         threads = _threads()
         if threads != 1:
             # An import started a thread (OpenBLAS does): no fork is safe from here. The
@@ -157,6 +253,125 @@ class _Template:
             with open("/proc/self/cmdline", "rb") as cmdline:
                 argv = cmdline.read().split(b"\0")[:-1]
             os.execv(sys.executable, argv)
+
+    def _import_threadpoolctl(self) -> None:
+        try:
+            import threadpoolctl  # type: ignore[import-untyped]
+        except ImportError:
+            threadpoolctl = None
+        self.threadpoolctl = threadpoolctl
+
+    def _run_setup(self, request: SetupRequest) -> None:
+        """Run the setup cells, answering after each; then make the template forkable again
+        and say whether it is. A cell that fails ends the setup (nbsweep stops this template)."""
+        import gc
+        import socket
+        import time
+        from datetime import datetime, timezone
+
+        modules = {
+            which: _load("_nbsweep_setup_" + which, path)
+            for which, path in request["modules"].items()
+        }
+        shell_module, checks = modules["shell"], modules["checks"]
+        os.environ.update(request["env"])
+        os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "1"  # is_available() must not init CUDA
+        setup = _Setup(None, modules["seeds"].SeedTracker(), dict(os.environ), os.getcwd())
+        self._set_blas_threads(request["blas_threads"])
+        started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        shell = setup.shell = shell_module.make_shell(request["stream_limit"])
+        shell.run_cell(request["prelude"], store_history=False, silent=True)
+        extensions = _shell_extensions(shell)
+        setup.seeds.install()
+        watch = checks.EnvironmentWatch(request["per_trial"])
+        watch.install()
+        problems: dict[str, tuple[int, str]] = {}
+        for position, source in enumerate(request["cells"]):
+            self._answer({"running": position})
+            began = time.monotonic()
+            outputs, error = shell_module.run_cell(shell, source)
+            ran: dict[str, object] = {
+                "ran": position,
+                "outputs": outputs,
+                "execution_count": shell.execution_count - 1,
+                "seconds": round(time.monotonic() - began, 3),
+            }
+            if error is not None:
+                ran["error"] = type(error).__name__ + ": " + str(error)  # no braces: see command
+                self._answer(ran)
+                self._answer({"done": True, "failed": position})
+                return
+            self._answer(ran)
+            self._note_problems(problems, position, checks, (shell, extensions, watch))
+        setup.seeds.uninstall()
+        watch.uninstall()
+        problem = self._make_forkable(problems, checks, (shell, extensions, watch))
+        drawn = setup.seeds.drawn_unseeded()
+        gc.collect()
+        gc.freeze()
+        self.setup = setup if problem is None else None
+        self._answer(
+            {
+                "done": True,
+                "problem": problem[1] if problem else None,
+                "problem_cell": problem[0] if problem else None,
+                "drawn_unseeded": drawn,
+                "at": started,
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+            }
+        )
+
+    def _note_problems(
+        self,
+        problems: dict[str, tuple[int, str]],
+        position: int,
+        checks: ModuleType,
+        watched: tuple[Any, dict[str, int], Any],
+    ) -> None:
+        """Remember the cell after which each check began to fail (it may pass again by
+        the setup's end: a wandb run finished later, a BLAS pool shut down)."""
+        now = _problems(checks, watched)
+        for name, problem in now.items():
+            if problem is None:
+                problems.pop(name, None)
+            elif name not in problems:
+                problems[name] = (position, problem)
+
+    def _make_forkable(
+        self,
+        problems: dict[str, tuple[int, str]],
+        checks: ModuleType,
+        watched: tuple[Any, dict[str, int], Any],
+    ) -> tuple[int, str] | None:
+        """Shut down what a fork can do without (a finished wandb's service, the BLAS and
+        torch thread pools: each trial's kernel starts its own); the first cell whose
+        effect remains, with it, or None if the template can fork."""
+        import time
+
+        wandb = sys.modules.get("wandb")
+        if wandb is not None and getattr(wandb, "run", None) is None:
+            wandb.teardown()
+        _shut_down_thread_pools(self.threadpoolctl)
+        for _ in range(40):  # a pool's or a service's threads may still be ending
+            left = _problems(checks, watched)
+            failing = {name: problem for name, problem in left.items() if problem}
+            if not failing or set(failing) - {"threads", "children"}:
+                break
+            time.sleep(0.025)
+        if not failing:
+            return None
+        name, problem = next(iter(failing.items()))
+        last = len(problems) and max(cell for cell, _ in problems.values())
+        return problems.get(name, (last, problem))[0], problem
+
+    def _set_blas_threads(self, count: int) -> None:
+        """The preload loaded BLAS with one thread (forks need that); the setup runs with
+        as many as a fresh process would use."""
+        if self.threadpoolctl is None and "numpy" in sys.modules:
+            self._import_threadpoolctl()
+        if self.threadpoolctl is not None and "numpy" in sys.modules and not self.skipped:
+            self.threadpoolctl.threadpool_limits(count, user_api="blas")
 
     def _fork(self, request: ForkRequest) -> None:
         import time
@@ -181,7 +396,9 @@ class _Template:
     def _answer(self, answer: dict[str, object]) -> None:
         import json
 
-        self.answers.write(json.dumps(answer) + "\n")
+        from jupyter_client.jsonutil import json_default
+
+        self.answers.write(json.dumps(answer, default=json_default) + "\n")
         self.answers.flush()
 
     def _child(self, request: ForkRequest) -> None:
@@ -191,19 +408,28 @@ class _Template:
         os.setpgid(0, 0)
         self.libc.prctl(_PR_SET_NAME, b"python", 0, 0, 0)
         self.libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # dies with the template
-        os.chdir(request["cwd"])
+        setup = self.setup
+        env = request["env"] if setup is None else setup.environment(request["env"])
+        if setup is None or os.getcwd() == setup.cwd_before:
+            os.chdir(request["cwd"])
         os.environ.clear()
-        os.environ.update(request["env"])
+        os.environ.update(env)
         log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         os.dup2(log, 1)
         os.dup2(log, 2)
         os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
-        # Closed through its file object: at the kernel's exit that object would otherwise
-        # close its descriptor's number again, by then perhaps a file the notebook writes.
+        # Closed through their file objects: at the kernel's exit those objects would
+        # otherwise close their descriptors' numbers again, by then perhaps the notebook's.
         self.answers.close()
+        self.requests.close()
         os.closerange(3, 1 << 16)
-        self._as_a_fresh_process(request["env"])
-        start_kernel(["-f", request["connection_file"], "--HistoryManager.hist_file=:memory:"])
+        if setup is None:
+            self._as_a_fresh_process(env)
+        else:
+            self._set_thread_pools(env)
+        start_kernel(
+            ["-f", request["connection_file"], "--HistoryManager.hist_file=:memory:"], setup
+        )
 
     def _as_a_fresh_process(self, env: dict[str, str]) -> None:
         # A fork copies the generators a fresh process seeds from entropy (Python's random
@@ -214,8 +440,62 @@ class _Template:
         torch = sys.modules.get("torch")
         if torch is not None:
             torch.seed()  # CUDA's generators too, lazily: it does not initialise CUDA
-        if not self.skipped and self.threadpoolctl is not None and numpy is not None:
+        self._set_thread_pools(env)
+
+    def _set_thread_pools(self, env: dict[str, str]) -> None:
+        if not self.skipped and self.threadpoolctl is not None and "numpy" in sys.modules:
             self.threadpoolctl.threadpool_limits(_blas_threads(env), user_api="blas")
+        torch = sys.modules.get("torch")
+        if self.setup is not None and torch is not None:
+            torch.set_num_threads(_blas_threads(env))
+
+
+def _load(name: str, path: str) -> ModuleType:
+    """One of nbsweep's ``kernel/setup_*.py``, loaded from its file: the template imports
+    no nbsweep package, only what its kernels' notebooks import."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _problems(checks: ModuleType, watched: tuple[Any, dict[str, int], Any]) -> dict[str, Any]:
+    """Each check's problem (None: none) now."""
+    shell, extensions, environment = watched
+    now = {check.__name__: check() for check in checks.CHECKS}
+    now["shell"] = checks.shell_extensions(extensions, _shell_extensions(shell))
+    now["environment"] = environment.problem()
+    return now
+
+
+def _shell_extensions(shell: Any) -> dict[str, int]:
+    magics = shell.magics_manager.magics
+    return {
+        "magics": len(magics["line"]) + len(magics["cell"]),
+        "extensions": len(shell.extension_manager.loaded),
+        "input transformers": len(shell.input_transformers_post)
+        + len(shell.input_transformers_cleanup),
+        "AST transformers": len(shell.ast_transformers),
+    }
+
+
+def _shut_down_thread_pools(threadpoolctl: ModuleType | None) -> None:
+    """OpenBLAS's pool (it starts again lazily at the template's next BLAS call, which never
+    comes) and torch's intra-op pool (down to the calling thread)."""
+    import ctypes
+
+    if threadpoolctl is not None:
+        for library in threadpoolctl.threadpool_info():
+            if library.get("internal_api") == "openblas":
+                with contextlib.suppress(OSError, AttributeError):
+                    ctypes.CDLL(library["filepath"]).blas_thread_shutdown_()
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(1)
 
 
 def _threads() -> int:

@@ -19,6 +19,7 @@ from nbsweep.errors import KernelStartError, UsageError
 from nbsweep.kernel.environment import trial_environment
 from nbsweep.kernel.fork import Template
 from nbsweep.kernel.process import Kernel
+from nbsweep.kernel.shared_setup import SetupOutcome, SetupWork
 from nbsweep.notebook.textfile import read_text
 from nbsweep.options import kernel_folder
 
@@ -35,6 +36,8 @@ class KernelRecipe:
     cwd: Path
     env: Mapping[str, str] = field(hash=False)
     preload_code: str | None = None
+    setup: SetupWork | None = None
+    """The notebook's setup cells, run once in the template (None: every trial runs all)."""
 
 
 class WarmKernel:
@@ -46,13 +49,16 @@ class WarmKernel:
         template: Template | None = None,
         on_fallback: Callable[[str], None] = lambda reason: None,
         on_note: Callable[[str], None] = lambda note: None,
+        on_setup: Callable[[SetupOutcome], None] = lambda outcome: None,
     ) -> None:
         """``on_fallback``: the template failed (this kernel is started the usual way);
-        ``on_note``: something worth saying once about how kernels start."""
+        ``on_note``: something worth saying once about how kernels start; ``on_setup``:
+        what came of the template's setup, once it ran."""
         self.recipe = recipe
         self.kernel = Kernel(recipe.kernel_name, template=template)
         self.on_fallback = on_fallback
         self.on_note = on_note
+        self.on_setup = on_setup
         self._warming = asyncio.ensure_future(self._warm())
 
     async def _warm(self) -> None:
@@ -66,6 +72,8 @@ class WarmKernel:
             else:
                 template = self.kernel.template
                 assert template is not None  # a fallback kernel has none
+                if template.setup_outcome is not None:
+                    self.on_setup(template.setup_outcome)
                 if not template.preload_skipped:
                     await self.kernel.rehearse()  # the template imported the preload already
                     return

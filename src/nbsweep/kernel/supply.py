@@ -8,18 +8,28 @@ recipe a warm kernel was made from can be compared with the notebook a trial run
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import dataclasses
+import shutil
+import tempfile
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from nbformat import NotebookNode
 
-from nbsweep.errors import NbsweepError
+from nbsweep.errors import NbsweepError, ParameterError
 from nbsweep.kernel.environment import trial_environment
 from nbsweep.kernel.fork import Template, can_fork
+from nbsweep.kernel.hooks import METRICS_FILE_ENV, TRIAL_FILE_ENV
 from nbsweep.kernel.preload import Preload
 from nbsweep.kernel.prestart import KernelRecipe, WarmKernel
 from nbsweep.kernel.process import Kernel
+from nbsweep.kernel.shared_setup import SetupOutcome, SetupWork
 from nbsweep.notebook import files
+from nbsweep.notebook.literals import to_literal
+from nbsweep.notebook.setup import plan_setup
+from nbsweep.notebook.wandb_way import analyse
 from nbsweep.options import KernelStart, TrialSettings
 
 # A trial that runs this long has the next trial's kernel started beside it. Sooner, an
@@ -30,6 +40,40 @@ WARM_UP_AFTER = 0.5
 FORKED_WARM_UP_AFTER = 0.0
 
 Warn = Callable[[str], None]
+
+
+@dataclass
+class SetupContext:
+    """What a setup runs with that belongs to the agent, not to one trial: the W&B
+    environment every trial shares (its mode, project, sweep) and the sweep the notebook's
+    ``wandb.sweep`` is given (through a trial file with no values)."""
+
+    env: Mapping[str, str]
+    per_trial: frozenset[str]
+    """The variables each trial sets to its own value (its run id...)."""
+    sweep_id: str | None
+    sweep_config: dict[str, Any] | None
+    folder: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="nbsweep-setup-")))
+
+    def environment(self, nb: NotebookNode, sweep_function: str | None) -> dict[str, str]:
+        """The setup's variables for ``nb``, its trial file written."""
+        chosen = analyse(nb, sweep_function).sweep_function()
+        trial = {
+            "values": {},
+            "sweep_id": self.sweep_id,
+            "sweep_config": self.sweep_config,
+            "sweep_function": dataclasses.asdict(chosen) if chosen else None,
+        }
+        try:
+            text = to_literal(trial)
+        except ParameterError:  # a sweep config with a value no literal holds
+            text = to_literal({**trial, "sweep_config": None})
+        path = self.folder / "setup-trial.py"
+        path.write_text(text, encoding="utf-8")
+        return {**self.env, TRIAL_FILE_ENV: str(path)}
+
+    def close(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 class KernelSupply:
@@ -44,9 +88,11 @@ class KernelSupply:
         kernel_start: KernelStart,
         warn: Warn,
         warn_once: Warn,
+        say: Warn = lambda line: None,
     ) -> None:
         """``warm``: start each trial's kernel ahead of it; ``kernel_start``: "fork" (from a
-        template, where that can serve) or "exec"; ``warn_once``: a note said once."""
+        template, where that can serve) or "exec"; ``warn_once``: a note said once;
+        ``say``: a line of news (what came of a shared setup)."""
         self.settings = settings
         self.preload = preload
         self.warm_kernels = warm
@@ -59,6 +105,10 @@ class KernelSupply:
         self.template: Template | None = None
         self.template_recipe: KernelRecipe | None = None
         self.forking_failed = False
+        self.say = say
+        self.setup: SetupContext | None = None
+        """Set by ``share_setup``: templates run the notebook's setup cells once."""
+        self._said: set[tuple[str, ...]] = set()
 
     def read(self, notebook: Path) -> tuple[NotebookNode, KernelRecipe]:
         """The notebook and its kernels' recipe, made once and again when the file changes."""
@@ -81,7 +131,56 @@ class KernelSupply:
             cwd,
             trial_environment(),
             self.preload.code(modules),
+            self._setup_work(nb),
         )
+
+    def share_setup(self, context: SetupContext) -> None:
+        """Have templates run the notebook's setup cells once, for every trial to fork from."""
+        self.setup = context
+        self._notebook = None  # recipes made before this have no setup
+
+    def _setup_work(self, nb: NotebookNode) -> SetupWork | None:
+        if self.setup is None:
+            return None
+        settings = self.settings
+        plan = plan_setup(
+            nb,
+            config_var=settings.config_var,
+            sweep_function=settings.sweep_function,
+            run_install_cells=settings.run_install_cells,
+        )
+        if not plan.cells:
+            return None
+        env = self.setup.environment(nb, settings.sweep_function)
+        execution = settings.execution
+        return SetupWork(
+            plan.fork_index,
+            plan.cells,
+            plan.sources,
+            plan.file_cells,
+            plan.fork_point,
+            env,
+            execution.cell_timeout,
+            execution.stream_limit,
+            tuple(sorted(self.setup.per_trial | {METRICS_FILE_ENV})),
+        )
+
+    def _on_setup(self, outcome: SetupOutcome) -> None:
+        """Say once per setup what came of it."""
+        work = outcome.work
+        key = (*work.sources, outcome.why_not or "", outcome.warning or "")
+        if key in self._said:
+            return
+        self._said.add(key)
+        if outcome.shared:
+            self.say(
+                f"setup ({work.describe()}) ran once in the kernel template; each trial's "
+                f"kernel forks from it and starts at {work.fork_point}"
+            )
+        else:
+            self.warn(f"setup not shared: {outcome.why_not}; every trial runs every cell")
+        if outcome.warning:
+            self.warn(outcome.warning)
 
     @property
     def warm_up_delay(self) -> float:
@@ -96,7 +195,9 @@ class KernelSupply:
         try:
             recipe = self.read(notebook)[1]
             template = self._template_for(recipe)
-            self.warm = WarmKernel(recipe, template, self._fork_failed, self.warn_once)
+            self.warm = WarmKernel(
+                recipe, template, self._fork_failed, self.warn_once, self._on_setup
+            )
         except NbsweepError:
             self.warm = None  # the trial's own start reports what is wrong
 
@@ -107,20 +208,37 @@ class KernelSupply:
     def _template_for(self, recipe: KernelRecipe) -> Template | None:
         """The template warm kernels are forked from, made anew when the recipe changes;
         None where forking cannot serve (said once)."""
-        if self.kernel_start != "fork" or self.forking_failed:
+        if self.kernel_start != "fork":
+            self._setup_not_forked(recipe, "--kernel-start exec runs each kernel afresh")
+            return None
+        if self.forking_failed:
+            self._setup_not_forked(recipe, "kernels are not forked")
             return None
         reason = can_fork(recipe.kernel_name, self.preload.cuda)
         if reason is not None:
             self._fork_failed(reason)
+            self._setup_not_forked(recipe, reason)
             return None
         stale = self.template_recipe != recipe
         if self.template is not None and (stale or not self.template.alive()):
+            if not stale:
+                again = "; the setup runs again" if self.template.shares_setup() else ""
+                self.warn(
+                    f"the kernel template (pid {self.template.process.pid}) died: "
+                    f"starting a new one{again}"
+                )
             self.template.stop()
             self.template = None
         if self.template is None:
-            self.template = Template(recipe.cwd, dict(recipe.env), recipe.preload_code)
+            self.template = Template(
+                recipe.cwd, dict(recipe.env), recipe.preload_code, recipe.setup
+            )
             self.template_recipe = recipe
         return self.template
+
+    def _setup_not_forked(self, recipe: KernelRecipe, reason: str) -> None:
+        if recipe.setup is not None:
+            self.warn_once(f"setup not shared: {reason}; every trial runs every cell")
 
     def _fork_failed(self, reason: str) -> None:
         if not self.forking_failed:
@@ -156,3 +274,5 @@ class KernelSupply:
         if self.template is not None:
             template, self.template = self.template, None
             await asyncio.to_thread(template.stop)
+        if self.setup is not None:
+            self.setup.close()

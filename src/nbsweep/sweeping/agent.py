@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import socket
 from collections import deque
@@ -26,11 +27,11 @@ from nbsweep.errors import (
 )
 from nbsweep.kernel.environment import trial_environment
 from nbsweep.kernel.executor import StopRequest, prepare_output_handling
-from nbsweep.kernel.supply import KernelSupply
+from nbsweep.kernel.supply import KernelSupply, SetupContext
 from nbsweep.notebook.redaction import Redactor
 from nbsweep.options import AgentOptions
 from nbsweep.status import EndReason, TrialStatus
-from nbsweep.sweeping.path import SweepPath
+from nbsweep.sweeping.path import PER_RUN_VARIABLES, SweepPath
 from nbsweep.sweeping.wandb import runs
 from nbsweep.sweeping.wandb.lane import WandbLane
 from nbsweep.sweeping.wandb.run_reporter import RunMode, RunReporter
@@ -108,6 +109,7 @@ class Agent:
             kernel_start=options.kernel_start,
             warn=reporter.warn,
             warn_once=reporter.warn_once,
+            say=reporter.line,
         )
         self.wandb_lane = WandbLane(reporter.warn)
         self.heartbeat = options.heartbeat_for(local=server.offline_runs)
@@ -198,6 +200,8 @@ class Agent:
             self.server.create_agent, self.path, socket.gethostname()
         )
         self.reporter.line(f"agent {agent_id} for sweep {self.path}: running {notebook}")
+        if self.options.setup_once:
+            self.kernels.share_setup(self._setup_context())
         self._warm_up(notebook)
         await asyncio.to_thread(prepare_output_handling)  # while the first kernel starts
         if self.options.report_to_wandb:
@@ -207,6 +211,12 @@ class Agent:
             # thread reading a notebook's cells, failed and left every run unreported.
             import wandb  # noqa: F401
         return agent_id, notebook
+
+    def _setup_context(self) -> SetupContext:
+        """What the notebook's setup runs with: the W&B environment every trial shares."""
+        env = self.server.run_environment(self.path, "setup", Path(os.devnull))
+        shared = {name: value for name, value in env.items() if name not in PER_RUN_VARIABLES}
+        return SetupContext(shared, PER_RUN_VARIABLES, self.path.sweep, self.sweep_config)
 
     async def _ready_for_a_trial(self) -> None:
         """Take a trial only once a kernel is up for it and the offline runs before the last

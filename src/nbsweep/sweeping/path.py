@@ -34,6 +34,10 @@ class SweepPath:
         return "/".join(part for part in (self.entity, self.project, self.sweep) if part)
 
 
+PER_RUN_VARIABLES = frozenset({"WANDB_RUN_ID", "WANDB_SWEEP_PARAM_PATH"})
+"""The variables of ``run_environment`` that differ from run to run."""
+
+
 def run_environment(path: SweepPath, run_id: str, param_file: Path) -> dict[str, str]:
     """What the kernel needs so that a notebook's own ``wandb.init()`` joins the run."""
     env = {

@@ -20,11 +20,12 @@ from nbsweep.kernel.executor import (
     CellFailure,
     Hooks,
     Outcome,
+    StartAt,
     StopRequest,
     execute,
     prepare_output_handling,
 )
-from nbsweep.kernel.hooks import TRIAL_FILE_ENV
+from nbsweep.kernel.hooks import INSTALL_HOOKS, TRIAL_FILE_ENV
 from nbsweep.kernel.process import Kernel
 from nbsweep.notebook import files
 from nbsweep.notebook.injection import Injection
@@ -46,14 +47,6 @@ _nbsweep_wandb = _nbsweep_sys.modules.get("wandb")
 if _nbsweep_wandb is not None and getattr(_nbsweep_wandb, "run", None) is not None:
     _nbsweep_wandb.finish(exit_code={code})
 del _nbsweep_sys, _nbsweep_wandb
-"""
-# Patches wandb in the kernel (now, or when the notebook imports it); a kernel without
-# nbsweep installed runs the notebook as it is.
-_INSTALL_HOOKS = """\
-try:
-    __import__("nbsweep.kernel.hooks").kernel.hooks.install()
-except ImportError:
-    pass
 """
 _FLUSH_PENDING_ROWS = "__import__('nbsweep.kernel.hooks').kernel.hooks.flush_pending()"
 # How often the metrics channel is read while cells run (hyperband and progress see a
@@ -147,7 +140,7 @@ class Trial:
         except KernelStartError as error:  # it quotes what the kernel wrote as it died
             raise KernelStartError(self.redactor.text(str(error))) from None
         await kernel.update_environment(self.variables)
-        kernel.send_silently(_INSTALL_HOOKS)
+        kernel.send_silently(INSTALL_HOOKS)
 
     async def _execute(self, kernel: Kernel, warm: bool, stop: StopRequest) -> Outcome:
         await self._start(kernel, warm)
@@ -172,10 +165,21 @@ class Trial:
                 stop,
                 settings.metric_variables,
                 self.redactor,
+                start=self._setup_done(kernel),
             )
         finally:
             following.cancel()
             await asyncio.gather(following, return_exceptions=True)
+
+    def _setup_done(self, kernel: Kernel) -> StartAt | None:
+        """Where the trial's cells begin: after the setup the kernel was forked from (its
+        outputs go into the notebook), or at the first cell (None)."""
+        template = kernel.template
+        setup = template.shares_setup() if template is not None else None
+        if setup is None or not setup.matches(self.nb):
+            return None
+        setup.fill(self.nb)
+        return StartAt(setup.work.fork_index, len(setup.work.cells))
 
     async def _wind_up(self, kernel: Kernel, outcome: Outcome) -> bool:
         """End the notebook's own wandb run as what the trial was; whether the kernel was

@@ -341,10 +341,12 @@ def test_ipython_lines_are_not_parse_errors() -> None:
             "%load_ext autoreload\n%autoreload 2",
             "files = !ls\nnp?",
             "%%bash\necho hi",
+            "if True:\n    !pip install -q numpy\nfor _ in range(2):\n    %time sum(range(9))",
             ("lr = 0.1", ["parameters"]),
         ]
     )
-    assert plan_setup(nb).fork_index == 4
+    assert plan_setup(nb).fork_index == 5
+    assert plan_setup(nb, run_install_cells=True).fork_index == 5
 
 
 def test_a_config_dict_nbsweep_cannot_inject_after_gives_no_setup() -> None:

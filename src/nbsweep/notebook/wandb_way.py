@@ -469,7 +469,11 @@ def parse_cell(source: str) -> tuple[ast.Module, str | None]:
         if not magic or magic[0] not in _PYTHON_CELL_MAGICS:
             return ast.Module(body=[], type_ignores=[]), None
         lines = ["", *lines[1:]]
-    python = "\n".join("" if _IPYTHON_LINE.search(line) else line for line in lines)
+    # ``pass`` at the line's indent: an indented ``!ls`` is a block's whole body.
+    python = "\n".join(
+        line[: len(line) - len(line.lstrip())] + "pass" if _IPYTHON_LINE.search(line) else line
+        for line in lines
+    )
     if python == source:  # nothing IPython's own: the parse the other readers share
         module, parsed = parse_leniently(source)
         if parsed == source:

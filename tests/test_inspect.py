@@ -1,5 +1,6 @@
 import json
 
+import nbformat
 import yaml
 from helpers import write_notebook
 
@@ -79,13 +80,22 @@ def test_a_notebook_written_the_wandb_way(cli):
     assert lines[1].split() == ["name", "distribution", "source"]
     assert lines[2].split()[:3] == ["optimizer", "values:", "adam,"]
     assert "log_uniform_values: min 0.0005, max 0.05" in lines[5]
-    assert lines[-1].startswith("wandb.agent calls train (cell 11, count=5): nbsweep runs it")
+    assert lines[-3].startswith("wandb.agent calls train (cell 11, count=5): nbsweep runs it")
+    assert lines[-1] == (
+        "setup (run once per agent, trials fork after it): cells 1-10 (10 code cells); "
+        "trials start at the wandb.agent call in cell 11"
+    )
     data = json.loads(cli("inspect", tutorial, "--json").stdout)
     assert data["style"] == "wandb"
     assert data["wandb"]["agent_function"] == "train" and data["wandb"]["agent_count"] == 5
     assert data["wandb"]["parameters"] == [
         "optimizer", "hidden_units", "epochs", "learning_rate", "batch_size"
     ]  # fmt: skip
+    assert data["setup"] == {
+        "cells": list(range(1, 11)),
+        "fork_point": "the wandb.agent call in cell 11",
+        "fork_cell": 11,
+    }
     template = yaml.safe_load(cli("inspect", tutorial, "--sweep-template").stdout)
     assert template["program"] == str(tutorial) and template["method"] == "random"
     assert template["command"] == ["nbsweep", "run", "${program}", "--", "${args}"]
@@ -107,3 +117,96 @@ def test_non_literal_steps_and_defaults_are_shown(cli, tmp_path):
     assert "problem: cell 1 line 1: math.pi is not a literal" in result.stdout
     failed = cli("inspect", nb, "--sweep-template")
     assert failed.returncode == 2 and "cannot read the dict passed to wandb.sweep" in failed.stderr
+
+
+def test_the_setup_and_the_fork_point_are_shown(cli, tmp_path):
+    nb = write_notebook(
+        tmp_path / "nb.ipynb",
+        [
+            "# md: # Ridge",
+            "!pip install -q numpy",
+            "import numpy as np\nX = np.ones((100, 5))",
+            ("alpha = 0.1", ["parameters"]),
+            "print(X.sum() * alpha)",
+        ],
+    )
+    table = cli("inspect", nb)
+    assert table.returncode == 0, table.stderr
+    assert table.stdout.splitlines()[-1] == (
+        "setup (run once per agent, trials fork after it): cells 1-3 (3 code cells); "
+        "trials start at the injected parameters after cell 3"
+    )
+    data = json.loads(cli("inspect", nb, "--json").stdout)
+    assert data["setup"] == {
+        "cells": [1, 2, 3],
+        "fork_point": "the injected parameters after cell 3",
+        "fork_cell": 4,
+    }
+    template = cli("inspect", nb, "--sweep-template")
+    assert "trials start at" not in template.stdout
+
+    # As papermill leaves a failed run: an error cell on top, the injected values.
+    executed = nbformat.read(nb, as_version=4)
+    error_cell = nbformat.v4.new_markdown_cell("An Exception was encountered")
+    error_cell.metadata["tags"] = ["papermill-error-cell-tag"]
+    injected = nbformat.v4.new_code_cell("alpha = 1.0")
+    injected.metadata["tags"] = ["injected-parameters"]
+    executed.cells[4:4] = [injected]
+    executed.cells[0:0] = [error_cell]
+    nbformat.write(executed, nb)
+    data = json.loads(cli("inspect", nb, "--json").stdout)
+    assert data["setup"] == {
+        "cells": [2, 3, 4],
+        "fork_point": "the injected parameters after cell 4",
+        "fork_cell": 6,
+    }
+
+
+def test_the_setup_follows_config_var_sweep_function_and_the_per_trial_tag(cli, tmp_path):
+    nb = write_notebook(
+        tmp_path / "nb.ipynb",
+        [
+            "import wandb",
+            "hp = dict(lr=0.1)",
+            "def baseline():\n    with wandb.init():\n        wandb.log({'loss': 1})",
+            "def train():\n    with wandb.init():\n        wandb.log({'loss': wandb.config.lr})",
+            "sweep_id = wandb.sweep({'method': 'grid', 'parameters': {'lr': {'values': [1]}}})",
+            "wandb.agent(sweep_id, baseline, count=1)",
+            "wandb.agent(sweep_id, train)",
+        ],
+    )
+    last = json.loads(cli("inspect", nb, "--json", "--config-var", "hp").stdout)["setup"]
+    assert (last["fork_cell"], last["fork_point"]) == (6, "the wandb.agent call in cell 6")
+    chosen = cli("inspect", nb, "--sweep-function", "baseline").stdout.splitlines()[-1]
+    assert chosen.endswith(
+        "cells 0-4 (5 code cells); trials start at the wandb.agent call in cell 5"
+    )
+
+    config_dict = write_notebook(
+        tmp_path / "config.ipynb",
+        ["import os", ("seed = os.getpid()", ["nbsweep-per-trial"]), "hp = dict(lr=0.1)"],
+    )
+    untagged = json.loads(cli("inspect", config_dict, "--json", "--config-var", "hp").stdout)
+    assert untagged["setup"] == {
+        "cells": [0],
+        "fork_point": "cell 1, tagged nbsweep-per-trial",
+        "fork_cell": 1,
+    }
+
+
+def test_no_setup_where_the_values_enter_in_the_first_cell(cli, tmp_path):
+    nb = write_notebook(
+        tmp_path / "nb.ipynb",
+        ["import wandb\nrun = wandb.init(project='p')\nlr = wandb.config.lr", "print(lr)"],
+    )
+    table = cli("inspect", nb)
+    assert table.returncode == 0, table.stderr
+    assert table.stdout.startswith("no parameters cell or config dict: the notebook reads")
+    assert table.stdout.splitlines()[-1] == (
+        "setup: none (trials start at the first wandb.init in cell 0)"
+    )
+    data = json.loads(cli("inspect", nb, "--json").stdout)
+    assert data == {
+        "style": "wandb",
+        "setup": {"cells": [], "fork_point": "the first wandb.init in cell 0", "fork_cell": 0},
+    }

@@ -13,7 +13,7 @@ from nbsweep.formatting import format_value
 from nbsweep.kernel.api import TRIAL_ENV
 from nbsweep.kernel.environment import trial_environment, trial_variables
 from nbsweep.notebook.parameters import is_dict_call, is_dict_expression
-from nbsweep.notebook.wandb_way import calls_wandb_init
+from nbsweep.notebook.wandb_way import calls_wandb_init, first_wandb_init_cell
 from nbsweep.status import EndReason
 from nbsweep.trial.run import exit_code_for_stop
 from nbsweep.trial.spec import html_path
@@ -40,7 +40,9 @@ def _notebook(*sources: str) -> nbformat.NotebookNode:
 def test_wandb_init_is_found_under_any_name_an_import_gives_it(
     sources: tuple[str, ...], opens: bool
 ) -> None:
-    assert calls_wandb_init(_notebook(*sources)) is opens
+    nb = _notebook(*sources)
+    assert calls_wandb_init(nb) is opens
+    assert (first_wandb_init_cell(nb) == len(sources) - 1) is opens  # the one rule, by cell
 
 
 @pytest.mark.parametrize(

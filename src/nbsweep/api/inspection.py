@@ -1,5 +1,5 @@
-"""A notebook's parameters as ``nbsweep inspect`` shows them (``inspect_notebook``): a
-table, JSON, or a starter sweep YAML."""
+"""A notebook's parameters and setup as ``nbsweep inspect`` shows them
+(``inspect_notebook``): a table, JSON, or a starter sweep YAML."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from nbsweep.notebook.parameters import (
     find_parameters_or_none,
     parse_leniently,
 )
+from nbsweep.notebook.setup import SetupPlan, plan_setup
 from nbsweep.notebook.wandb_way import (
     NotebookSweep,
     analyse,
@@ -43,8 +44,9 @@ def inspect_notebook(
     sweep_function: str | None = None,
 ) -> str:
     """The parameters ``notebook`` declares and how nbsweep found them (a parameters cell,
-    a config dict, or the notebook's own wandb.sweep / wandb.agent calls), as text to print:
-    a table, JSON, or a starter sweep YAML."""
+    a config dict, or the notebook's own wandb.sweep / wandb.agent calls), and its setup
+    (the cells before a trial's values enter), as text to print: a table, JSON, or a starter
+    sweep YAML."""
     nb = read_notebook(notebook)
     found = find_parameters_or_none(nb, config_var)
     shape = analyse(nb, sweep_function)
@@ -56,24 +58,25 @@ def inspect_notebook(
     if found is None and not to_wandb_config:
         find_parameters(nb, config_var)  # raises: says how to declare parameters
     own_sweep = shape.has_own_sweep
-    if to_wandb_config and not own_sweep:
-        return (
-            "no parameters cell or config dict: the notebook reads wandb.config, where "
-            "nbsweep puts each trial's values; the sweep YAML names them\n"
-        )
     declared = None if to_wandb_config else found
     if form == "sweep-template":
+        if to_wandb_config and not own_sweep:
+            return _READS_WANDB_CONFIG
         if own_sweep:
             return yaml_text(with_default_command(notebook_sweep_config(notebook, shape)))
         return sweep_template_yaml(notebook, declared, nb) if declared is not None else ""
+    setup = plan_setup(nb, config_var=config_var, sweep_function=sweep_function)
     if form == "json":
         data: dict[str, Any] = parameters_json(declared) if declared else {"style": "wandb"}
         if own_sweep:
             data["wandb"] = wandb_sweep_json(shape)
         if found is not None and declared is None:
             data["config_dict_left_alone"] = {"name": found.config_var, "cell": found.cell_index}
+        data["setup"] = setup_json(setup)
         return json.dumps(data, indent=2) + "\n"
     parts = [parameters_table(declared)] if declared is not None else []
+    if to_wandb_config and not own_sweep:
+        parts.append(_READS_WANDB_CONFIG)
     if own_sweep:
         parts.append(wandb_sweep_table(shape))
     if found is not None and declared is None:
@@ -81,7 +84,36 @@ def inspect_notebook(
             f"{found.config_var} (cell {found.cell_index}) is left as it is: the notebook "
             "runs its own sweep, so trials' values go to wandb.config\n"
         )
+    parts.append(setup_table(setup))
     return "\n".join(parts)
+
+
+_READS_WANDB_CONFIG = (
+    "no parameters cell or config dict: the notebook reads wandb.config, where "
+    "nbsweep puts each trial's values; the sweep YAML names them\n"
+)
+
+
+def setup_table(plan: SetupPlan) -> str:
+    """The setup and the fork point, for a person: one line."""
+    if not plan.cells:
+        return f"setup: none (trials start at {plan.fork_point})\n"
+    first, last = plan.file_cells[0], plan.file_cells[-1]
+    cells = f"cells {first}-{last}" if last > first else f"cell {first}"
+    count = len(plan.cells)
+    code = f"{count} code cell{'s' if count > 1 else ''}"
+    return (
+        f"setup (run once per agent, trials fork after it): {cells} ({code}); "
+        f"trials start at {plan.fork_point}\n"
+    )
+
+
+def setup_json(plan: SetupPlan) -> dict[str, Any]:
+    return {
+        "cells": list(plan.file_cells),
+        "fork_point": plan.fork_point,
+        "fork_cell": plan.fork_cell,
+    }
 
 
 def _source(found: ParameterSet, parameter: Parameter) -> str:

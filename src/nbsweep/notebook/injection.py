@@ -149,7 +149,7 @@ def parameterize(
     nb, origins = clean(nb)
     pairs = list(values.items() if isinstance(values, Mapping) else values)
     nested = nest(pairs)
-    language = _language(nb)
+    language = notebook_language(nb)
     shape = analyse(nb, sweep_function) if language == "python" else NotebookSweep()
     chosen = shape.sweep_function()
     if not nested:
@@ -175,7 +175,9 @@ def parameterize(
     return Injection(nb, nested, tuple(warnings), found, position, tuple(origins), chosen)
 
 
-def _language(nb: NotebookNode) -> str:
+def notebook_language(nb: NotebookNode) -> str:
+    """The notebook's language in lower case: its kernelspec's, else its language_info's,
+    else python."""
     kernelspec = nb.metadata.get("kernelspec", {})
     language = kernelspec.get("language") or nb.metadata.get("language_info", {}).get("name")
     return (language or "python").lower()

@@ -73,6 +73,15 @@ def restore_install_lines(nb: NotebookNode) -> None:
             cell.source = _restored(_source(cell))
 
 
+def skip_as_trials_do(nb: NotebookNode, run_install_cells: bool) -> list[SkippedLine]:
+    """``nb``'s code cells made what a trial runs, in place: W&B CLI lines skipped, and the
+    install lines too unless ``run_install_cells`` (which brings back those an earlier run
+    skipped: an executed notebook run again). Returns what was skipped."""
+    if run_install_cells:
+        restore_install_lines(nb)
+    return skip_install_lines(nb, installs=not run_install_cells)
+
+
 def _source(cell: NotebookNode) -> str:
     return "".join(cell.source) if isinstance(cell.source, list) else cell.source
 

@@ -390,7 +390,7 @@ def analyse(nb: NotebookNode, sweep_function: str | None = None) -> NotebookSwee
     for index, cell in enumerate(nb.cells):
         if cell.cell_type != "code" or INJECTED_TAG in cell.metadata.get("tags", []):
             continue
-        module, problem = _parse_cell(cell.source)
+        module, problem = parse_cell(cell.source)
         if problem is not None:
             syntax_errors.append(f"cell {index} {problem}")
         reader.cell(index, module)
@@ -458,7 +458,7 @@ _IPYTHON_LINE = re.compile(r"^\s*(?:[!%]|[\w.]+\s*=\s*[!%]|\?{1,2}[\w.]+\s*$|[\w
 _PYTHON_CELL_MAGICS = frozenset({"capture", "time", "timeit", "prun"})
 
 
-def _parse_cell(source: str) -> tuple[ast.Module, str | None]:
+def parse_cell(source: str) -> tuple[ast.Module, str | None]:
     """A cell's statements, and its syntax error (``line 2: invalid syntax``) if, with
     IPython's own lines set aside, it is not Python. A cell in another language (``%%bash``)
     is no Python at all, and no error."""
@@ -469,7 +469,11 @@ def _parse_cell(source: str) -> tuple[ast.Module, str | None]:
         if not magic or magic[0] not in _PYTHON_CELL_MAGICS:
             return ast.Module(body=[], type_ignores=[]), None
         lines = ["", *lines[1:]]
-    python = "\n".join("" if _IPYTHON_LINE.search(line) else line for line in lines)
+    # ``pass`` at the line's indent: an indented ``!ls`` is a block's whole body.
+    python = "\n".join(
+        line[: len(line) - len(line.lstrip())] + "pass" if _IPYTHON_LINE.search(line) else line
+        for line in lines
+    )
     if python == source:  # nothing IPython's own: the parse the other readers share
         module, parsed = parse_leniently(source)
         if parsed == source:
@@ -564,21 +568,32 @@ def _is_wandb_function(
 def calls_wandb_init(nb: NotebookNode) -> bool:
     """Whether any code cell calls ``wandb.init``, under whatever name an import gave it,
     also inside a function: then the notebook opens its own W&B run."""
-    sources = [cell.source for cell in nb.cells if cell.cell_type == "code"]
-    if not any("wandb" in source for source in sources):
-        return False  # no import of it and no call: the usual notebook, left unparsed
-    modules = [parse_leniently(source)[0] for source in sources]
+    return first_wandb_init_cell(nb) is not None
+
+
+def first_wandb_init_cell(nb: NotebookNode) -> int | None:
+    """The index of the first code cell that calls ``wandb.init`` (as ``calls_wandb_init``
+    reads a call: any name an import gave it, also inside a function); None if none does."""
+    code = [(index, cell.source) for index, cell in enumerate(nb.cells) if cell.cell_type == "code"]
+    if not any("wandb" in source for _, source in code):
+        return None  # no import of it and no call: the usual notebook, left unparsed
+    modules = [(index, parse_leniently(source)[0]) for index, source in code]
     wandb_names = {"wandb"}
     imported: dict[str, str] = {}
-    for node in (node for module in modules for node in ast.walk(module)):
+    for node in (node for _, module in modules for node in ast.walk(module)):
         if isinstance(node, ast.Import):
             wandb_names |= {a.asname or "wandb" for a in node.names if a.name == "wandb"}
         elif isinstance(node, ast.ImportFrom) and node.module == "wandb":
             imported.update((a.asname or a.name, a.name) for a in node.names)
-    return any(
-        isinstance(node, ast.Call) and _is_wandb_function(node.func, wandb_names, imported, "init")
-        for module in modules
-        for node in ast.walk(module)
+    return next(
+        (
+            index
+            for index, module in modules
+            for node in ast.walk(module)
+            if isinstance(node, ast.Call)
+            and _is_wandb_function(node.func, wandb_names, imported, "init")
+        ),
+        None,
     )
 
 

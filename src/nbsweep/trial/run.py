@@ -22,11 +22,7 @@ from nbsweep.kernel.executor import StopRequest
 from nbsweep.kernel.process import Kernel
 from nbsweep.notebook import files
 from nbsweep.notebook.injection import Injection, parameterize
-from nbsweep.notebook.install_cells import (
-    restore_install_lines,
-    skip_install_lines,
-    skipped_message,
-)
+from nbsweep.notebook.install_cells import skip_as_trials_do, skipped_message
 from nbsweep.notebook.parameters import is_parameter_name
 from nbsweep.status import EndReason, TrialStatus
 from nbsweep.trial.metrics import MetricRecord
@@ -55,9 +51,7 @@ def prepare(spec: TrialSpec, nb: NotebookNode) -> Injection:
         allow_unknown=settings.allow_unknown,
         sweep_function=settings.sweep_function,
     )
-    if settings.run_install_cells:
-        restore_install_lines(injection.notebook)  # an executed notebook run again
-    skipped = skip_install_lines(injection.notebook, installs=not settings.run_install_cells)
+    skipped = skip_as_trials_do(injection.notebook, settings.run_install_cells)
     message = skipped_message(skipped, injection.source_index)
     if message is None:
         return injection

@@ -72,11 +72,13 @@ def test_no_values_means_no_injected_cell_and_clean_outputs():
     nb = parameterize(TAGGED, {"lr": 1.0}).notebook
     nb.cells[3].outputs = [nbformat.v4.new_output("stream", text="stale")]
     nb.cells[3].execution_count = 7
+    nb.cells[3].metadata["nbsweep"] = {"setup": {"ran_once": True, "template_pid": 1}}
     nb.metadata["papermill"] = {"parameters": {"lr": 1}}
     cleaned = parameterize(nb, {}).notebook
     assert not injected_cells(cleaned)
     assert cleaned.cells[2].outputs == [] and cleaned.cells[2].execution_count is None
     assert "papermill" not in cleaned.metadata
+    assert "nbsweep" not in cleaned.cells[2].metadata, "a saved trial's setup mark is stale"
 
 
 CONFIG_LAST = make_notebook(

@@ -120,7 +120,7 @@ def clean(nb: NotebookNode) -> tuple[NotebookNode, list[int | None]]:
         if CONTINUED_TAG in tags and cells and cells[-1].cell_type == "code":
             cells[-1].source = cells[-1].source.rstrip("\n") + "\n" + cell.source
             continue
-        for key in ("papermill", "execution"):
+        for key in ("papermill", "execution", "nbsweep"):  # a saved trial run again
             cell.metadata.pop(key, None)
         if cell.cell_type == "code":
             cell.outputs = []

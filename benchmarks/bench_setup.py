@@ -60,6 +60,7 @@ import argparse
 import contextlib
 import json
 import math
+import os
 import random
 import re
 import shutil
@@ -583,7 +584,7 @@ def megabytes(value: int | None) -> str:
 
 
 def routes_table(results: dict[str, list[Route]], trials: int) -> str:
-    rows = [
+    rows: list[tuple[str, ...]] = [
         (
             "notebook",
             "route",
@@ -604,8 +605,8 @@ def routes_table(results: dict[str, list[Route]], trials: int) -> str:
         for route in routes:
             median = route.median()
             if median is None:
-                rows.append((style, route.name, "skipped" if route.skipped else "failed"))
-                rows[-1] += ("-",) * 7
+                why = "skipped" if route.skipped else "failed"
+                rows.append((style, route.name, why, *("-",) * 7))
                 continue
             rows.append(
                 (
@@ -689,6 +690,11 @@ def leftovers(marker: str, timeout: float = 5.0) -> list[str]:
     return named
 
 
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages: other work on the machine skews the times."""
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
 def warm_up(env: dict[str, str], cwd: Path) -> None:
     """Untimed: wandb, numpy and the sweep engine into the page cache and __pycache__."""
     code = "import numpy, wandb, wandb.sdk, nbsweep.local.engine as engine; engine.load_engine()"
@@ -732,7 +738,8 @@ def main(argv: list[str] | None = None) -> int:
         about = machine()
         print(
             f"Python {about['python']}, {about['cpus']} CPUs, {about['platform']}\n"
-            + ", ".join(f"{name} {version}" for name, version in found.items()),
+            + ", ".join(f"{name} {version}" for name, version in found.items())
+            + f"\nload average at the start {load_average()}",
             flush=True,
         )
         offered = agent_offers(env, work, SETUP_ONCE_OPTION)
@@ -755,6 +762,7 @@ def main(argv: list[str] | None = None) -> int:
             "peak of the sum;\ntree PSS: with the agent and wandb-core"
         )
         print(routes_table(results, args.trials))
+        print(f"load average at the end {load_average()}")
         if not offered:
             print(f"nbsweep {SETUP_ONCE_OPTION}: skipped, {no_setup_once}")
             print(

@@ -116,7 +116,9 @@ class Size:
 
 
 FULL = Size(rows=3000, columns=300, rounds=150, steps=60)
-"""~2 s of preparation and ~0.25 s of training on the 2-core VM, 1 or 2 BLAS threads."""
+"""On the 2-core VM: ~2 s of preparation with 2 BLAS threads (~3 s with 1), ~0.25 s of
+training with 1 or 2 (matrix-matrix products, which a second thread neither helps nor
+slows much)."""
 TINY = Size(rows=300, columns=30, rounds=2, steps=5)
 
 
@@ -173,7 +175,7 @@ class Style:
 
 def papermill_style(size: Size) -> Style:
     setup = ("import numpy as np", preparation(size))
-    train = f"import nbsweep\n\n{training(size, 'lr')}\nnbsweep.log({{'loss': loss}})"
+    train = f'import nbsweep\n\n{training(size, "lr")}\nnbsweep.log({{"loss": loss}})'
     return Style(
         "papermill",
         notebook=(*setup, ("lr = 0.01", ["parameters"]), train),
@@ -646,6 +648,7 @@ def report(
             "trials_per_second": args.trials / median if median else None,
             "peak_code_pss_bytes": route.peak("code"),
             "peak_tree_pss_bytes": route.peak("tree"),
+            "processes_seen": [peak.processes for peak in route.peaks],
             "skipped": route.skipped,
             "failed": route.failed,
         }

@@ -1,4 +1,4 @@
-"""The benchmark scripts still run: ``benchmarks/overhead.py --quick`` end to end."""
+"""The benchmark scripts still run: `overhead.py --quick`, `bench_setup.py --quick`."""
 
 from __future__ import annotations
 
@@ -41,6 +41,35 @@ def test_overhead_quick_runs_every_row_and_leaves_no_process(tmp_path: Path) -> 
     data = json.loads(json_path.read_text(encoding="utf-8"))
     assert data["problems"] == []
     assert [len(sweep["trial_times"]) for sweep in data["sweeps"]] == [3]
+    left = wait_until_gone(marker)
+    for process in left:
+        process.kill()
+    assert not left, f"the benchmark left processes: {[p.cmdline() for p in left]}"
+
+
+def test_bench_setup_quick_runs_every_route_and_leaves_no_process(tmp_path: Path) -> None:
+    marker = uuid.uuid4().hex
+    json_path = tmp_path / "setup.json"
+    result = subprocess.run(
+        [sys.executable, "benchmarks/bench_setup.py", "--quick", "--json", str(json_path)],
+        cwd=ROOT,
+        env={**os.environ, MARKER_ENV: marker},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert any(line.split()[:3] == ["notebook", "route", "wall"] for line in lines)
+    for notebook in ("papermill", "wandb"):
+        for route in ("nbsweep (setup once)", "in-process", "script x 3"):
+            row = [line for line in lines if line.startswith(notebook) and route in line]
+            assert len(row) == 1 and "failed" not in row[0], (notebook, route, result.stdout)
+    data = json.loads(json_path.read_text(encoding="utf-8"))
+    assert data["problems"] == []
+    for routes in data["notebooks"].values():
+        in_process = next(route for route in routes if route["route"] == "in-process")
+        assert in_process["ratio_to_in_process"] == 1.0
     left = wait_until_gone(marker)
     for process in left:
         process.kill()

@@ -443,6 +443,9 @@ def route_folder(
     return folder, {**bench.env, "WANDB_DIR": str(folder)}
 
 
+NO_WANDB = "--no-wandb"
+
+
 def run_nbsweep(
     bench: Bench, style: Style, route: Route, options: list[str], repeat: int
 ) -> tuple[float, PeakPss, Trials]:
@@ -465,7 +468,7 @@ def run_nbsweep(
     with Store.open(store) as opened:
         runs = opened.runs(found[1])
     trials = read_sweep_runs(runs, folder, bench.trials)
-    check_offline_runs(folder, bench.trials)
+    check_offline_runs(folder, 0 if NO_WANDB in options else bench.trials)
     return wall, peak, trials
 
 
@@ -533,6 +536,7 @@ def bench_style(
             try:
                 if route.name.startswith("nbsweep"):
                     options = [SETUP_ONCE_OPTION] if SETUP_ONCE_OPTION in route.name else []
+                    options += [NO_WANDB] if NO_WANDB in route.name else []
                     wall, peak, trials = run_nbsweep(bench, style, route, options, repeat)
                     check_trials(trials, list(trials.losses), checksum, bench.trials)
                     if lrs is None:
@@ -562,8 +566,13 @@ def bench_style(
 
 def make_routes(style: Style, trials: int, no_setup_once: str | None) -> list[Route]:
     without = Route(style.name, f"nbsweep {SETUP_ONCE_OPTION}", skipped=no_setup_once)
+    # The agent keeps an offline wandb run per trial unless told not to; a notebook that
+    # opens its own run (the W&B style) gets no second one. Without wandb it does what the
+    # in-process route of the papermill style does.
+    own_runs = [] if style.wandb_runs else [Route(style.name, f"nbsweep (setup once) {NO_WANDB}")]
     return [
         Route(style.name, "nbsweep (setup once)"),
+        *own_runs,
         without,
         Route(style.name, "in-process"),
         Route(style.name, f"script x {trials}"),

@@ -34,6 +34,9 @@ class ScriptedServer:
     def sweep(self, path: SweepPath) -> dict[str, Any]:
         return {"name": path.sweep, "state": "running", "config": {"program": str(self.notebook)}}
 
+    def prepare(self) -> None:
+        pass
+
     def create_agent(self, path: SweepPath, host: str) -> str:
         return "agent-1"
 

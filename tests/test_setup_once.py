@@ -373,3 +373,22 @@ def test_the_setup_outputs_read_as_a_kernels_would(local):
     ):
         assert mask.sub("", json.dumps(shared_cell[:2])) == mask.sub("", json.dumps(fresh_cell[:2]))
     assert "from-a-shell" in json.dumps(shared_nb.cells[0].outputs)
+
+
+KILLS_ITS_TEMPLATE = [
+    "import os, signal\nimport nbsweep",
+    ("x = 0", ["parameters"]),
+    # The template is this kernel's parent; its kernels die with it.
+    "if x == 1:\n    os.kill(os.getppid(), signal.SIGKILL)\nnbsweep.log({'x': x})",
+]
+
+
+def test_a_template_that_dies_is_replaced_and_the_setup_runs_again(local):
+    sweep, stderr = _run(local, _grid("x", 1, 2, 3, 4), KILLS_ITS_TEMPLATE, "--no-wandb")
+    assert re.search(
+        r"the kernel template \(pid \d+\) died: starting a new one; the setup runs again", stderr
+    ), stderr
+    runs = _runs(local, sweep)
+    assert runs[0]["state"] == "failed" and runs[-1]["state"] == "finished"
+    last = nbformat.read(local.cwd / runs[-1]["notebook"], as_version=4)
+    assert last.cells[0].metadata["nbsweep"]["setup"]["ran_once"]

@@ -69,6 +69,8 @@ class Template:
         self.preload_skipped = ""
         """Why the template could not keep the preload (then each kernel runs it)."""
         self._timed_out: int | None = None
+        self._running: int | None = None
+        self._stopped = False
         self._start_process()
 
     def _start_process(self) -> None:
@@ -130,9 +132,11 @@ class Template:
                 answer = self._setup_answer(work)
                 if watchdog is not None:
                     watchdog.cancel()
-                if "running" in answer and work.cell_timeout:
-                    watchdog = self._watchdog(work.cell_timeout, int(answer["running"]))
-                    watchdog.start()
+                if "running" in answer:
+                    self._running = int(answer["running"])
+                    if work.cell_timeout:
+                        watchdog = self._watchdog(work.cell_timeout, self._running)
+                        watchdog.start()
                 elif "ran" in answer:
                     outcome.outputs.append(list(answer["outputs"]))
                     outcome.execution_counts.append(answer["execution_count"])
@@ -142,7 +146,10 @@ class Template:
                 elif answer.get("done"):
                     return _finished(outcome, answer)
         except KernelStartError as error:
-            if self._timed_out is None:
+            if self._timed_out is None and self._running is not None:
+                cell = work.file_cells[self._running]
+                outcome.why_not = f"setup cell {cell} ended the template ({error})"
+            elif self._timed_out is None:
                 outcome.why_not = f"the setup's template ended: {error}"
             else:
                 cell = work.file_cells[self._timed_out]
@@ -169,6 +176,8 @@ class Template:
 
     def _start_over(self) -> None:
         """A template without the setup (trials then run every cell)."""
+        if self._stopped:  # the agent is done with it: nothing starts again
+            raise KernelStartError("the kernel template was stopped")
         self._close()
         self.setup = None
         self._start_process()
@@ -213,6 +222,7 @@ class Template:
 
     def stop(self) -> None:
         """End the template and whatever its setup started (its kernels are their own)."""
+        self._stopped = True
         self._close()
 
 

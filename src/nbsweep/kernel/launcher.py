@@ -198,6 +198,7 @@ class _Template:
         self.skipped = os.environ.pop(_SKIPPED_ENV, "")
         self.threadpoolctl: ModuleType | None = None
         self.setup: _Setup | None = None
+        self.torch_threads: int | None = None
 
     def serve(self) -> None:
         import gc
@@ -352,7 +353,7 @@ class _Template:
         wandb = sys.modules.get("wandb")
         if wandb is not None and getattr(wandb, "run", None) is None:
             wandb.teardown()
-        _shut_down_thread_pools(self.threadpoolctl)
+        self.torch_threads = _shut_down_thread_pools(self.threadpoolctl)
         for _ in range(40):  # a pool's or a service's threads may still be ending
             left = _problems(checks, watched)
             failing = {name: problem for name, problem in left.items() if problem}
@@ -446,8 +447,8 @@ class _Template:
         if not self.skipped and self.threadpoolctl is not None and "numpy" in sys.modules:
             self.threadpoolctl.threadpool_limits(_blas_threads(env), user_api="blas")
         torch = sys.modules.get("torch")
-        if self.setup is not None and torch is not None:
-            torch.set_num_threads(_blas_threads(env))
+        if self.setup is not None and torch is not None and self.torch_threads:
+            torch.set_num_threads(self.torch_threads)  # what the setup ran with
 
 
 def _load(name: str, path: str) -> ModuleType:
@@ -483,9 +484,10 @@ def _shell_extensions(shell: Any) -> dict[str, int]:
     }
 
 
-def _shut_down_thread_pools(threadpoolctl: ModuleType | None) -> None:
+def _shut_down_thread_pools(threadpoolctl: ModuleType | None) -> int | None:
     """OpenBLAS's pool (it starts again lazily at the template's next BLAS call, which never
-    comes) and torch's intra-op pool (down to the calling thread)."""
+    comes) and torch's intra-op pool (down to the calling thread; the count it had is given
+    back, for each kernel to have it again)."""
     import ctypes
 
     if threadpoolctl is not None:
@@ -494,8 +496,11 @@ def _shut_down_thread_pools(threadpoolctl: ModuleType | None) -> None:
                 with contextlib.suppress(OSError, AttributeError):
                     ctypes.CDLL(library["filepath"]).blas_thread_shutdown_()
     torch = sys.modules.get("torch")
-    if torch is not None:
-        torch.set_num_threads(1)
+    if torch is None:
+        return None
+    threads = int(torch.get_num_threads())
+    torch.set_num_threads(1)
+    return threads
 
 
 def _threads() -> int:

@@ -58,8 +58,7 @@ class LocalSweepServer:
         self.sweep_id = sweep_id
         store.on_retry = on_retry
         self.record = store.sweep(sweep_id)
-        # Imports the engine and scikit-learn now, before any hand-out takes the lock.
-        self.engine = Engine(self.record.config)
+        self._engine: Engine | None = None
         self.identity = AgentIdentity.current(options.agent_name)
         self.requeue_crashed = options.requeue_crashed
         self.stop_check_interval = stop_check_interval
@@ -78,6 +77,17 @@ class LocalSweepServer:
         self._writing = threading.Thread(target=self._writer, name="nbsweep-store-writer")
         self._writing.daemon = True
         self._writing.start()
+
+    def prepare(self) -> None:
+        """Import the engine (and the scikit-learn it imports) now, before any hand-out takes
+        the store's lock: an agent calls this while its first kernel starts."""
+        _ = self.engine
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = Engine(self.record.config)
+        return self._engine
 
     def stop_waiting(self) -> None:
         """Give up waiting for an unreachable store (the agent was told to stop now)."""

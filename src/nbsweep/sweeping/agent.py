@@ -53,6 +53,9 @@ class SweepServer(Protocol):
     """Whether each trial's wandb run is an offline one (local sweeps)."""
 
     def sweep(self, path: SweepPath) -> dict[str, Any]: ...
+    def prepare(self) -> None:
+        """Load what hand-outs need (called while the first kernel starts)."""
+
     def create_agent(self, path: SweepPath, host: str) -> str: ...
     def heartbeat(self, agent_id: str, running: Mapping[str, bool]) -> list[dict[str, Any]]: ...
     def run_environment(self, path: SweepPath, run_id: str, param_file: Path) -> dict[str, str]: ...
@@ -203,7 +206,8 @@ class Agent:
         if self.options.setup_once:
             self.kernels.share_setup(self._setup_context())
         self._warm_up(notebook)
-        await asyncio.to_thread(prepare_output_handling)  # while the first kernel starts
+        self.server.prepare()  # while the first kernel starts
+        await asyncio.to_thread(prepare_output_handling)
         if self.options.report_to_wandb:
             # Imported here, before any trial, not first on the wandb lane: on CPython 3.11
             # (seen on 3.11.7) code compiled in one thread while another parses with ast can

@@ -154,6 +154,9 @@ class SweepService:
             self.sleep(delay)
         raise AssertionError("unreachable")
 
+    def prepare(self) -> None:
+        """Nothing to load: the W&B server proposes the runs."""
+
     def sweep(self, path: SweepPath) -> dict[str, Any]:
         """The sweep's ``name``, ``state`` and ``config`` (parsed from its YAML)."""
         from nbsweep.sweeping.configs import yamlfile

@@ -241,6 +241,8 @@ class KernelSupply:
             self.warn_once(f"setup not shared: {reason}; every trial runs every cell")
 
     def _fork_failed(self, reason: str) -> None:
+        if self.template is not None and not self.template.alive():
+            return  # it died: the next warm-up replaces it, and says so
         if not self.forking_failed:
             self.forking_failed = True
             self.warn(f"kernels start as fresh interpreters: {reason}")

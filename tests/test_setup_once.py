@@ -230,17 +230,36 @@ def test_data_drawn_unseeded_in_the_setup_is_said_once(local):
             "setup cell 1: it holds a socket (tcp listening)",
         ),
         (
-            "import wandb\nrun = wandb.init(project='exploring')",
+            # A run opened out of the notebook's sight (a helper module): the check sees it.
+            "import exploring",
             "setup cell 1: a wandb run is open",
         ),
         (
             "checkpoints = os.path.join('ckpt', os.environ.get('WANDB_RUN_ID', 'none'))",
             "setup cell 1: it read WANDB_RUN_ID, which each trial sets to its own value",
         ),
+        (
+            "import logging\nlogging.basicConfig(filename='prep.log', level=logging.INFO)",
+            "setup cell 1: it left a file open (",
+        ),
+        (
+            "nbsweep.log({'rows': 500})",
+            "setup cell 1: it logged a metric (nbsweep.log), which belongs to a trial",
+        ),
     ],
-    ids=["thread", "child-process", "socket", "open-wandb-run", "trial-variable"],
+    ids=[
+        "thread",
+        "child-process",
+        "socket",
+        "open-wandb-run",
+        "trial-variable",
+        "open-file",
+        "metric",
+    ],
 )
 def test_an_unforkable_setup_falls_back_and_says_why(local, cell, reason):
+    exploring = "import wandb\nrun = wandb.init(project='exploring')\n"
+    (local.cwd / "exploring.py").write_text(exploring, encoding="utf-8")
     cells = ["import os\nimport nbsweep", cell, ("x = 0", ["parameters"]), "nbsweep.log({'x': x})"]
     sweep, stderr = _run(local, _grid("x", 1, 2), cells, "--no-wandb")
     assert stderr.count("setup not shared: ") == 1, stderr
@@ -269,8 +288,45 @@ def test_a_failing_setup_cell_is_reported_and_trials_fail_as_they_would(local):
     assert nb.metadata["nbsweep"]["error"]["source_cell_index"] == 1
 
 
-def test_setup_cells_get_the_cell_timeout(local):
-    cells = ["import time", "time.sleep(60)", ("x = 0", ["parameters"]), "print(x)"]
+def test_a_failing_command_in_the_setup_fails_as_in_a_kernel(local):
+    """The setup's subprocesses are its own to wait for: a command that fails raises."""
+    cells = [
+        "import subprocess",
+        "subprocess.run(['false'], check=True)",
+        ("x = 0", ["parameters"]),
+        "print(x)",
+    ]
+    _, stderr = _run(local, _grid("x", 1), cells, "--no-wandb")
+    assert "setup not shared: setup cell 1 failed: CalledProcessError" in stderr, stderr
+
+
+def test_what_the_setup_sets_stays_as_in_a_fresh_kernel(local):
+    """Variables the setup sets win over the trial's (as in a kernel that ran the setup
+    after its start), and a logging handler made in the setup prints into the trial's cell."""
+    (local.cwd / "prep_utils.py").write_text("ROWS = 500\n", encoding="utf-8")
+    cells = [
+        "from prep_utils import ROWS  # the notebook's own module, beside it\n"
+        "import logging, os, sys\nimport nbsweep\nos.environ['WANDB_PROJECT'] = 'from-setup'\n"
+        "log = logging.getLogger('prep')\nlog.addHandler(logging.StreamHandler(sys.stdout))\n"
+        "log.setLevel(logging.INFO)",
+        ("x = 0", ["parameters"]),
+        "log.info('trial %s logs', x)\n"
+        "nbsweep.log({'x': x, 'project': os.environ['WANDB_PROJECT'] == 'from-setup'})",
+    ]
+    (fresh, _), (shared, stderr) = _both_ways(local, _grid("x", 1), cells)
+    assert "ran once in the kernel template" in stderr
+    assert [r["summary"] for r in _runs(local, shared)] == [
+        r["summary"] for r in _runs(local, fresh)
+    ]
+    assert _runs(local, shared)[0]["summary"]["project"] is True
+    for sweep in (fresh, shared):
+        (nb,) = _notebooks(local, sweep)
+        assert "trial 1 logs" in json.dumps(nb.cells[-1].outputs)
+
+
+@pytest.mark.parametrize("cell", ["time.sleep(60)", "!sleep 60"], ids=["python", "shell"])
+def test_setup_cells_get_the_cell_timeout(local, cell):
+    cells = ["import time", cell, ("x = 0", ["parameters"]), "print(x)"]
     sweep, stderr = _run(local, _grid("x", 1), cells, "--no-wandb", "--timeout", "2")
     assert "setup not shared: setup cell 1 ran past --timeout (2 s)" in stderr, stderr
     (run,) = _runs(local, sweep)

@@ -356,3 +356,19 @@ def test_a_config_dict_nbsweep_cannot_inject_after_gives_no_setup() -> None:
     plan = plan_setup(nb)  # never raises where a trial without values runs
     assert plan.fork_index == 0 and "on lines of its own" in plan.fork_point
     _prepared(nb, [], TrialSettings())
+
+
+def test_without_an_agent_call_a_wandb_init_before_the_parameters_is_the_fork_point():
+    """The first wandb.init opens the trial's run where no wandb.agent call exists: it must
+    run in the trial, even before a parameters cell."""
+    nb = make_notebook(
+        [
+            "import wandb",
+            "run = wandb.init(project='p')\nrun.finish()",
+            ("lr = 0.1", ["parameters"]),
+            "print(lr)",
+        ]
+    )
+    plan = plan_setup(nb)
+    assert plan.fork_index == 1 and plan.cells == (0,)
+    assert plan.fork_point == "the first wandb.init in cell 1"

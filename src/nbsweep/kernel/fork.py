@@ -29,7 +29,14 @@ from jupyter_client.provisioning import LocalProvisioner
 
 from nbsweep.errors import KernelStartError
 from nbsweep.kernel.hooks import INSTALL_HOOKS
-from nbsweep.kernel.launcher import TEMPLATE, ForkRequest, PreloadRequest, SetupRequest, command
+from nbsweep.kernel.launcher import (
+    TEMPLATE,
+    ForkRequest,
+    PreloadRequest,
+    SetupRequest,
+    blas_threads,
+    command,
+)
 from nbsweep.kernel.launcher import TEMPLATE_NAME as TEMPLATE_NAME
 from nbsweep.kernel.shared_setup import SETUP_MODULES, SetupOutcome, SetupWork
 from nbsweep.processes import die_with_parent
@@ -71,6 +78,8 @@ class Template:
         self._timed_out: int | None = None
         self._running: int | None = None
         self._stopped = False
+        self._kernels: set[int] = set()
+        """The kernels forked from it (its other children are the setup's)."""
         self._start_process()
 
     def _start_process(self) -> None:
@@ -122,7 +131,7 @@ class Template:
                 env=dict(work.env),
                 prelude=INSTALL_HOOKS,
                 modules=SETUP_MODULES,
-                blas_threads=len(os.sched_getaffinity(0)),
+                blas_threads=blas_threads(self.env),
                 per_trial=list(work.per_trial),
             )
         )
@@ -195,6 +204,7 @@ class Template:
                 raise KernelStartError(f"the kernel template failed: {error}") from None
         if "error" in answer:
             raise KernelStartError(f"cannot fork a kernel: {answer['error']}")
+        self._kernels.add(int(answer["pid"]))
         return int(answer["pid"])
 
     def shares_setup(self) -> SetupOutcome | None:
@@ -206,6 +216,17 @@ class Template:
         return self.process.poll() is None
 
     def _kill(self) -> None:
+        """The template, its process group, and what its setup started in sessions of
+        their own (``!cmd`` runs in one)."""
+        if self.process.returncode is not None:
+            return  # reaped: its pid and group may be someone else's now
+        with contextlib.suppress(psutil.Error):
+            for child in psutil.Process(self.process.pid).children():
+                if child.pid in self._kernels:
+                    continue  # a kernel: its trial stops it and what it started
+                with contextlib.suppress(psutil.Error):
+                    for process in [child, *child.children(recursive=True)]:
+                        process.kill()
         with contextlib.suppress(OSError):
             os.killpg(self.process.pid, signal.SIGKILL)
         with contextlib.suppress(OSError):

@@ -35,6 +35,8 @@ TEMPLATE_NAME = "nbsweep-forker"
 """The template's process name (``ps -o comm``); its kernels are ``python`` again."""
 _PR_SET_NAME = 15
 _PR_SET_PDEATHSIG = 1
+SETUP_SET_ENV = "_NBSWEEP_SETUP_SET"
+"""In a kernel forked after a setup: the variables the setup set or removed (comma-separated)."""
 # Set by a template that started over without its preload: why (each kernel then runs it).
 _SKIPPED_ENV = "_NBSWEEP_PRELOAD_SKIPPED"
 _BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS")
@@ -127,14 +129,19 @@ class _Setup:
 
     def environment(self, trial_env: dict[str, str]) -> dict[str, str]:
         """The trial's environment with what the setup changed in its own over it, as a
-        fresh kernel running the setup cells would have it."""
+        fresh kernel running the setup cells would have it. The names it changed are
+        listed (``SETUP_SET_ENV``): a trial's own variables, set later, leave them be."""
         env = dict(trial_env)
+        changed = []
         for name, value in os.environ.items():
             if self.env_before.get(name) != value:
                 env[name] = value
+                changed.append(name)
         for name in self.env_before:
             if name not in os.environ:
                 env.pop(name, None)
+                changed.append(name)
+        env[SETUP_SET_ENV] = ",".join(changed)
         return env
 
     def start_kernel(self, app_class: Any, arguments: list[str]) -> Any:
@@ -265,6 +272,17 @@ class _Template:
     def _run_setup(self, request: SetupRequest) -> None:
         """Run the setup cells, answering after each; then make the template forkable again
         and say whether it is. A cell that fails ends the setup (nbsweep stops this template)."""
+        import signal
+
+        # The setup's own subprocesses are waited for by the setup (a reaper would make a
+        # failed command look like a success); no kernel is forked during it.
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        try:
+            self._set_up(request)
+        finally:
+            signal.signal(signal.SIGCHLD, _reap)
+
+    def _set_up(self, request: SetupRequest) -> None:
         import gc
         import socket
         import time
@@ -275,6 +293,7 @@ class _Template:
             for which, path in request["modules"].items()
         }
         shell_module, checks = modules["shell"], modules["checks"]
+        _path_as_a_kernel_has_it()
         os.environ.update(request["env"])
         os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "1"  # is_available() must not init CUDA
         setup = _Setup(None, modules["seeds"].SeedTracker(), dict(os.environ), os.getcwd())
@@ -445,10 +464,26 @@ class _Template:
 
     def _set_thread_pools(self, env: dict[str, str]) -> None:
         if not self.skipped and self.threadpoolctl is not None and "numpy" in sys.modules:
-            self.threadpoolctl.threadpool_limits(_blas_threads(env), user_api="blas")
+            self.threadpoolctl.threadpool_limits(blas_threads(env), user_api="blas")
         torch = sys.modules.get("torch")
         if self.setup is not None and torch is not None and self.torch_threads:
             torch.set_num_threads(self.torch_threads)  # what the setup ran with
+
+
+def _path_as_a_kernel_has_it() -> None:
+    """The kernel's folder on ``sys.path`` where IPython puts it (before site-packages): a
+    setup cell imports the notebook's own modules as a kernel's cell would."""
+    if "" in sys.path or getattr(sys.flags, "safe_path", False):
+        return
+    where = next(
+        (
+            i
+            for i, path in enumerate(sys.path)
+            if Path(path).name in ("site-packages", "dist-packages")
+        ),
+        0,
+    )
+    sys.path.insert(where, "")
 
 
 def _load(name: str, path: str) -> ModuleType:
@@ -515,7 +550,7 @@ def _reap(signum: int, frame: object) -> None:
         pass
 
 
-def _blas_threads(env: dict[str, str]) -> int:
+def blas_threads(env: dict[str, str]) -> int:
     """What OpenBLAS reads as it loads, in its order; else one thread a core it may use."""
     for name in _BLAS_THREAD_VARIABLES:
         value = env.get(name, "").strip()

@@ -267,7 +267,13 @@ class Kernel:
             return
         from nbsweep.notebook.literals import to_literal
 
-        code = f"__import__('os').environ.update({to_literal(changed)})"
+        # A variable the notebook's setup set itself (a kernel forked after it lists them)
+        # keeps the setup's value, as it would in a fresh kernel that ran the setup.
+        code = (
+            "(lambda os, new: os.environ.update({k: v for k, v in new.items() if k not in "
+            f"os.environ.get({launcher.SETUP_SET_ENV!r}, '').split(',')}}))"
+            f"(__import__('os'), {to_literal(changed)})"
+        )
         # Not waited for: the kernel runs requests in order, so it is done before the first
         # cell, and a kernel that cannot do this cannot run that cell either.
         self.send_silently(code)

@@ -61,7 +61,24 @@ def descriptors() -> str | None:
             return f"it holds {_EVENT_FILES[target]}"
         if target.startswith(("/dev/nvidia", "/dev/dri")):
             return f"it opened the GPU ({target}): CUDA cannot cross a fork"
+        if _is_users_file(int(fd), target):
+            return f"it left a file open ({target}): each trial would share its offset"
     return None
+
+
+def _is_users_file(fd: int, target: str) -> bool:
+    """A regular file the notebook's code opened (not the standard streams, not a library's
+    own file under the interpreter's prefix opened to read)."""
+    if fd < 3 or not target.startswith("/") or target.startswith(("/dev/", "/proc/")):
+        return False
+    try:
+        with open(f"/proc/self/fdinfo/{fd}", encoding="ascii") as info:
+            flags = int(info.read().split("flags:")[1].split()[0], 8)
+    except (OSError, IndexError, ValueError):
+        return False
+    if flags & 0o3:  # open for writing
+        return True
+    return not target.startswith((sys.prefix, sys.base_prefix))
 
 
 def _socket_table() -> dict[str, str]:
@@ -152,8 +169,6 @@ class EnvironmentWatch:
     template has none. Reads by wandb and nbsweep, which look such variables up again
     inside each trial, do not count."""
 
-    _TRUSTED = ("wandb", "nbsweep", "_nbsweep_setup_")
-
     def __init__(self, names: list[str]) -> None:
         self.names = frozenset(names)
         self.read: list[str] = []
@@ -178,12 +193,22 @@ class EnvironmentWatch:
     def problem(self) -> str | None:
         if not self.read:
             return None
+        if self.read[0] == "NBSWEEP_METRICS_FILE":
+            return "it logged a metric (nbsweep.log), which belongs to a trial"
         return f"it read {self.read[0]}, which each trial sets to its own value"
 
 
 def _trusted_caller() -> bool:
+    """A read by wandb or nbsweep on their own account; not one a notebook's
+    ``nbsweep.log`` makes (that metric belongs to a trial)."""
     frame = sys._getframe(2)
     while frame is not None and frame.f_globals.get("__name__") in ("os", "_collections_abc"):
         frame = frame.f_back  # type: ignore[assignment]
     name = str(frame.f_globals.get("__name__", "")) if frame is not None else ""
-    return name.startswith(EnvironmentWatch._TRUSTED)
+    if not (name.split(".")[0] in ("wandb", "nbsweep") or name.startswith("_nbsweep_setup_")):
+        return False
+    while frame is not None:
+        if frame.f_globals.get("__name__") == "nbsweep.kernel.api":
+            return False
+        frame = frame.f_back  # type: ignore[assignment]
+    return True

@@ -143,6 +143,11 @@ class _Stream:
         self.recorder = recorder
 
     def write(self, text: str) -> int:
+        current = getattr(sys, self.name)
+        if current is not self:
+            # Kept past its cell (a logging handler made in the setup holds it): what it
+            # gets now goes where the process's stream goes, as a kernel's handler's would.
+            return int(current.write(text))
         if text:
             self.recorder.write(self.name, str(text))
         return len(text)
@@ -152,7 +157,9 @@ class _Stream:
             self.write(line)
 
     def flush(self) -> None:
-        pass
+        current = getattr(sys, self.name)
+        if current is not self:
+            current.flush()
 
     def isatty(self) -> bool:
         return False

@@ -28,6 +28,7 @@ from nbsweep.kernel.process import Kernel
 from nbsweep.kernel.shared_setup import SetupOutcome, SetupWork
 from nbsweep.notebook import files
 from nbsweep.notebook.literals import to_literal
+from nbsweep.notebook.redaction import Redactor
 from nbsweep.notebook.setup import plan_setup
 from nbsweep.notebook.wandb_way import analyse
 from nbsweep.options import KernelStart, TrialSettings
@@ -178,7 +179,9 @@ class KernelSupply:
                 f"kernel forks from it and starts at {work.fork_point}"
             )
         else:
-            self.warn(f"setup not shared: {outcome.why_not}; every trial runs every cell")
+            # What a setup cell raised may quote a secret, as a trial's error may.
+            why_not = Redactor.from_environ(trial_environment()).text(outcome.why_not or "")
+            self.warn(f"setup not shared: {why_not}; every trial runs every cell")
         if outcome.warning:
             self.warn(outcome.warning)
 

@@ -106,8 +106,14 @@ def _where_values_enter(
         return 0, "the first cell (nbsweep finds no cell where a trial's values enter)"
     where = origins[found.cell_index]
     if found.style == "config-dict":
-        return found.cell_index, f"the {found.config_var} dict assignment in cell {where}"
-    return found.cell_index + 1, f"the injected parameters after cell {where}"
+        fork = found.cell_index, f"the {found.config_var} dict assignment in cell {where}"
+    else:
+        fork = found.cell_index + 1, f"the injected parameters after cell {where}"
+    first_init = first_wandb_init_cell(nb) if shape.agent_cell is None else None
+    if first_init is not None and first_init < fork[0]:
+        # Without a wandb.agent call, the first wandb.init opens the trial's own run.
+        return first_init, f"the first wandb.init in cell {origins[first_init]}"
+    return fork
 
 
 def _cut_at_unreadable(

@@ -45,7 +45,7 @@ Run it from the repository root, in an environment with nbsweep's ``local`` extr
     python benchmarks/bench_setup.py --repeats 3 --json benchmarks/results/setup.json
     python benchmarks/bench_setup.py --quick
 
-``--quick`` (the smoke run of ``tests/test_benchmarks.py``): 3 trials, tiny data, no
+``--quick`` (the smoke run of ``tests/test_benchmarks.py``): 2 trials, tiny data, no
 warm-up. Everything runs in a temporary folder, deleted at the end (``--keep`` keeps it),
 with its own ``HOME``, ``WANDB_DIR`` per route, wandb offline and none of the caller's
 ``WANDB_*`` settings (``common.isolated_env``): no account, no network. Every process it
@@ -721,14 +721,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "against the same code in one process and against N plain scripts."
     )
     parser.add_argument("--repeats", type=int, default=1, help="runs of each route (default 1)")
-    parser.add_argument("--trials", type=int, help="trials per route (default 20; --quick 3)")
+    parser.add_argument("--trials", type=int, help="trials per route (default 20; --quick 2)")
     parser.add_argument(
-        "--quick", action="store_true", help="CI smoke run: 3 trials, tiny data, no warm-up"
+        "--quick", action="store_true", help="CI smoke run: 2 trials, tiny data, no warm-up"
     )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the numbers here")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args(argv)
-    args.trials = args.trials if args.trials is not None else (3 if args.quick else 20)
+    args.trials = args.trials if args.trials is not None else (2 if args.quick else 20)
     if args.repeats < 1 or args.trials < 1:
         parser.error("--repeats and --trials must be at least 1")
     return args

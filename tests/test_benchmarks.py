@@ -69,7 +69,7 @@ def test_bench_setup_quick_runs_every_route_and_leaves_no_process(tmp_path: Path
     lines = result.stdout.splitlines()
     assert any(line.split()[:3] == ["notebook", "route", "wall"] for line in lines)
     for notebook in ("papermill", "wandb"):
-        for route in ("nbsweep (setup once)", "in-process", "script x 3"):
+        for route in ("nbsweep (setup once)", "in-process", "script x 2"):
             row = [line for line in lines if line.startswith(notebook) and _route(line) == route]
             assert len(row) == 1 and "failed" not in row[0], (notebook, route, result.stdout)
     data = json.loads(json_path.read_text(encoding="utf-8"))

@@ -126,7 +126,7 @@ def _both_ways(local, grid: str, cells: list, *options: str) -> tuple[tuple, tup
     "cells,grid,setup_cells",
     [
         (PAPERMILL, _grid("lr", 0.01, 0.05), 5),  # the parameters cell too
-        (CONFIG_DICT, _grid("lr", 0.2, 0.5), 2),
+        (CONFIG_DICT, _grid("lr", 0.2), 2),
     ],
     ids=["papermill", "config-dict"],
 )
@@ -136,7 +136,7 @@ def test_a_trial_computes_what_a_fresh_kernel_computes(local, cells, grid, setup
     assert shared_err.count("ran once in the kernel template") == 1, shared_err
     fresh_runs, shared_runs = _runs(local, fresh), _runs(local, shared)
     assert [r["summary"] for r in shared_runs] == [r["summary"] for r in fresh_runs]
-    assert [r["state"] for r in shared_runs] == ["finished", "finished"]
+    assert {r["state"] for r in shared_runs} == {"finished"}
     for fresh_nb, shared_nb in zip(
         _notebooks(local, fresh), _notebooks(local, shared), strict=True
     ):
@@ -178,7 +178,8 @@ SEEDED = [
     "'noise': float(noise[0]), 'x': x})",
 ]
 UNSEEDED = [
-    "import random\nimport numpy as np\nimport nbsweep\nrng = np.random.default_rng()",
+    "import random\nimport numpy as np\nimport nbsweep\nrng = np.random.default_rng()\n"
+    "noise = np.random.rand(4)  # drawn once: every trial shares it (said once)",
     ("x = 0", ["parameters"]),
     "nbsweep.log({'np': float(np.random.rand()), 'py': random.random(), "
     "'rng': float(rng.random()), 'x': x})",
@@ -186,12 +187,12 @@ UNSEEDED = [
 
 
 def test_a_seeded_setup_gives_every_trial_the_seeded_state(local):
-    (fresh, _), (shared, stderr) = _both_ways(local, _grid("x", 1, 2, 3), SEEDED, "--no-wandb")
+    (fresh, _), (shared, stderr) = _both_ways(local, _grid("x", 1, 2), SEEDED, "--no-wandb")
     assert "ran once in the kernel template" in stderr
     draws = [{k: r["summary"][k] for k in ("np", "py", "noise")} for r in _runs(local, shared)]
     fresh_draws = [{k: r["summary"][k] for k in ("np", "py", "noise")} for r in _runs(local, fresh)]
     assert draws == fresh_draws, "exactly what a fresh kernel draws after the same seeds"
-    assert draws[0] == draws[1] == draws[2]
+    assert draws[0] == draws[1]
 
 
 def test_an_unseeded_setup_gives_each_trial_its_own_random_state(local):
@@ -200,15 +201,6 @@ def test_an_unseeded_setup_gives_each_trial_its_own_random_state(local):
     summaries = [r["summary"] for r in _runs(local, shared)]
     for key in ("np", "py", "rng"):
         assert len({s[key] for s in summaries}) == 3, key
-
-
-def test_data_drawn_unseeded_in_the_setup_is_said_once(local):
-    cells = [
-        "import numpy as np\nimport nbsweep\nnoise = np.random.rand(4)",
-        ("x = 0", ["parameters"]),
-        "nbsweep.log({'noise': float(noise[0])})",
-    ]
-    _, stderr = _run(local, _grid("x", 1, 2), cells, "--no-wandb")
     assert stderr.count("drew from numpy's random generator without seeding it") == 1, stderr
 
 
@@ -261,43 +253,33 @@ def test_an_unforkable_setup_falls_back_and_says_why(local, cell, reason):
     exploring = "import wandb\nrun = wandb.init(project='exploring')\n"
     (local.cwd / "exploring.py").write_text(exploring, encoding="utf-8")
     cells = ["import os\nimport nbsweep", cell, ("x = 0", ["parameters"]), "nbsweep.log({'x': x})"]
-    sweep, stderr = _run(local, _grid("x", 1, 2), cells, "--no-wandb")
+    sweep, stderr = _run(local, _grid("x", 1), cells, "--no-wandb")
     assert stderr.count("setup not shared: ") == 1, stderr
     assert f"setup not shared: {reason}" in stderr, stderr
     assert "every trial runs every cell" in stderr
     runs = _runs(local, sweep)
-    assert [r["state"] for r in runs] == ["finished", "finished"]
+    assert [r["state"] for r in runs] == ["finished"]
     for nb in _notebooks(local, sweep):
         assert not any(ran for _, _, ran in _code_cells(nb))
         assert nb.cells[1].outputs is not None and nb.cells[1].execution_count == 2
 
 
 def test_a_failing_setup_cell_is_reported_and_trials_fail_as_they_would(local):
+    """A command that fails in the setup raises, as in a kernel: the setup's subprocesses
+    are its own to wait for (no reaper of the template's takes their exit status)."""
     cells = [
-        "import nbsweep",
-        "raise FileNotFoundError('data/train.csv')",
+        "import subprocess\nimport nbsweep",
+        "subprocess.run(['sh', '-c', 'exit 3'], check=True)",
         ("x = 0", ["parameters"]),
         "nbsweep.log({'x': x})",
     ]
     sweep, stderr = _run(local, _grid("x", 1), cells, "--no-wandb")
-    assert "setup not shared: setup cell 1 failed: FileNotFoundError: data/train.csv" in stderr
+    assert "setup not shared: setup cell 1 failed: CalledProcessError: " in stderr, stderr
     (run,) = _runs(local, sweep)
     assert run["state"] == "failed"
     nb = nbformat.read(local.cwd / run["notebook"], as_version=4)
-    assert nb.cells[1].outputs[0]["ename"] == "FileNotFoundError"
+    assert nb.cells[1].outputs[-1]["ename"] == "CalledProcessError"
     assert nb.metadata["nbsweep"]["error"]["source_cell_index"] == 1
-
-
-def test_a_failing_command_in_the_setup_fails_as_in_a_kernel(local):
-    """The setup's subprocesses are its own to wait for: a command that fails raises."""
-    cells = [
-        "import subprocess",
-        "subprocess.run(['false'], check=True)",
-        ("x = 0", ["parameters"]),
-        "print(x)",
-    ]
-    _, stderr = _run(local, _grid("x", 1), cells, "--no-wandb")
-    assert "setup not shared: setup cell 1 failed: CalledProcessError" in stderr, stderr
 
 
 def test_what_the_setup_sets_stays_as_in_a_fresh_kernel(local):
@@ -324,9 +306,9 @@ def test_what_the_setup_sets_stays_as_in_a_fresh_kernel(local):
         assert "trial 1 logs" in json.dumps(nb.cells[-1].outputs)
 
 
-@pytest.mark.parametrize("cell", ["time.sleep(60)", "!sleep 60"], ids=["python", "shell"])
-def test_setup_cells_get_the_cell_timeout(local, cell):
-    cells = ["import time", cell, ("x = 0", ["parameters"]), "print(x)"]
+def test_setup_cells_get_the_cell_timeout(local):
+    """A shell line runs in a session of its own: the timeout ends it with the template."""
+    cells = ["import time", "!sleep 60", ("x = 0", ["parameters"]), "print(x)"]
     sweep, stderr = _run(local, _grid("x", 1), cells, "--no-wandb", "--timeout", "2")
     assert "setup not shared: setup cell 1 ran past --timeout (2 s)" in stderr, stderr
     (run,) = _runs(local, sweep)
@@ -365,9 +347,9 @@ EDITS_ITS_SETUP = [
 
 
 def test_a_changed_setup_gets_a_new_template(local):
-    sweep, stderr = _run(local, _grid("x", 1, 2, 3, 4), EDITS_ITS_SETUP, "--no-wandb")
+    sweep, stderr = _run(local, _grid("x", 1, 2, 3), EDITS_ITS_SETUP, "--no-wandb")
     runs = _runs(local, sweep)
-    assert [r["summary"]["setup"] for r in runs] == [1, 2, 2, 2]
+    assert [r["summary"]["setup"] for r in runs] == [1, 2, 2]
     pids = []
     for nb in _notebooks(local, sweep):
         mark = nb.cells[0].metadata.get("nbsweep", {}).get("setup")
@@ -401,7 +383,7 @@ def test_the_kernels_of_a_shared_setup_are_forked_after_it(local):
         "nbsweep.log({'x': x, 'parent': os.getppid(), 'setup_pid': SETUP_PID, "
         "'mine': os.getpid()})",
     ]
-    sweep, _ = _run(local, _grid("x", 1, 2, 3), cells, "--no-wandb")
+    sweep, _ = _run(local, _grid("x", 1, 2), cells, "--no-wandb")
     summaries = [r["summary"] for r in _runs(local, sweep)]
     assert len({s["setup_pid"] for s in summaries}) == 1
     assert all(s["parent"] == s["setup_pid"] != s["mine"] for s in summaries)
@@ -440,7 +422,7 @@ KILLS_ITS_TEMPLATE = [
 
 
 def test_a_template_that_dies_is_replaced_and_the_setup_runs_again(local):
-    sweep, stderr = _run(local, _grid("x", 1, 2, 3, 4), KILLS_ITS_TEMPLATE, "--no-wandb")
+    sweep, stderr = _run(local, _grid("x", 1, 2, 3), KILLS_ITS_TEMPLATE, "--no-wandb")
     assert re.search(
         r"the kernel template \(pid \d+\) died: starting a new one; the setup runs again", stderr
     ), stderr

@@ -564,12 +564,16 @@ def bench_style(
             )
 
 
-def make_routes(style: Style, trials: int, no_setup_once: str | None) -> list[Route]:
+def make_routes(
+    style: Style, trials: int, no_setup_once: str | None, quick: bool = False
+) -> list[Route]:
     without = Route(style.name, f"nbsweep {SETUP_ONCE_OPTION}", skipped=no_setup_once)
     # The agent keeps an offline wandb run per trial unless told not to; a notebook that
     # opens its own run (the W&B style) gets no second one. Without wandb it does what the
-    # in-process route of the papermill style does.
-    own_runs = [] if style.wandb_runs else [Route(style.name, f"nbsweep (setup once) {NO_WANDB}")]
+    # in-process route of the papermill style does (a variant: not in the smoke run).
+    own_runs = (
+        [] if style.wandb_runs or quick else [Route(style.name, f"nbsweep (setup once) {NO_WANDB}")]
+    )
     return [
         Route(style.name, "nbsweep (setup once)"),
         *own_runs,
@@ -762,7 +766,7 @@ def main(argv: list[str] | None = None) -> int:
             except Failed as error:
                 problems.append(f"warm-up: {error}")
         for style in (papermill_style(size), wandb_style(size, args.trials)):
-            routes = make_routes(style, args.trials, no_setup_once)
+            routes = make_routes(style, args.trials, no_setup_once, args.quick)
             results[style.name] = routes
             bench_style(bench, style, routes, args.repeats, problems)
         print()

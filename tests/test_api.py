@@ -104,18 +104,31 @@ def test_from_inside_a_running_kernel(tmp_path, marked):
 
 
 def test_ctrl_c_stops_the_trial_and_keeps_the_partial_notebook(tmp_path, marked):
+    flag = tmp_path / "sleeping"
     notebook = write_notebook(
         tmp_path / "nb.ipynb",
-        [("x = 0", ["parameters"]), "print('started', flush=True)", "import time\ntime.sleep(60)"],
+        [
+            ("x = 0", ["parameters"]),
+            "print('started', flush=True)",
+            f"import time\nopen({str(flag)!r}, 'w').close()\ntime.sleep(60)",
+        ],
     )
-    timer = threading.Timer(4.0, _thread.interrupt_main)
-    timer.start()
+
+    def interrupt_once_sleeping() -> None:
+        # Not at a fixed time: under load the kernel may still be starting then, and an
+        # xdist worker ignores SIGINT until the trial's handler is in place.
+        deadline = time.monotonic() + 60
+        while not flag.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if flag.exists():
+            _thread.interrupt_main()
+
+    interrupter = threading.Thread(target=interrupt_once_sleeping, daemon=True)
+    interrupter.start()
     started = time.monotonic()
-    try:
-        with pytest.raises(TrialStopped) as raised:
-            nbsweep.run_notebook(notebook, output=tmp_path / "out.ipynb", stop_grace=2)
-    finally:
-        timer.cancel()
+    with pytest.raises(TrialStopped) as raised:
+        nbsweep.run_notebook(notebook, output=tmp_path / "out.ipynb", stop_grace=2)
+    interrupter.join()
     assert time.monotonic() - started < 30
     assert raised.value.result.status == "stopped"
     assert "started" in _outputs(tmp_path / "out.ipynb")

@@ -295,7 +295,7 @@ def test_what_the_setup_sets_stays_as_in_a_fresh_kernel(local):
         "log.info('trial %s logs', x)\n"
         "nbsweep.log({'x': x, 'project': os.environ['WANDB_PROJECT'] == 'from-setup'})",
     ]
-    (fresh, _), (shared, stderr) = _both_ways(local, _grid("x", 1), cells)
+    (fresh, _), (shared, stderr) = _both_ways(local, _grid("x", 1), cells, "--no-wandb")
     assert "ran once in the kernel template" in stderr
     assert [r["summary"] for r in _runs(local, shared)] == [
         r["summary"] for r in _runs(local, fresh)

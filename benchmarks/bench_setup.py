@@ -567,6 +567,8 @@ def bench_style(
 def make_routes(
     style: Style, trials: int, no_setup_once: str | None, quick: bool = False
 ) -> list[Route]:
+    if quick and no_setup_once is None:
+        no_setup_once = "not in the smoke run (--quick)"
     without = Route(style.name, f"nbsweep {SETUP_ONCE_OPTION}", skipped=no_setup_once)
     # The agent keeps an offline wandb run per trial unless told not to; a notebook that
     # opens its own run (the W&B style) gets no second one. Without wandb it does what the

@@ -11,6 +11,7 @@ count=5)``), papermill's ``parameters`` cell and the ``config = dict(...)`` styl
 from __future__ import annotations
 
 import json
+import random
 import re
 import signal
 import time
@@ -187,12 +188,15 @@ UNSEEDED = [
 
 
 def test_a_seeded_setup_gives_every_trial_the_seeded_state(local):
-    (fresh, _), (shared, stderr) = _both_ways(local, _grid("x", 1, 2), SEEDED, "--no-wandb")
+    shared, stderr = _run(local, _grid("x", 1, 2), SEEDED, "--no-wandb")
     assert "ran once in the kernel template" in stderr
     draws = [{k: r["summary"][k] for k in ("np", "py", "noise")} for r in _runs(local, shared)]
-    fresh_draws = [{k: r["summary"][k] for k in ("np", "py", "noise")} for r in _runs(local, fresh)]
-    assert draws == fresh_draws, "exactly what a fresh kernel draws after the same seeds"
-    assert draws[0] == draws[1]
+    # What any fresh process draws after the same seeds.
+    np = pytest.importorskip("numpy")
+    np.random.seed(7)
+    noise = np.random.rand(3)
+    expected = {"np": float(np.random.rand()), "py": random.Random(7).random(), "noise": noise[0]}
+    assert draws == [expected, expected]
 
 
 def test_an_unseeded_setup_gives_each_trial_its_own_random_state(local):
@@ -295,15 +299,11 @@ def test_what_the_setup_sets_stays_as_in_a_fresh_kernel(local):
         "log.info('trial %s logs', x)\n"
         "nbsweep.log({'x': x, 'project': os.environ['WANDB_PROJECT'] == 'from-setup'})",
     ]
-    (fresh, _), (shared, stderr) = _both_ways(local, _grid("x", 1), cells, "--no-wandb")
+    shared, stderr = _run(local, _grid("x", 1), cells, "--no-wandb")
     assert "ran once in the kernel template" in stderr
-    assert [r["summary"] for r in _runs(local, shared)] == [
-        r["summary"] for r in _runs(local, fresh)
-    ]
-    assert _runs(local, shared)[0]["summary"]["project"] is True
-    for sweep in (fresh, shared):
-        (nb,) = _notebooks(local, sweep)
-        assert "trial 1 logs" in json.dumps(nb.cells[-1].outputs)
+    assert _runs(local, shared)[0]["summary"] == {"x": 1, "project": True}
+    (nb,) = _notebooks(local, shared)
+    assert "trial 1 logs" in json.dumps(nb.cells[-1].outputs)
 
 
 def test_setup_cells_get_the_cell_timeout(local):

@@ -88,7 +88,15 @@ from common import (
     write_json,
     write_notebook,
 )
-from overhead import CREATED, Failed, agent_offers, notebook_stdout, run_process, tail
+from overhead import (
+    CREATED,
+    Failed,
+    agent_offers,
+    notebook_stdout,
+    run_process,
+    tail,
+    warm_up_imports,
+)
 
 from nbsweep.local.store import RunRecord, RunState, Store
 
@@ -713,14 +721,6 @@ def load_average() -> str:
     return " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
-def warm_up(env: dict[str, str], cwd: Path) -> None:
-    """Untimed: wandb, numpy and the sweep engine into the page cache and __pycache__."""
-    code = "import numpy, wandb, wandb.sdk, nbsweep.local.engine as engine; engine.load_engine()"
-    _, completed = run_process([sys.executable, "-c", code], cwd, env, TOOL_TIMEOUT)
-    if completed.returncode != 0:
-        raise Failed(f"warm-up imports failed:\n{tail(completed.stderr)}")
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="A sweep of a notebook with ~2 s of setup before its parameters: nbsweep "
@@ -764,7 +764,7 @@ def main(argv: list[str] | None = None) -> int:
         no_setup_once = None if offered else f"nbsweep agent offers no {SETUP_ONCE_OPTION}"
         if not args.quick:
             try:
-                warm_up(env, work)
+                warm_up_imports(env, work, "numpy")
             except Failed as error:
                 problems.append(f"warm-up: {error}")
         for style in (papermill_style(size), wandb_style(size, args.trials)):

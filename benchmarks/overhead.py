@@ -955,9 +955,11 @@ def agent_offers_preload(env: dict[str, str], cwd: Path) -> bool:
     return agent_offers(env, cwd, "--preload")
 
 
-def warm_up_imports(env: dict[str, str], cwd: Path) -> None:
-    """Untimed: wandb and the sweep engine into the page cache and __pycache__."""
-    code = "import wandb, wandb.sdk, nbsweep.local.engine as engine; engine.load_engine()"
+def warm_up_imports(env: dict[str, str], cwd: Path, *modules: str) -> None:
+    """Untimed: wandb, the sweep engine and ``modules`` into the page cache and
+    __pycache__."""
+    imported = ", ".join(("wandb", "wandb.sdk", *modules))
+    code = f"import {imported}, nbsweep.local.engine as engine; engine.load_engine()"
     _, completed = run_process([sys.executable, "-c", code], cwd, env, TOOL_TIMEOUT)
     if completed.returncode != 0:
         raise Failed(f"warm-up imports failed:\n{tail(completed.stderr)}")

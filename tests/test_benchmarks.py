@@ -19,11 +19,12 @@ pytestmark = pytest.mark.kernel
 ROOT = Path(__file__).parent.parent
 
 
-def test_overhead_quick_runs_every_row_and_leaves_no_process(tmp_path: Path) -> None:
-    marker = uuid.uuid4().hex
-    json_path = tmp_path / "overhead.json"
+def _run_quick(
+    script: str, json_path: Path, marker: str
+) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    """``benchmarks/SCRIPT --quick``, its processes marked; it must exit 0. Its stdout lines."""
     result = subprocess.run(
-        [sys.executable, "benchmarks/overhead.py", "--quick", "--json", str(json_path)],
+        [sys.executable, f"benchmarks/{script}", "--quick", "--json", str(json_path)],
         cwd=ROOT,
         env={**os.environ, MARKER_ENV: marker},
         capture_output=True,
@@ -31,7 +32,20 @@ def test_overhead_quick_runs_every_row_and_leaves_no_process(tmp_path: Path) -> 
         timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    lines = result.stdout.splitlines()
+    return result, result.stdout.splitlines()
+
+
+def _no_process_left(marker: str) -> None:
+    left = wait_until_gone(marker)
+    for process in left:
+        process.kill()
+    assert not left, f"the benchmark left processes: {[p.cmdline() for p in left]}"
+
+
+def test_overhead_quick_runs_every_row_and_leaves_no_process(tmp_path: Path) -> None:
+    marker = uuid.uuid4().hex
+    json_path = tmp_path / "overhead.json"
+    result, lines = _run_quick("overhead.py", json_path, marker)
     assert any(line.split()[:3] == ["notebook", "tool", "median"] for line in lines)
     for tool in ("own compute", "script", "nbconvert", "papermill", "nbsweep run"):
         assert any(line.startswith("trivial") and tool in line for line in lines), tool
@@ -41,10 +55,7 @@ def test_overhead_quick_runs_every_row_and_leaves_no_process(tmp_path: Path) -> 
     data = json.loads(json_path.read_text(encoding="utf-8"))
     assert data["problems"] == []
     assert [len(sweep["trial_times"]) for sweep in data["sweeps"]] == [3]
-    left = wait_until_gone(marker)
-    for process in left:
-        process.kill()
-    assert not left, f"the benchmark left processes: {[p.cmdline() for p in left]}"
+    _no_process_left(marker)
 
 
 def _route(row: str) -> str:
@@ -57,16 +68,7 @@ def _route(row: str) -> str:
 def test_bench_setup_quick_runs_every_route_and_leaves_no_process(tmp_path: Path) -> None:
     marker = uuid.uuid4().hex
     json_path = tmp_path / "setup.json"
-    result = subprocess.run(
-        [sys.executable, "benchmarks/bench_setup.py", "--quick", "--json", str(json_path)],
-        cwd=ROOT,
-        env={**os.environ, MARKER_ENV: marker},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    lines = result.stdout.splitlines()
+    result, lines = _run_quick("bench_setup.py", json_path, marker)
     assert any(line.split()[:3] == ["notebook", "route", "wall"] for line in lines)
     for notebook in ("papermill", "wandb"):
         for route in ("nbsweep (setup once)", "in-process", "script x 2"):
@@ -77,7 +79,4 @@ def test_bench_setup_quick_runs_every_route_and_leaves_no_process(tmp_path: Path
     for routes in data["notebooks"].values():
         in_process = next(route for route in routes if route["route"] == "in-process")
         assert in_process["ratio_to_in_process"] == 1.0
-    left = wait_until_gone(marker)
-    for process in left:
-        process.kill()
-    assert not left, f"the benchmark left processes: {[p.cmdline() for p in left]}"
+    _no_process_left(marker)

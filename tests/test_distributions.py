@@ -294,3 +294,67 @@ def test_a_local_sweep_of_every_distribution_runs_on_either_store(
             assert all(f"{k}={v!r}" in said for k, v in top.items()), said
     finally:
         cli.finish(timeout=10)
+
+
+ENGINE_IMPORTS = """
+import json, sys
+from nbsweep.local.engine import Engine
+config = {"method": sys.argv[1], "metric": {"name": "score"},
+          "parameters": {"a": {"values": [1, 2]}, "b": {"min": 0.0, "max": 1.0}}}
+if sys.argv[1] == "grid":
+    config["parameters"]["b"] = {"values": [0.5]}
+engine = Engine(config)
+checked = engine.problems()
+before = type(sys.modules["scipy.stats"]).__name__
+engine.load_search()
+loaded = type(sys.modules["scipy.stats"]).__name__
+values = engine.propose([])
+print(json.dumps({"checked": checked, "before": before, "values": values, "stats": loaded,
+                  "sklearn": "sklearn" in sys.modules}))
+"""
+
+
+@pytest.mark.parametrize("method", ["grid", "random", "bayes"])
+def test_the_engine_imports_only_what_its_search_uses(method: str) -> None:
+    """Checking a config and running a grid leave ``scipy.stats`` unloaded (most of the
+    engine's start), and scikit-learn comes only with bayes; a search that samples loads
+    ``scipy.stats`` before its first hand-out (the store's lock is held then)."""
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", ENGINE_IMPORTS, method],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(result.stdout)
+    assert seen["checked"] == [] and seen["before"] == "_DeferredModule"
+    assert set(seen["values"]) == {"a", "b"}
+    assert seen["stats"] == ("_DeferredModule" if method == "grid" else "module")
+    assert seen["sklearn"] is (method == "bayes")
+
+
+def test_a_deferred_module_reads_as_the_module_once_loaded() -> None:
+    """``import scipy.stats`` and ``from scipy.stats import norm`` work with the stand-in in
+    place, and give the real module's objects."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from nbsweep.local.engine import load_engine\n"
+        "load_engine()\n"
+        "import scipy.stats\n"
+        "stand_in = scipy.stats\n"
+        "from scipy.stats import norm\n"
+        "import scipy.stats.distributions\n"
+        "real = sys.modules['scipy.stats']\n"
+        "print(type(stand_in).__name__, type(real).__name__, stand_in.norm is norm is real.norm)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["_DeferredModule", "module", "True"]

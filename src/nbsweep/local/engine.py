@@ -8,9 +8,14 @@ the store's, which counts runs under its lock)."""
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import math
+import sys
+import threading
 import warnings
 from collections.abc import Mapping, Sequence
+from importlib.machinery import ModuleSpec
 from types import ModuleType
 from typing import Any, Protocol
 
@@ -29,17 +34,67 @@ class Run(Protocol):
 
 
 def load_engine() -> ModuleType:
-    """Import ``sweeps`` (and the scikit-learn it imports on first use) or say how to get it."""
+    """Import ``sweeps`` or say how to get it. Its searches are imported by ``load_search``:
+    the package's own ``next_run`` imports all three, scikit-learn with the bayes one."""
     try:
         with warnings.catch_warnings():
             # pydantic v2 warns about the package's v1-style config; not ours to fix.
             warnings.simplefilter("ignore")
-            import sweeps.bayes_search
+            _defer_import("scipy.stats")
+            import sweeps.params
 
             import sweeps
     except ImportError:
         raise UsageError(INSTALL_HINT) from None
     return sweeps
+
+
+SEARCHES = {
+    "grid": "sweeps.grid_search",
+    "random": "sweeps.random_search",
+    "bayes": "sweeps.bayes_search",
+}
+
+
+class _DeferredModule(ModuleType):
+    """Stands in for a module until one of its attributes is read. The engine imports
+    ``scipy.stats`` when it loads but uses it only to sample and score distributions: a
+    grid sweep, and checking a config, never do; importing it is most of the engine's start.
+    Import statements read only ``__spec__``, which is set here, so they do not load it."""
+
+    def __init__(self, name: str, spec: ModuleSpec) -> None:
+        super().__init__(name)
+        self.__spec__ = spec
+        self._loaded: ModuleType | None = None
+
+    def __getattr__(self, attribute: str) -> Any:
+        return getattr(self._load(), attribute)
+
+    def _load(self) -> ModuleType:
+        with _DEFERRED_LOCK:
+            if self._loaded is None:
+                if sys.modules.get(self.__name__) is self:
+                    del sys.modules[self.__name__]
+                self._loaded = importlib.import_module(self.__name__)
+            return self._loaded
+
+
+_DEFERRED_LOCK = threading.Lock()
+
+
+def _defer_import(name: str) -> None:
+    """Put a ``_DeferredModule`` for ``name`` in ``sys.modules`` unless it is imported."""
+    if name in sys.modules:
+        return
+    spec = importlib.util.find_spec(name)
+    if spec is not None:
+        sys.modules[name] = _DeferredModule(name, spec)
+
+
+def _loaded(module: ModuleType) -> None:
+    """Load a deferred module now (no-op for a real one)."""
+    if isinstance(module, _DeferredModule):
+        module._load()
 
 
 class Engine:
@@ -48,6 +103,21 @@ class Engine:
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = config
         self.sweeps = load_engine()
+        self._search: ModuleType | None = None
+
+    def load_search(self) -> ModuleType:
+        """Import the sweep's search, and what it samples with (``scipy.stats``: not a
+        grid's), so that no hand-out waits on an import while it holds the store's lock."""
+        if self._search is None:
+            method = self.config.get("method")
+            if method not in SEARCHES:
+                raise UsageError(f"unknown sweep method {method!r}: use grid, random or bayes")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self._search = importlib.import_module(SEARCHES[method])
+                if method != "grid":
+                    _loaded(self.sweeps.params.stats)
+        return self._search
 
     def problems(self) -> list[str]:
         """What the engine's own schema refuses in the config, less its deprecation notes:
@@ -66,11 +136,21 @@ class Engine:
             return None
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            proposal = self.sweeps.next_run(self.config, [self._to_engine(r) for r in runs])
+            proposal = self._next_run([self._to_engine(r) for r in runs])
         if proposal is None:
             return None
         values = {name: entry["value"] for name, entry in proposal.config.items()}
         return _as_specified(values, self.config.get("parameters") or {})
+
+    def _next_run(self, runs: list[Any]) -> Any:
+        """What the engine's ``next_run`` does, without importing the searches not used."""
+        search = self.load_search()
+        method = self.config["method"]
+        if method == "grid":
+            return search.grid_search_next_runs(runs, self.config, n=1)[0]
+        if method == "random":
+            return search.random_search_next_runs(self.config, n=1)[0]
+        return search.bayes_search_next_runs(runs, self.config, n=1)[0]
 
     @property
     def terminates_early(self) -> bool:

@@ -79,9 +79,9 @@ class LocalSweepServer:
         self._writing.start()
 
     def prepare(self) -> None:
-        """Import the engine (and the scikit-learn it imports) now, before any hand-out takes
+        """Import the engine and its search now, before any hand-out takes
         the store's lock: an agent calls this while its first kernel starts."""
-        _ = self.engine
+        self.engine.load_search()
 
     @property
     def engine(self) -> Engine:

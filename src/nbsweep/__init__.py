@@ -2,7 +2,8 @@
 
 Inside a notebook, ``nbsweep.log({"val_loss": 0.3})`` reports metrics to the runner. From
 Python, ``nbsweep.run_notebook(path, {"lr": 0.1})`` runs one trial (``nbsweep run``),
-``nbsweep.sweep(config)`` creates a sweep and ``nbsweep.agent(sweep_id)`` runs its trials.
+``nbsweep.sweep(config)`` creates a sweep and ``nbsweep.agent(sweep_id)`` runs its trials;
+``nbsweep.dashboard()`` serves a live page of a store's local sweeps (``nbsweep[dashboard]``).
 """
 
 from typing import Any
@@ -21,6 +22,7 @@ __all__ = [
     "TrialStopped",
     "__version__",
     "agent",
+    "dashboard",
     "errors",
     "log",
     "run_notebook",
@@ -32,6 +34,7 @@ _API = (
     "run_notebook",
     "sweep",
     "agent",
+    "dashboard",
     "AgentOptions",
     "ExecutionOptions",
     "StoreOptions",

@@ -202,3 +202,20 @@ def _seconds(environ: Mapping[str, str], name: str, default: float) -> float:
     if not value > 0:  # also refuses nan
         raise UsageError(f"{name}={text!r} is not a number of seconds above 0")
     return value
+
+
+@dataclass(frozen=True)
+class DashboardOptions:
+    """What ``nbsweep dashboard`` serves, and where."""
+
+    store: StoreOptions
+    notebooks: Path = Path(".")
+    """The folder the runs' notebooks are served from (relative paths in the store are the
+    agents'; a notebook outside this folder is not served)."""
+    host: str = "127.0.0.1"
+    port: int = 0
+    """0: any free port."""
+    refresh: float = 0.5
+    """Seconds between two reads of one sweep from the store, however many pages ask."""
+    sweep_id: str | None = None
+    """The sweep the printed URL opens; None: the list of sweeps."""

@@ -11,8 +11,8 @@ only).
 
 For the command line, one call per command: ``run_command`` (``nbsweep run``),
 ``inspect_notebook``, ``run_agent`` / ``run_agent_workers`` / ``run_command_workers``,
-``check_sweep`` / ``create_local_sweep`` / ``create_wandb_sweep`` / ``control_sweep``, and
-``sweep_status``.
+``check_sweep`` / ``create_local_sweep`` / ``create_wandb_sweep`` / ``control_sweep``,
+``sweep_status``, and ``dashboard`` / ``dashboard_server`` (``nbsweep dashboard``).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
         run_command_workers,
     )
     from nbsweep.api.arguments import ParameterSources
+    from nbsweep.api.dashboard import dashboard, dashboard_server, dashboard_warning
     from nbsweep.api.inspection import InspectForm, inspect_notebook
     from nbsweep.api.single_run import RunCommand, run_command
     from nbsweep.api.sweeps import (
@@ -54,6 +55,7 @@ if TYPE_CHECKING:
     from nbsweep.options import (
         DEFAULT_CONFIG_VAR,
         AgentOptions,
+        DashboardOptions,
         ExecutionOptions,
         KernelStart,
         StoreOptions,
@@ -71,6 +73,7 @@ _WHERE = {
     "AgentOptions": "nbsweep.options",
     "CheckedSweep": "nbsweep.api.sweeps",
     "DEFAULT_CONFIG_VAR": "nbsweep.options",
+    "DashboardOptions": "nbsweep.options",
     "ExecutionOptions": "nbsweep.options",
     "KernelStart": "nbsweep.options",
     "InspectForm": "nbsweep.api.inspection",
@@ -93,6 +96,9 @@ _WHERE = {
     "control_sweep": "nbsweep.api.sweeps",
     "create_local_sweep": "nbsweep.api.sweeps",
     "create_wandb_sweep": "nbsweep.api.sweeps",
+    "dashboard": "nbsweep.api.dashboard",
+    "dashboard_server": "nbsweep.api.dashboard",
+    "dashboard_warning": "nbsweep.api.dashboard",
     "inspect_notebook": "nbsweep.api.inspection",
     "raise_for_ending": "nbsweep.api.trials",
     "run_agent": "nbsweep.api.agents",
@@ -129,6 +135,7 @@ __all__ = [
     "DEFAULT_CONFIG_VAR",
     "AgentOptions",
     "CheckedSweep",
+    "DashboardOptions",
     "ExecutionOptions",
     "InspectForm",
     "KernelStart",
@@ -152,6 +159,9 @@ __all__ = [
     "control_sweep",
     "create_local_sweep",
     "create_wandb_sweep",
+    "dashboard",
+    "dashboard_server",
+    "dashboard_warning",
     "inspect_notebook",
     "raise_for_ending",
     "redacted",

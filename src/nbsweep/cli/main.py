@@ -10,6 +10,7 @@ import click
 
 from nbsweep.api import __version__, redacted
 from nbsweep.cli.agent import agent, without_fanout_options
+from nbsweep.cli.dashboard import dashboard
 from nbsweep.cli.inspect import inspect
 from nbsweep.cli.run import run
 from nbsweep.cli.status import status
@@ -41,7 +42,7 @@ def cli() -> None:
     """Run a Jupyter notebook as a W&B sweep program."""
 
 
-for command in (run, inspect, agent, sweep, status):
+for command in (run, inspect, agent, sweep, status, dashboard):
     cli.add_command(command)
 
 

@@ -198,7 +198,7 @@ def as_json(sweep: SweepLike, runs: Iterable[RunLike], *, now: float | None = No
         }
         for place, run in enumerate(rank(sweep, runs), 1)
     ]
-    plain: dict[str, Any] = _plain(
+    plain: dict[str, Any] = json_plain(
         {
             "sweep_id": sweep.sweep_id,
             "state": getattr(sweep, "state", SweepState.RUNNING),
@@ -252,7 +252,7 @@ def fit(text: str, size: int, cut_start: bool = False) -> str:
     return "..." + text[len(text) - size + 3 :] if cut_start else text[: size - 3] + "..."
 
 
-def _plain(value: Any) -> Any:
+def json_plain(value: Any) -> Any:
     """JSON's types only, so ``json.dumps(..., allow_nan=False)`` works and reads back equal."""
     if isinstance(value, Enum):
         value = value.value
@@ -263,7 +263,7 @@ def _plain(value: Any) -> Any:
     if isinstance(value, numbers.Real):
         return to_json_number(float(value))
     if isinstance(value, Mapping):
-        return {str(key): _plain(item) for key, item in value.items()}
+        return {str(key): json_plain(item) for key, item in value.items()}
     if isinstance(value, (list, tuple, set, frozenset)):
-        return [_plain(item) for item in value]
+        return [json_plain(item) for item in value]
     return str(value)

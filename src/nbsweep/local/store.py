@@ -86,6 +86,16 @@ class SweepRecord:
 
 
 @dataclass(frozen=True)
+class HistoryEntry:
+    """A history row as read back: its number in the store (rising as rows are written),
+    its run, and the row as ``RunRecord.history`` holds it."""
+
+    row_number: int
+    run_id: str
+    row: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class LoggedRow:
     """One history row as its agent recorded it."""
 
@@ -418,6 +428,36 @@ class Store:
             self._require_sweep(sweep_id)
             return self._select_runs(sweep_id, with_history)
 
+    @_reconnecting
+    def run(self, run_id: str, *, with_history: bool = False) -> RunRecord:
+        """One run, with its history rows in the order they were logged if asked."""
+        with self._transaction("DEFERRED"):
+            run = _run_from_row(self._require_run(run_id))
+            if with_history:
+                for row in self._db.execute(
+                    f"SELECT * FROM history WHERE run_id = ? ORDER BY {self._db.history_order}",
+                    (run_id,),
+                ):
+                    run.history.append(_history_row(row))
+            return run
+
+    @_reconnecting
+    def history_after(self, sweep_id: str, after: int, limit: int) -> list[HistoryEntry]:
+        """The sweep's history rows written after the row numbered ``after`` (0: from the
+        first), oldest first, at most ``limit``: a viewer asks again with the last number it
+        got. Rows are numbered as written, and writes are serialised, so none is skipped."""
+        with self._transaction("DEFERRED"):
+            self._require_sweep(sweep_id)
+            order = self._db.history_order
+            rows = self._db.execute(
+                f"SELECT {order} AS row_number, history.* FROM history JOIN runs USING (run_id)"
+                f" WHERE sweep_id = ? AND {order} > ? ORDER BY {order} LIMIT ?",
+                (sweep_id, after, limit),
+            )
+            return [
+                HistoryEntry(row["row_number"], row["run_id"], _history_row(row)) for row in rows
+            ]
+
     # Inside a transaction
 
     def _hand_out_locked(
@@ -539,8 +579,7 @@ class Store:
                 f" WHERE sweep_id = ? ORDER BY {self._db.history_order}",
                 (sweep_id,),
             ):
-                extra = {"_step": row["step"], "_timestamp": row["logged_at"]}
-                runs[row["run_id"]].history.append({**json.loads(row["metrics"]), **extra})
+                runs[row["run_id"]].history.append(_history_row(row))
         return list(runs.values())
 
     def _require_sweep(self, sweep_id: str) -> Any:
@@ -736,6 +775,11 @@ def _run_from_row(row: Any) -> RunRecord:
         # sqlite3.Row looks at its values, not its names.)
         error=row["error"] if "error" in row.keys() else None,  # noqa: SIM118
     )
+
+
+def _history_row(row: Any) -> dict[str, Any]:
+    """A history row as logged plus ``_step`` and ``_timestamp`` (W&B's names)."""
+    return {**json.loads(row["metrics"]), "_step": row["step"], "_timestamp": row["logged_at"]}
 
 
 def _sweep_from_row(row: Any) -> SweepRecord:

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
+import socket
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +22,7 @@ pytest.importorskip(
 pytest.importorskip("httpx2", reason="Starlette's TestClient needs httpx2")
 pytest.importorskip("sweeps", reason="needs the local sweep engine: pip install 'nbsweep[local]'")
 
+from helpers import write_notebook
 from starlette.testclient import TestClient
 
 from nbsweep.dashboard.app import cookie_name, create_app
@@ -292,3 +296,54 @@ def test_the_postgres_store_reads_incrementally_too(tmp_path, postgres_url):
             ]
     finally:
         made.store.close()
+
+
+@pytest.mark.e2e
+def test_sweep_run_serves_the_dashboard_while_its_agents_run(local):
+    sweep_id_line = re.compile(r"created local sweep (\w+)")
+    write_notebook(
+        local.cwd / "nb.ipynb",
+        [("x = 1", ["parameters"]), "import time, nbsweep\ntime.sleep(1.5)\nnbsweep.log({'y': x})"],
+    )
+    (local.cwd / "sweep.yaml").write_text(
+        "program: nb.ipynb\nmethod: grid\nmetric: {name: y}\nparameters:\n  x: {values: [1, 2]}\n"
+    )
+    run = local.start("sweep", "--local", "sweep.yaml", "--run", "--dashboard", "--no-wandb")
+    sweep_id = sweep_id_line.search(run.stdout.readline()).group(1)
+    url = run.stdout.readline().removeprefix("dashboard: ").strip()
+    assert url.startswith("http://127.0.0.1:") and url.endswith(f"#/sweep/{sweep_id}"), url
+    base, token = url.split("/?")[0], url.split("token=")[1].split("#")[0]
+    with urllib.request.urlopen(f"{base}/api/sweeps/{sweep_id}?since=0&token={token}") as answer:
+        assert json.load(answer)["sweep"]["sweep_id"] == sweep_id
+    _, err = run.communicate(timeout=120)
+    assert run.returncode == 0, err
+    with pytest.raises(OSError):  # it stopped with the agents
+        urllib.request.urlopen(f"{base}/api/sweeps?token={token}", timeout=5)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "said"),
+    [
+        (["local:nosuch"], "Error: no sweep 'nosuch' in"),
+        (["--store", "missing.db"], "Error: no local sweep store at"),
+        (["--port", "99999"], "Invalid value for '--port'"),
+    ],
+)
+def test_the_dashboard_command_refuses_bad_input_in_one_line(local, arguments, said):
+    if "missing.db" not in arguments:
+        local.sweep("method: grid\nparameters:\n  x: {values: [1]}\n", [("x = 1", ["parameters"])])
+    result = local("dashboard", *arguments, timeout=60)
+    assert result.returncode == 2 and said in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+def test_a_port_in_use_is_a_one_line_error(local):
+    local.sweep("method: grid\nparameters:\n  x: {values: [1]}\n", [("x = 1", ["parameters"])])
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = local("dashboard", "--port", str(port), timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().startswith(
+        f"Error: cannot serve the dashboard on 127.0.0.1:{port}"
+    )
+    assert "--port" in result.stderr and "Traceback" not in result.stderr

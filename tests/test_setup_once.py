@@ -443,3 +443,31 @@ def test_a_template_that_dies_is_replaced_and_the_setup_runs_again(local):
     assert "kernels start as fresh interpreters" not in stderr, "forking goes on"
     last = nbformat.read(local.cwd / runs[-1]["notebook"], as_version=4)
     assert last.cells[0].metadata["nbsweep"]["setup"]["ran_once"]
+
+
+def test_a_forked_kernel_finds_what_wandbs_first_use_imports_loaded(local):
+    """A preload of wandb (W&B's tutorials lead with ``import wandb``) also loads what a
+    first ``wandb.init`` imports (``preload.FIRST_USE``), once, in the template."""
+    from nbsweep.kernel.preload import FIRST_USE
+
+    names = sorted(FIRST_USE["wandb"])
+    probe = f"import sys\nprint(sorted(name for name in {names!r} if name in sys.modules))"
+    cells = ["import wandb", ("x = 0", ["parameters"]), probe]
+    sweep, stderr = _run(local, _grid("x", 1), cells, "--no-wandb", "--preload", "wandb")
+    assert "setup not shared" not in stderr, stderr
+    (nb,) = _notebooks(local, sweep)
+    assert nb.cells[-1].outputs[0]["text"] == f"{names}\n", stderr
+
+
+def test_a_setup_that_loads_blas_itself_is_shared(local):
+    """Without a preload the setup's own ``import numpy`` starts OpenBLAS's pool; the
+    template shuts it down before it forks, as it does for a preloaded one."""
+    cells = [
+        "import numpy as np\nm = np.ones((200, 200)) @ np.ones((200, 200))",
+        ("x = 0", ["parameters"]),
+        "print(m[0, 0] + x)",
+    ]
+    sweep, stderr = _run(local, _grid("x", 1), cells, "--no-wandb", "--preload", "none")
+    assert "setup not shared" not in stderr and "ran once" in stderr, stderr
+    (nb,) = _notebooks(local, sweep)
+    assert nb.cells[-1].outputs[0]["text"] == "201.0\n"

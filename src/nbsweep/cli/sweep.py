@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import click
 
 from nbsweep import api
-from nbsweep.api import AgentOptions, StoreOptions, SweepAction, TrialSettings
+from nbsweep.api import AgentOptions, DashboardOptions, StoreOptions, SweepAction, TrialSettings
 
 if TYPE_CHECKING:
     from nbsweep.api import CheckedSweep, Worker
@@ -48,6 +48,13 @@ from nbsweep.errors import UsageError
 )
 @gpus_option
 @click.option("--count", type=click.IntRange(min=1), help="Trials per agent for --run.")
+@click.option(
+    "--dashboard",
+    "serve_dashboard",
+    is_flag=True,
+    help="With --run: serve `nbsweep dashboard` on the sweep while its agents run (its URL "
+    "first, on 127.0.0.1); it stops when they end.",
+)
 @click.option("--pause", "action", flag_value="pause", help="Pause local sweep SWEEP_FILE (an ID).")
 @click.option("--resume", "action", flag_value="resume", help="Resume a paused local sweep.")
 @click.option(
@@ -73,6 +80,7 @@ def sweep(
     workers: int | None,
     gpus: str | None,
     count: int | None,
+    serve_dashboard: bool,
     action: str | None,
     stop_run: str | None,
     agent_run: AgentOptions,
@@ -96,6 +104,8 @@ def sweep(
         return
     if run_it and not local:
         raise click.UsageError("--run runs local sweeps: add --local")
+    if serve_dashboard and not run_it:
+        raise click.UsageError("--dashboard serves the sweep --run runs: add --local --run")
     fleet = _agents(ctx, run_it, workers, gpus, count)
     # What the agents --run starts are given, checked before a sweep is made.
     agents = dataclasses.replace(agent_run, count=count, trial=trial, log_output=log_output)
@@ -111,7 +121,9 @@ def sweep(
     elif dry_run:
         click.echo(f"{sweep_file}: valid; command: {checked.config['command']}")
     elif local:
-        _create_local(checked, sweep_file.stem, stored, store is not None, fleet, agents)
+        _create_local(
+            checked, sweep_file.stem, stored, store is not None, fleet, agents, serve_dashboard
+        )
     else:
         warn = lambda message: click.echo(f"warning: {message}", err=True)  # noqa: E731
         path = api.create_wandb_sweep(checked.config, entity, on_retry=warn)
@@ -159,6 +171,7 @@ def _create_local(
     store_given: bool,
     fleet: list[Worker],
     agents: AgentOptions,
+    serve_dashboard: bool = False,
 ) -> None:
     """Create the sweep; with a ``fleet``, run its agents on it, then show the leaderboard."""
     sweep_id = api.create_local_sweep(checked.config, name, store)
@@ -167,7 +180,16 @@ def _create_local(
     if not fleet:
         click.echo(f"run it with: nbsweep agent local:{sweep_id}{store_flag} [--workers N]")
         return
-    code = api.run_agent_workers(f"local:{sweep_id}", agents, store, fleet)
+    server = None
+    if serve_dashboard:
+        server = api.dashboard_server(DashboardOptions(store, sweep_id=sweep_id))
+        server.start()
+        click.echo(f"dashboard: {server.url}")
+    try:
+        code = api.run_agent_workers(f"local:{sweep_id}", agents, store, fleet)
+    finally:
+        if server is not None:
+            server.stop()
     click.echo()
     for view in api.sweep_status(sweep_id, store):
         show_table(view)

@@ -34,6 +34,11 @@ class SweepData:
         with self._lock:
             self._store.close()
 
+    def require(self, sweep_id: str) -> None:
+        """UsageError, one line, if the store has no such sweep."""
+        with self._lock:
+            self._store.sweep(sweep_id)
+
     def sweeps(self) -> list[dict[str, Any]]:
         with self._lock:
             listed = [

@@ -25,9 +25,15 @@ class DashboardServer:
     def __init__(self, options: DashboardOptions) -> None:
         self.options = options
         self.token = secrets.token_urlsafe(24)
-        self.socket = _bind(options.host, options.port)
-        self.port = self.socket.getsockname()[1]
         self.data = SweepData(options)
+        try:
+            if options.sweep_id is not None:
+                self.data.require(options.sweep_id)
+            self.socket = _bind(options.host, options.port)
+        except BaseException:
+            self.data.close()
+            raise
+        self.port = self.socket.getsockname()[1]
         config = uvicorn.Config(
             create_app(self.data, self.token, self.port),
             log_level="warning",

@@ -372,6 +372,8 @@ class _Template:
         wandb = sys.modules.get("wandb")
         if wandb is not None and getattr(wandb, "run", None) is None:
             wandb.teardown()
+        if self.threadpoolctl is None:  # the setup loaded BLAS itself (no preload did)
+            self._import_threadpoolctl()
         self.torch_threads = _shut_down_thread_pools(self.threadpoolctl)
         for _ in range(40):  # a pool's or a service's threads may still be ending
             left = _problems(checks, watched)

@@ -28,6 +28,20 @@ if TYPE_CHECKING:
 AUTO = "auto"
 NONE = "none"
 
+FIRST_USE: dict[str, tuple[str, ...]] = {
+    "wandb": ("wandb.sdk.lib.gitlib", "wandb.sdk.launch", "yaml"),
+}
+"""Modules a module imports the first time it is used, not when it is imported: a fresh
+kernel's first ``wandb.init`` imports these (about a hundred modules). A preload of the
+module loads them too, so that every kernel forked from the template finds them loaded.
+Importing them starts no thread and opens nothing; a name a version lacks is skipped."""
+
+
+def first_use(modules: tuple[str, ...]) -> tuple[str, ...]:
+    """``modules``, then what ``FIRST_USE`` adds for them."""
+    added = [extra for name in modules for extra in FIRST_USE.get(name.split(".")[0], ())]
+    return tuple(dict.fromkeys([*modules, *added]))
+
 
 @dataclass(frozen=True)
 class Preload:
@@ -73,7 +87,7 @@ class Preload:
         """Python that imports ``modules`` (and initialises CUDA) without binding names."""
         if not modules and not self.cuda:
             return None
-        body = _IMPORT_QUIETLY.format(modules=repr(modules), cuda=self.cuda)
+        body = _IMPORT_QUIETLY.format(modules=repr(first_use(modules)), cuda=self.cuda)
         # exec in a dict of its own: the notebook's namespace stays as a fresh kernel's.
         return f"exec({body!r}, {{}})"
 

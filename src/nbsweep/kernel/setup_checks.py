@@ -21,8 +21,19 @@ _EVENT_FILES = {
 
 
 def threads() -> str | None:
-    count = len(os.listdir("/proc/self/task"))
-    return None if count == 1 else f"it started {count - 1} thread(s)"
+    others = [task for task in os.listdir("/proc/self/task") if int(task) != os.getpid()]
+    if not others:
+        return None
+    names = sorted({_thread_name(task) for task in others})
+    return f"it started {len(others)} thread(s) ({', '.join(names)})"
+
+
+def _thread_name(task: str) -> str:
+    try:
+        with open(f"/proc/self/task/{task}/comm") as comm:
+            return comm.read().strip()
+    except OSError:  # it ended meanwhile
+        return "ended"
 
 
 def children() -> str | None:

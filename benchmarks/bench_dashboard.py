@@ -5,7 +5,8 @@ through nbsweep's own store (as agents write it):
 
 * **first load**: in a real browser (Playwright driving Debian's chromium, when both are
   there), from opening the sweep's URL to its leaderboard holding every run and its
-  history chart every row of the metric; and the same two JSON answers over plain HTTP;
+  history chart every row of the metric (the median of three); and the same JSON answers
+  over plain HTTP;
 * **update**: rows logged and a run finished while the page is open: the time until the
   page shows the new count, and the size of the answer that carried it (what changed)
   against a full one;
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -99,7 +101,7 @@ def first_load_http(base: str, token: str, sweep_id: str) -> dict[str, Any]:
             f"{base}/api/sweeps/{sweep_id}/history?key=loss&after={after}&token={token}"
         )
         after, more = answer["after"], answer["more"]
-        rows += len(answer["rows"])
+        rows += sum(len(points) for points in answer["runs"].values())
         history_bytes += length
     return {
         "runs_s": runs_done - started,
@@ -114,7 +116,7 @@ def first_load_http(base: str, token: str, sweep_id: str) -> dict[str, Any]:
 
 def first_load_browser(url: str, sweep_id: str, runs: int, rows: int) -> dict[str, Any] | str:
     try:
-        from playwright.sync_api import expect, sync_playwright
+        from playwright.sync_api import sync_playwright
     except ImportError:
         return "skipped: playwright is not installed"
     if not CHROMIUM.exists():
@@ -126,19 +128,25 @@ def first_load_browser(url: str, sweep_id: str, runs: int, rows: int) -> dict[st
             headless=True,
             args=["--no-sandbox", "--disable-background-networking"],
         )
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        # The page's CSP would refuse the probes below (they are scripts Playwright evaluates);
+        # they are cheap where expect()'s locator checks would share the page's thread.
+        page = browser.new_page(viewport={"width": 1400, "height": 1000}, bypass_csp=True)
         page.goto(url)  # sets the cookie; the sweeps list
         page.wait_for_selector("#sweeps tbody tr")
-        started = time.perf_counter()
-        page.goto(f"{base}/#/sweep/{sweep_id}")
-        expect(page.locator("#shown")).to_have_text(f"{runs} of {runs} runs", timeout=60_000)
-        table = time.perf_counter() - started
-        expect(page.locator("#history-chart")).to_have_attribute(
-            "data-rows", str(runs * rows), timeout=60_000
-        )
-        charts = time.perf_counter() - started
+        shown = f"document.querySelector('#shown')?.textContent === '{runs} of {runs} runs'"
+        charted = f"document.querySelector('#history-chart')?.dataset.rows === '{runs * rows}'"
+        tables, everything = [], []
+        for _ in range(3):
+            page.goto(f"{base}/#/")
+            page.wait_for_selector("#sweeps tbody tr")
+            started = time.perf_counter()
+            page.goto(f"{base}/#/sweep/{sweep_id}")
+            page.wait_for_function(shown, polling="raf", timeout=60_000)
+            tables.append(time.perf_counter() - started)
+            page.wait_for_function(charted, polling="raf", timeout=60_000)
+            everything.append(time.perf_counter() - started)
         browser.close()
-    return {"table_s": table, "everything_s": charts}
+    return {"table_s": statistics.median(tables), "everything_s": statistics.median(everything)}
 
 
 def update(store: Store, sweep_id: str, agent: AgentIdentity, base: str, token: str, since: int):

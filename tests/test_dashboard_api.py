@@ -208,23 +208,39 @@ def test_history_comes_by_key_and_only_the_rows_not_yet_sent(client, sweep):
     sweep.log(second.run_id, {"loss": 2.0, "note": "text"})
     url = f"/api/sweeps/{sweep.sweep_id}/history"
     answer = client.get(f"{url}?key=loss&after=0").json()
-    assert answer["rows"] == [
-        [first.run_id, 0, 1.0],
-        [first.run_id, 1, 0.8],
-        [second.run_id, 0, 2.0],
-    ]
+    assert answer["runs"] == {first.run_id: [[0, 1.0], [1, 0.8]], second.run_id: [[0, 2.0]]}
     assert not answer["more"]
-    assert client.get(f"{url}?key=acc&after=0").json()["rows"] == [[first.run_id, 0, 0.1]]
+    assert client.get(f"{url}?key=acc&after=0").json()["runs"] == {first.run_id: [[0, 0.1]]}
+    assert client.get(f"{url}?key=note&after=0").json()["runs"] == {}  # text is not charted
     later = client.get(f"{url}?key=loss&after={answer['after']}").json()
-    assert later["rows"] == [] and later["after"] == answer["after"]
-    sweep.log(second.run_id, {"loss": float("nan")})
+    assert later["runs"] == {} and later["after"] == answer["after"]
+    sweep.log(second.run_id, {"loss": float("nan")}, {"loss": 7})
     newer = client.get(f"{url}?key=loss&after={answer['after']}").json()
-    assert newer["rows"] == [[second.run_id, 1, "NaN"]]
+    assert newer["runs"] == {second.run_id: [[1, "NaN"], [2, 7]]}
     assert client.get(url).status_code == 400
     keys = client.get(f"/api/sweeps/{sweep.sweep_id}?since=0").json()["keys"]
     assert keys == []  # summaries come when runs finish
     sweep.finish(first.run_id, RunState.finished, {"loss": 0.8, "acc": 0.1, "note": "x"})
     assert client.get(f"/api/sweeps/{sweep.sweep_id}?since=0").json()["keys"] == ["acc", "loss"]
+
+
+def test_a_long_history_comes_in_stretches(client, sweep, monkeypatch):
+    monkeypatch.setattr("nbsweep.dashboard.data.HISTORY_ROWS_PER_ANSWER", 2)
+    first, second = sweep.start(), sweep.start()
+    sweep.log(first.run_id, {"loss": 3}, {"acc": 1}, {"loss": 1})
+    sweep.log(second.run_id, {"loss": 2})
+    url = f"/api/sweeps/{sweep.sweep_id}/history?key=loss"
+    seen, after, answers = [], 0, 0
+    while True:
+        answer = client.get(f"{url}&after={after}").json()
+        answers += 1
+        seen += [(run_id, point) for run_id, points in answer["runs"].items() for point in points]
+        after = answer["after"]
+        if not answer["more"]:
+            break
+    # A row without the key still counts: the stretches go on past it.
+    assert seen == [(first.run_id, [0, 3]), (first.run_id, [2, 1]), (second.run_id, [0, 2])]
+    assert answers == 3  # 2 rows, 2 rows, then none: "more" while a stretch is full
 
 
 def test_a_run_has_its_values_reason_curves_and_notebook(client, sweep):
@@ -289,11 +305,10 @@ def test_the_postgres_store_reads_incrementally_too(tmp_path, postgres_url):
             opened.cookies.set(cookie_name(PORT), TOKEN)
             url = f"/api/sweeps/{made.sweep_id}/history?key=loss"
             answer = opened.get(f"{url}&after=0").json()
-            assert [row[2] for row in answer["rows"]] == [1.0, 0.5]
+            assert answer["runs"] == {first.run_id: [[0, 1.0], [1, 0.5]]}
             made.log(first.run_id, {"loss": 0.25})
-            assert opened.get(f"{url}&after={answer['after']}").json()["rows"] == [
-                [first.run_id, 2, 0.25]
-            ]
+            later = opened.get(f"{url}&after={answer['after']}").json()
+            assert later["runs"] == {first.run_id: [[2, 0.25]]}
     finally:
         made.store.close()
 

@@ -18,7 +18,7 @@ from nbsweep.local.store import RunRecord
 from nbsweep.options import DashboardOptions
 from nbsweep.status import SweepAction
 
-HISTORY_ROWS_PER_ANSWER = 50_000
+HISTORY_ROWS_PER_ANSWER = 100_000
 """At most this many history rows in one answer; the page asks again for the rest."""
 
 
@@ -59,13 +59,13 @@ class SweepData:
         return answer
 
     def history(self, sweep_id: str, key: str, after: int) -> dict[str, Any]:
-        """``key``'s values in the history rows written after row ``after``."""
+        """``key``'s values per run in the history rows written after row ``after``."""
         with self._lock:
-            entries = self._store.history_after(sweep_id, after, HISTORY_ROWS_PER_ANSWER)
+            stretch = self._store.key_history(sweep_id, key, after, HISTORY_ROWS_PER_ANSWER)
         return {
-            "after": entries[-1].row_number if entries else after,
-            "more": len(entries) == HISTORY_ROWS_PER_ANSWER,
-            "rows": views.history_rows(entries, key),
+            "after": stretch.last_row,
+            "more": stretch.rows_read == HISTORY_ROWS_PER_ANSWER,
+            "runs": views.history_series(stretch.values),
         }
 
     def run(self, run_id: str) -> dict[str, Any]:

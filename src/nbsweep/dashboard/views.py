@@ -16,8 +16,8 @@ from nbsweep.local.leaderboard import (
     metric_of,
     metric_value,
 )
-from nbsweep.local.store import HistoryEntry, RunRecord, SweepRecord
-from nbsweep.status import RunState
+from nbsweep.local.store import RunRecord, SweepRecord
+from nbsweep.status import RunState, to_json_number
 
 IMPORTANCE_BINS = 10
 IMPORTANCE_HOW = (
@@ -96,14 +96,17 @@ def curves(history: Iterable[Mapping[str, Any]]) -> dict[str, list[list[Any]]]:
     return found
 
 
-def history_rows(entries: Iterable[HistoryEntry], key: str) -> list[list[Any]]:
-    """``[run_id, step, value]`` for the rows that logged ``key`` as a number."""
-    rows = []
-    for entry in entries:
-        number = as_number(entry.row.get(key))
-        if number is not None:
-            rows.append([entry.run_id, entry.row.get("_step"), json_plain(number)])
-    return rows
+def history_series(logged: Iterable[tuple[str, int, Any]]) -> dict[str, list[list[Any]]]:
+    """``{run_id: [[step, value], ...]}`` for the logged values that are numbers."""
+    series: dict[str, list[list[Any]]] = {}
+    for run_id, step, value in logged:
+        # Most values are plain floats: they skip as_number's general checks.
+        if type(value) is not float:
+            value = as_number(value)
+            if value is None:
+                continue
+        series.setdefault(run_id, []).append([step, to_json_number(value)])
+    return series
 
 
 def logged_keys(runs: Iterable[RunRecord]) -> list[str]:

@@ -546,11 +546,12 @@ class SweepView {
       while (more && key === this.history.key) {
         const answer = await getJSON(`/api/sweeps/${encodeURIComponent(this.sweepId)}/history?key=${encodeURIComponent(key)}&after=${this.history.after}`);
         if (key !== this.history.key) break;
-        for (const [runId, step, value] of answer.rows) {
+        for (const [runId, points] of Object.entries(answer.runs)) {
           if (!this.history.rows.has(runId)) this.history.rows.set(runId, []);
-          this.history.rows.get(runId).push([step, number(value)]);
+          const rows = this.history.rows.get(runId);
+          for (const [step, value] of points) rows.push([step, number(value)]);
+          grew = true;
         }
-        grew = grew || answer.rows.length > 0;
         this.history.after = answer.after;
         more = answer.more;
       }

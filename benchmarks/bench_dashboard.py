@@ -16,7 +16,8 @@ through nbsweep's own store (as agents write it):
   and at the end.
 
     python benchmarks/bench_dashboard.py                 # 1,000 runs x 100 rows
-    python benchmarks/bench_dashboard.py --runs 100 --rows 10 --polls 60   # a smoke run
+    python benchmarks/bench_dashboard.py --runs 100 --rows 10 --polls 60
+    python benchmarks/bench_dashboard.py --quick          # that it still runs (the suite's)
 """
 
 from __future__ import annotations
@@ -206,7 +207,12 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=100, help="history rows per run")
     parser.add_argument("--polls", type=int, default=3600)
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--quick", action="store_true", help="20 runs x 5 rows, 20 polls: that it still runs"
+    )
     options = parser.parse_args()
+    if options.quick:
+        options.runs, options.rows, options.polls = 20, 5, 20
 
     print(json.dumps(machine()), file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="nbsweep-bench-dashboard-") as folder:

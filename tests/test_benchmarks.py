@@ -1,4 +1,5 @@
-"""The benchmark scripts still run: `overhead.py --quick`, `bench_setup.py --quick`."""
+"""The benchmark scripts still run: `overhead.py --quick`, `bench_setup.py --quick`,
+`bench_dashboard.py --quick`."""
 
 from __future__ import annotations
 
@@ -79,4 +80,18 @@ def test_bench_setup_quick_runs_every_route_and_leaves_no_process(tmp_path: Path
     for routes in data["notebooks"].values():
         in_process = next(route for route in routes if route["route"] == "in-process")
         assert in_process["ratio_to_in_process"] == 1.0
+    _no_process_left(marker)
+
+
+def test_bench_dashboard_quick_measures_every_figure_and_leaves_no_process(tmp_path: Path) -> None:
+    pytest.importorskip("uvicorn", reason="the dashboard needs: pip install 'nbsweep[dashboard]'")
+    marker = uuid.uuid4().hex
+    json_path = tmp_path / "dashboard.json"
+    result, lines = _run_quick("bench_dashboard.py", json_path, marker)
+    assert any(line.startswith("sweep") and "20 runs, 100 history rows" in line for line in lines)
+    data = json.loads(json_path.read_text(encoding="utf-8"))
+    assert data["http"]["runs"] == 20 and data["http"]["history_rows"] == 100, result.stdout
+    assert data["update"]["runs"] == 1 and data["hour"]["polls"] == 20
+    if isinstance(data["browser"], dict):  # a string says why the browser was left out
+        assert data["browser"]["everything_s"] >= data["browser"]["table_s"] > 0
     _no_process_left(marker)

@@ -260,6 +260,7 @@ def test_a_run_has_its_values_reason_curves_and_notebook(client, sweep):
     download = client.get(f"/runs/{run.run_id}/notebook.ipynb")
     assert download.status_code == 200
     assert download.headers["content-disposition"].startswith("attachment;")
+    assert download.headers["content-security-policy"].startswith("sandbox;")
     assert nbformat.reads(download.text, as_version=4).cells[0].outputs[0]["text"]
     assert client.get("/api/runs/nosuchrun").status_code == 404
 

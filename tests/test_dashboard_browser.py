@@ -146,6 +146,7 @@ def test_the_page_follows_and_steers_a_live_sweep(local, browser):
     assert frame.locator(".jp-OutputArea-output b", has_text="bold output").count() == 1
     assert page.evaluate("window.__nbscript") is None
     assert frame.locator("body[data-ran]").count() == 0, "the notebook's script ran"
+    assert page.locator("iframe#notebook").get_attribute("sandbox") == "", "no allowances"
     shot(page, "run")
 
     assert not problems, problems

@@ -186,14 +186,14 @@ class _GuardMiddleware:
 
 
 async def _answer(work: Callable[..., Any], *args: Any) -> Response:
-    """``work(*args)`` on a thread (the store blocks), as JSON; a usage error as 404."""
+    """``work(*args)`` on a thread (the store blocks), as JSON; a usage error as 404. The
+    JSON is encoded on that thread too: a long history would hold the event loop."""
     try:
-        result = await run_in_threadpool(work, *args)
+        response = await run_in_threadpool(lambda: JSONResponse(work(*args)))
     except UsageError as problem:
         return _error(404, str(problem))
     except NbsweepError as problem:
         return _error(500, str(problem))
-    response = JSONResponse(result)
     response.headers["Cache-Control"] = "no-store"
     return response
 

@@ -168,7 +168,7 @@ class Kernel:
         except (OSError, ValueError) as error:
             raise KernelStartError(f"cannot start kernel {self.kernel_name!r}: {error}") from None
         self.pid = getattr(self.manager.provisioner, "pid", None)
-        self.remember_processes()
+        self.remember_processes(children=False)  # just launched: it has started none yet
         self.client = self.manager.client()
         # The kernel binds its sockets only after this (a forked one soon, an exec'd one
         # later); a connect that finds no socket yet waits ZMQ's default reconnect interval,
@@ -356,13 +356,14 @@ class Kernel:
             return ExitPlan.POLITE_NO_TEARDOWN
         return ExitPlan.POLITE
 
-    def remember_processes(self) -> None:
-        """Note the kernel's process tree, so children that leave its group are still found."""
+    def remember_processes(self, children: bool = True) -> None:
+        """Note the kernel's process tree, so children that leave its group are still found
+        (finding them reads the whole process table)."""
         if self.pid is None:
             return
         with contextlib.suppress(psutil.Error):
             root = psutil.Process(self.pid)
-            for process in [root, *root.children(recursive=True)]:
+            for process in [root, *(root.children(recursive=True) if children else ())]:
                 self._known_processes.setdefault(process.pid, process)
 
     async def is_alive(self) -> bool:
@@ -376,7 +377,7 @@ class Kernel:
         """SIGKILL the kernel's process group and every process it is known to have started."""
         if self.pid is None:  # stopped while it was being launched
             self.pid = getattr(self.manager.provisioner, "pid", None)
-        self.remember_processes()
+        self.remember_processes(children=False)  # just launched: it has started none yet
         pgid = getattr(self.manager.provisioner, "pgid", None)
         if pgid:
             with contextlib.suppress(OSError):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import uuid
 
 import psutil
 import pytest
@@ -36,6 +37,29 @@ def test_nbsweep_run_leaves_no_daemon(cli, tmp_path):
     result = cli("run", "escape.ipynb", "-o", "out.ipynb")
     assert result.returncode == 0, result.stderr
     assert not cli.leftovers(timeout=3), [p.cmdline() for p in cli.leftovers(0)]
+
+
+def test_a_killed_kernel_takes_its_unmarked_daemon_with_it(cli, tmp_path):
+    """A child in a session of its own, its environment (and so nbsweep's mark) dropped, is
+    found only in the kernel's tree while the kernel lives: the kill of a cell that ignores
+    the interrupt must read that tree first."""
+    seconds = f"1000.{uuid.uuid4().int % 10**9}"  # this test's own sleep, found by its argument
+    write_notebook(
+        tmp_path / "nb.ipynb",
+        [
+            "import signal, subprocess, time",
+            f"subprocess.Popen(['sleep', '{seconds}'], start_new_session=True, env={{}})\n"
+            "signal.signal(signal.SIGINT, signal.SIG_IGN)\ntime.sleep(60)",
+        ],
+    )
+    result = cli("run", "nb.ipynb", "-o", "out.ipynb", "--timeout", "2", "--stop-grace", "0.5")
+    assert result.returncode == 1, result.stderr
+    left = []
+    for process in psutil.process_iter(["cmdline"]):
+        if process.info["cmdline"] == ["sleep", seconds]:
+            left.append(process)
+            process.kill()
+    assert not left, "the daemon outlived the killed kernel"
 
 
 def _local_sweep(local, tmp_path, trials: int) -> str:

@@ -377,7 +377,7 @@ class Kernel:
         """SIGKILL the kernel's process group and every process it is known to have started."""
         if self.pid is None:  # stopped while it was being launched
             self.pid = getattr(self.manager.provisioner, "pid", None)
-        self.remember_processes(children=False)  # just launched: it has started none yet
+        self.remember_processes()
         pgid = getattr(self.manager.provisioner, "pgid", None)
         if pgid:
             with contextlib.suppress(OSError):
